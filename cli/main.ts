@@ -1,0 +1,151 @@
+#!/usr/bin/env node
+/** The `shardchat` command line (DESIGN section 3). */
+import { parseArgs } from 'node:util';
+import { ConfigError, loadConfig } from '../common/config.js';
+import { createLogger } from '../common/logger.js';
+import { startRouter } from '../router/router.js';
+import { explain } from './explain.js';
+import { keysFromFile, reshardPlan, sampleKeys } from './reshard-plan.js';
+
+const USAGE = `usage: shardchat <command> [options]
+
+commands:
+  router [--config FILE] [--check-config]     run the router
+  explain <path> [--header name=value]...     show {key, hash, shard, shards, target} for a request
+          [--config FILE]
+  reshard-plan --from S --to T                how many keys move when S changes, under modulo and jump
+          [--keys FILE | --sample N]
+
+The configuration file may also be given as SHARDCHAT_CONFIG; any field can be
+overridden with SHARDCHAT__<section>__<field>=value.`;
+
+function fail(message: string, code = 2): never {
+  process.stderr.write(`shardchat: ${message}\n`);
+  process.exit(code);
+}
+
+function configFile(flag: string | undefined): string | undefined {
+  return flag ?? (process.env.SHARDCHAT_CONFIG || undefined);
+}
+
+function load(file: string | undefined) {
+  try {
+    return loadConfig(configFile(file));
+  } catch (err) {
+    if (err instanceof ConfigError) fail(err.message, 1);
+    throw err;
+  }
+}
+
+async function runRouter(args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    options: { config: { type: 'string', short: 'c' }, 'check-config': { type: 'boolean' } },
+  });
+  const cfg = load(values.config);
+  if (values['check-config']) {
+    process.stdout.write(`${configFile(values.config) ?? 'default configuration'}: ok\n`);
+    return;
+  }
+  const log = createLogger('router', cfg.log.level);
+  const running = await startRouter(cfg, log);
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'shutting down: draining requests and WebSockets');
+    running.stop().then(
+      () => {
+        log.info('stopped');
+        process.exit(0);
+      },
+      (err: Error) => {
+        log.error({ err: err.message }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+async function runExplain(args: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: { config: { type: 'string', short: 'c' }, header: { type: 'string', short: 'H', multiple: true } },
+  });
+  const target = positionals[0];
+  if (!target || positionals.length > 1) fail('explain takes exactly one path, e.g. shardchat explain /groups/lobby');
+  const headers: Record<string, string> = {};
+  for (const h of values.header ?? []) {
+    const eq = h.indexOf('=');
+    if (eq <= 0) fail(`--header wants name=value, got ${JSON.stringify(h)}`);
+    headers[h.slice(0, eq)] = h.slice(eq + 1);
+  }
+  const cfg = load(values.config);
+  process.stdout.write(`${JSON.stringify(await explain(cfg, target, headers), null, 2)}\n`);
+}
+
+function positiveInt(name: string, v: string | undefined): number {
+  const n = Number(v);
+  if (!v || !Number.isInteger(n) || n < 1) fail(`--${name} wants a positive integer, got ${JSON.stringify(v)}`);
+  return n;
+}
+
+async function runReshardPlan(args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      from: { type: 'string' },
+      to: { type: 'string' },
+      keys: { type: 'string' },
+      sample: { type: 'string' },
+    },
+  });
+  const from = positiveInt('from', values.from);
+  const to = positiveInt('to', values.to);
+  if (values.keys && values.sample) fail('give --keys or --sample, not both');
+  let keys: string[];
+  let source: string;
+  if (values.keys) {
+    try {
+      keys = keysFromFile(values.keys);
+    } catch (err) {
+      fail(`cannot read ${values.keys}: ${(err as Error).message}`);
+    }
+    source = values.keys;
+  } else {
+    const n = values.sample ? positiveInt('sample', values.sample) : 100_000;
+    keys = sampleKeys(n);
+    source = `sample of ${n} keys group-0 .. group-${n - 1}`;
+  }
+  process.stdout.write(`${JSON.stringify(await reshardPlan(from, to, keys, source), null, 2)}\n`);
+}
+
+async function main(argv: string[]): Promise<void> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case 'router':
+      return runRouter(rest);
+    case 'explain':
+      return runExplain(rest);
+    case 'reshard-plan':
+      return runReshardPlan(rest);
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      process.stdout.write(`${USAGE}\n`);
+      return;
+    default:
+      fail(`unknown command ${JSON.stringify(command)}\n\n${USAGE}`);
+  }
+}
+
+main(process.argv.slice(2)).catch((err: Error) => {
+  if (err instanceof ConfigError) fail(err.message, 1);
+  if ((err as NodeJS.ErrnoException).code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') fail(err.message);
+  process.stderr.write(`shardchat: ${err.stack ?? err.message}\n`);
+  process.exit(1);
+});

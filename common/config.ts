@@ -1,0 +1,217 @@
+/**
+ * The one configuration file (DESIGN section 3): YAML, validated with zod so that a
+ * wrong file fails at start with the path of the bad field, and overridable field by
+ * field with SHARDCHAT__<path> environment variables.
+ */
+import { readFileSync } from 'node:fs';
+import yaml from 'js-yaml';
+import { z } from 'zod';
+import { checkPatternSafety } from './regex-safety.js';
+
+const port = z.number().int().min(0).max(65535);
+const httpUrl = z.url({ protocol: /^https?$/, error: 'must be an http:// or https:// URL' });
+const positiveMs = z.number().int().positive();
+
+const shardSpecSchema = z.strictObject({
+  urlPattern: z.string().min(1).default('^/(?:groups|users)/([^/]+)'),
+  header: z
+    .string()
+    .regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]*$/, 'must be an HTTP header name (or empty to turn the rule off)')
+    .default('x-group-id'),
+  onNoMatch: z.union([z.enum(['path', 'reject']), z.number().int().min(0)]).default('path'),
+  assignment: z.enum(['modulo', 'jump']).default('modulo'),
+});
+
+const topologySchema = z.strictObject({
+  mode: z
+    .enum(['static'], { error: "must be 'static' (the 'kubernetes' mode is not built yet)" })
+    .default('static'),
+  targets: z.array(httpUrl).default([]),
+  adminTargets: z.array(httpUrl).default([]),
+  shards: z.number().int().min(1).max(4096).default(3),
+  targetTemplate: z
+    .string()
+    .default('http://shardchat-shard-{ordinal}.shardchat-shard.{namespace}.svc.cluster.local:8080'),
+  adminTemplate: z
+    .string()
+    .default('http://shardchat-shard-{ordinal}.shardchat-shard.{namespace}.svc.cluster.local:9090'),
+  namespace: z.string().min(1).default(process.env.POD_NAMESPACE || 'default'),
+  probeIntervalMs: positiveMs.default(2000),
+  probeTimeoutMs: positiveMs.default(1000),
+  probeFailureThreshold: z.number().int().min(1).default(2),
+});
+
+const routerSchema = z.strictObject({
+  host: z.string().min(1).default('0.0.0.0'),
+  port: port.default(8080),
+  adminPort: port.default(9090),
+  limits: z
+    .strictObject({
+      maxPathBytes: z.number().int().min(16).max(65536).default(8192),
+      maxHeaderBytes: z.number().int().min(1024).max(1048576).default(16384),
+      maxBodyBytes: z.number().int().min(0).default(1048576),
+      maxConnections: z.number().int().min(1).default(10000),
+      maxSocketsPerShard: z.number().int().min(1).default(256),
+      maxQueuedPerShard: z.number().int().min(0).default(4096),
+      maxWebSocketsPerShard: z.number().int().min(1).default(50000),
+    })
+    .prefault({}),
+  timeouts: z
+    .strictObject({
+      connectMs: positiveMs.default(2000),
+      upstreamMs: positiveMs.default(60000),
+      idleSocketMs: positiveMs.default(4000),
+      clientKeepAliveMs: positiveMs.default(5000),
+      requestMs: positiveMs.default(120000),
+      shutdownMs: positiveMs.default(10000),
+    })
+    .prefault({}),
+  retryAfterSeconds: z.number().int().min(1).default(2),
+});
+
+const shardSchema = z.strictObject({
+  host: z.string().min(1).default('0.0.0.0'),
+  port: port.default(8080),
+  adminPort: port.default(9090),
+  dataDir: z.string().min(1).default('/data'),
+});
+
+const authSchema = z.strictObject({
+  devTokens: z.boolean().default(false),
+  issuer: z.string().min(1).optional(),
+  audience: z.string().min(1).optional(),
+});
+
+const logSchema = z.strictObject({
+  level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+});
+
+export const configSchema = z
+  .strictObject({
+    shardSpec: shardSpecSchema.prefault({}),
+    topology: topologySchema.prefault({}),
+    router: routerSchema.prefault({}),
+    shard: shardSchema.prefault({}),
+    auth: authSchema.prefault({}),
+    log: logSchema.prefault({}),
+  })
+  .superRefine((cfg, ctx) => {
+    const verdict = checkPatternSafety(cfg.shardSpec.urlPattern);
+    if (!verdict.ok) {
+      ctx.addIssue({ code: 'custom', path: ['shardSpec', 'urlPattern'], message: `refused: ${verdict.reason}` });
+    }
+    const t = cfg.topology;
+    if (t.adminTargets.length > 0 && t.adminTargets.length !== t.targets.length) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['topology', 'adminTargets'],
+        message: `has ${t.adminTargets.length} entries but targets has ${t.targets.length}; give one per target, in the same order`,
+      });
+    }
+    if (t.targets.length === 0 && !t.targetTemplate.includes('{ordinal}')) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['topology', 'targetTemplate'],
+        message: 'must contain {ordinal} when targets is empty',
+      });
+    }
+    const S = t.targets.length > 0 ? t.targets.length : t.shards;
+    const onNoMatch = cfg.shardSpec.onNoMatch;
+    if (typeof onNoMatch === 'number' && onNoMatch >= S) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['shardSpec', 'onNoMatch'],
+        message: `shard ${onNoMatch} does not exist: there are ${S} shards (0..${S - 1})`,
+      });
+    }
+  });
+
+export type Config = z.infer<typeof configSchema>;
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+const ENV_PREFIX = 'SHARDCHAT__';
+
+/** Reads a scalar from the environment the way YAML would (numbers, booleans, lists). */
+function parseEnvValue(value: string): unknown {
+  try {
+    const parsed = yaml.load(value);
+    return parsed === undefined ? value : parsed;
+  } catch {
+    return value;
+  }
+}
+
+/** Applies SHARDCHAT__a__b=value overrides to a raw configuration object. */
+export function applyEnvOverrides(raw: Record<string, unknown>, env: NodeJS.ProcessEnv): Record<string, unknown> {
+  const out = structuredClone(raw);
+  const names = Object.keys(env)
+    .filter((n) => n.startsWith(ENV_PREFIX))
+    .sort();
+  for (const name of names) {
+    const path = name.slice(ENV_PREFIX.length).split('__');
+    if (path.some((p) => p === '' || p === '__proto__' || p === 'constructor' || p === 'prototype')) {
+      throw new ConfigError(`environment variable ${name}: not a configuration path`);
+    }
+    let node: Record<string, unknown> = out;
+    for (const seg of path.slice(0, -1)) {
+      const next = node[seg];
+      if (next === undefined || next === null) {
+        const created: Record<string, unknown> = {};
+        node[seg] = created;
+        node = created;
+      } else if (typeof next === 'object' && !Array.isArray(next)) {
+        node = next as Record<string, unknown>;
+      } else {
+        throw new ConfigError(`environment variable ${name}: ${seg} is not a section`);
+      }
+    }
+    node[path[path.length - 1] as string] = parseEnvValue(env[name] ?? '');
+  }
+  return out;
+}
+
+function formatPath(path: ReadonlyArray<PropertyKey>): string {
+  let s = '';
+  for (const p of path) s += typeof p === 'number' ? `[${p}]` : s ? `.${String(p)}` : String(p);
+  return s || '(root)';
+}
+
+/** Validates a raw object (already merged with the environment) into a Config. */
+export function parseConfig(raw: unknown, source = 'configuration'): Config {
+  const result = configSchema.safeParse(raw ?? {});
+  if (result.success) return result.data;
+  const lines = result.error.issues.map((i) => `  ${formatPath(i.path)}: ${i.message}`);
+  throw new ConfigError(`${source} is invalid:\n${lines.join('\n')}`);
+}
+
+/** Loads the file (if any), applies SHARDCHAT__ overrides and validates. */
+export function loadConfig(file: string | undefined, env: NodeJS.ProcessEnv = process.env): Config {
+  let raw: unknown = {};
+  const source = file ?? 'the default configuration';
+  if (file) {
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (err) {
+      throw new ConfigError(`cannot read configuration file ${file}: ${(err as Error).message}`);
+    }
+    try {
+      raw = yaml.load(text, { filename: file }) ?? {};
+    } catch (err) {
+      throw new ConfigError(`configuration file ${file} is not valid YAML: ${(err as Error).message}`);
+    }
+    if (typeof raw !== 'object' || Array.isArray(raw)) {
+      throw new ConfigError(`configuration file ${file} must hold a mapping at the top level`);
+    }
+  }
+  const merged = applyEnvOverrides(raw as Record<string, unknown>, env);
+  return parseConfig(merged, source);
+}
+
+/** The number of shards S, always from configuration (DESIGN section 2). */
+export function shardCount(cfg: Config): number {
+  return cfg.topology.targets.length > 0 ? cfg.topology.targets.length : cfg.topology.shards;
+}

@@ -1,0 +1,165 @@
+/**
+ * Static topology (DESIGN section 2): S, the address of every shard, and each shard's
+ * readiness. S comes from configuration only; readiness never changes where a key goes.
+ */
+import { EventEmitter } from 'node:events';
+import { type Config, shardCount } from './config.js';
+
+export interface ShardEndpoint {
+  ordinal: number;
+  /** Base URL of the shard's public port. */
+  target: string;
+  host: string;
+  port: number;
+  /** Base URL of the shard's admin port, when known. */
+  admin: string | undefined;
+}
+
+export interface ShardState extends ShardEndpoint {
+  ready: boolean;
+  consecutiveFailures: number;
+  reason: string | undefined;
+  since: string;
+}
+
+export function expandTemplate(template: string, ordinal: number, namespace: string): string {
+  return template.replaceAll('{ordinal}', String(ordinal)).replaceAll('{namespace}', namespace);
+}
+
+function endpoint(ordinal: number, target: string, admin: string | undefined): ShardEndpoint {
+  const url = new URL(target);
+  if (url.protocol !== 'http:') throw new Error(`shard ${ordinal}: only http:// targets are supported, got ${target}`);
+  const host = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
+  return { ordinal, target: url.origin, host, port: url.port ? Number(url.port) : 80, admin };
+}
+
+/** The endpoints of all S shards, from `targets` or from the templates. */
+export function staticEndpoints(cfg: Config): ShardEndpoint[] {
+  const t = cfg.topology;
+  if (t.targets.length > 0) {
+    return t.targets.map((target, i) => endpoint(i, target, t.adminTargets[i]));
+  }
+  const S = shardCount(cfg);
+  const out: ShardEndpoint[] = [];
+  for (let i = 0; i < S; i++) {
+    out.push(
+      endpoint(
+        i,
+        expandTemplate(t.targetTemplate, i, t.namespace),
+        t.adminTemplate ? expandTemplate(t.adminTemplate, i, t.namespace) : undefined,
+      ),
+    );
+  }
+  return out;
+}
+
+export interface TopologyEvents {
+  change: [ShardState];
+}
+
+/**
+ * Readiness per shard: ready until a connection is refused or `/readyz` fails
+ * `probeFailureThreshold` times in a row; one good probe makes it ready again.
+ * Without admin endpoints, a successful connection makes a shard ready again.
+ */
+export class StaticTopology extends EventEmitter<TopologyEvents> {
+  readonly shards: number;
+  readonly states: ShardState[];
+  readonly probing: boolean;
+  private timer: NodeJS.Timeout | undefined;
+  private readonly probeIntervalMs: number;
+  private readonly probeTimeoutMs: number;
+  private readonly failureThreshold: number;
+  private probesInFlight = 0;
+
+  constructor(cfg: Config) {
+    super();
+    const endpoints = staticEndpoints(cfg);
+    this.shards = endpoints.length;
+    const now = new Date().toISOString();
+    this.states = endpoints.map((e) => ({ ...e, ready: true, consecutiveFailures: 0, reason: undefined, since: now }));
+    this.probing = endpoints.every((e) => e.admin !== undefined);
+    this.probeIntervalMs = cfg.topology.probeIntervalMs;
+    this.probeTimeoutMs = cfg.topology.probeTimeoutMs;
+    this.failureThreshold = cfg.topology.probeFailureThreshold;
+  }
+
+  start(): void {
+    if (!this.probing || this.timer) return;
+    void this.probeAll();
+    this.timer = setInterval(() => void this.probeAll(), this.probeIntervalMs);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+  }
+
+  isReady(ordinal: number): boolean {
+    return this.states[ordinal]?.ready ?? false;
+  }
+
+  /** A connection to the shard was refused: not ready at once. */
+  markRefused(ordinal: number, reason = 'connection refused'): void {
+    this.setReady(ordinal, false, reason);
+  }
+
+  /** A connection to the shard succeeded; counts as readiness only when no probe runs. */
+  markConnected(ordinal: number): void {
+    if (!this.probing) {
+      const s = this.states[ordinal];
+      if (s && !s.ready) this.setReady(ordinal, true, undefined);
+    }
+  }
+
+  /** Re-reads what can be re-read now: in static mode, probes every shard at once. */
+  refresh(): void {
+    if (this.probing && this.probesInFlight === 0) void this.probeAll();
+  }
+
+  snapshot(): { mode: 'static'; shards: number; probing: boolean; members: ShardState[] } {
+    return { mode: 'static', shards: this.shards, probing: this.probing, members: this.states.map((s) => ({ ...s })) };
+  }
+
+  private setReady(ordinal: number, ready: boolean, reason: string | undefined): void {
+    const s = this.states[ordinal];
+    if (!s) return;
+    if (ready) s.consecutiveFailures = 0;
+    if (s.ready === ready) {
+      if (!ready) s.reason = reason;
+      return;
+    }
+    s.ready = ready;
+    s.reason = reason;
+    s.since = new Date().toISOString();
+    this.emit('change', { ...s });
+  }
+
+  private async probeAll(): Promise<void> {
+    this.probesInFlight++;
+    try {
+      await Promise.all(this.states.map((s) => this.probe(s)));
+    } finally {
+      this.probesInFlight--;
+    }
+  }
+
+  private async probe(s: ShardState): Promise<void> {
+    let failure: string | undefined;
+    try {
+      const res = await fetch(`${s.admin}/readyz`, { signal: AbortSignal.timeout(this.probeTimeoutMs) });
+      await res.arrayBuffer().catch(() => undefined);
+      if (res.status !== 200) failure = `/readyz answered ${res.status}`;
+    } catch (err) {
+      const e = err as Error & { cause?: { code?: string } };
+      failure = `/readyz failed: ${e.cause?.code ?? e.name}`;
+    }
+    if (failure === undefined) {
+      this.setReady(s.ordinal, true, undefined);
+      return;
+    }
+    s.consecutiveFailures++;
+    if (s.consecutiveFailures >= this.failureThreshold) this.setReady(s.ordinal, false, failure);
+  }
+}

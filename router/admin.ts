@@ -1,0 +1,78 @@
+/** The router's admin port: /metrics, /healthz, /readyz, /topology. Never reachable through the router. */
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Router } from './router.js';
+
+export interface AdminServer {
+  listen(port: number, host: string): Promise<number>;
+  close(): Promise<void>;
+}
+
+function json(res: http.ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, {
+    'content-type': 'application/json; charset=utf-8',
+    'content-length': Buffer.byteLength(text),
+    'cache-control': 'no-store',
+  });
+  res.end(text);
+}
+
+export function createAdminServer(router: Router): AdminServer {
+  const server = http.createServer((req, res) => {
+    const path = (req.url ?? '/').split('?')[0];
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      json(res, 405, { error: { code: 'method_not_allowed', message: 'the admin port answers GET only' } });
+      return;
+    }
+    switch (path) {
+      case '/healthz':
+        json(res, 200, { status: 'ok' });
+        return;
+      case '/readyz': {
+        const topo = router.topology.snapshot();
+        const notReady = topo.members.filter((m) => !m.ready).map((m) => m.ordinal);
+        // Ready once the topology is known; unready shards are reported, not fatal: the
+        // router still serves every other shard's keys.
+        const status = router.isDraining ? 503 : 200;
+        json(res, status, {
+          status: router.isDraining ? 'draining' : 'ready',
+          shards: topo.shards,
+          notReadyShards: notReady,
+        });
+        return;
+      }
+      case '/topology':
+        json(res, 200, { ...router.topology.snapshot(), assignment: router.cfg.shardSpec.assignment });
+        return;
+      case '/metrics':
+        router.metrics.registry.metrics().then(
+          (text) => {
+            res.writeHead(200, { 'content-type': router.metrics.registry.contentType });
+            res.end(text);
+          },
+          (err: Error) => json(res, 500, { error: { code: 'metrics_failed', message: err.message } }),
+        );
+        return;
+      default:
+        json(res, 404, { error: { code: 'not_found', message: `no admin route ${path}` } });
+    }
+  });
+  return {
+    listen(port, host) {
+      return new Promise((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(port, host, () => {
+          server.off('error', reject);
+          resolve((server.address() as AddressInfo).port);
+        });
+      });
+    },
+    close() {
+      return new Promise((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      });
+    },
+  };
+}

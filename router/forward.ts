@@ -1,0 +1,232 @@
+/**
+ * One HTTP exchange between a client request and the shard that owns its key: the
+ * router's hot path. The request head is written in one go on a pooled keep-alive
+ * connection, the response is parsed with ResponseParser and streamed back with
+ * backpressure. Failures map to the answers of DESIGN section 2.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { RouterError } from './errors.js';
+import type { ResponseCallbacks, ResponseHead } from './response-parser.js';
+import { ParseError } from './response-parser.js';
+import type { ExchangeSink, UpstreamConnection, UpstreamPool } from './upstream-pool.js';
+
+/** What an exchange reports back to the router. */
+export interface ExchangeOwner {
+  readonly retryAfter: number;
+  readonly upstreamMs: number;
+  /** The exchange finished; `code` is what the client got (0 when its connection was cut). */
+  finished(shard: number, code: number, startedAt: number): void;
+  upstreamFailure(shard: number, reason: string, err?: Error): void;
+  refused(shard: number): void;
+  connected(shard: number): void;
+  misdirected(shard: number): void;
+  sendError(res: ServerResponse, e: RouterError, requestId: string, shard: number, startedAt: number): void;
+}
+
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
+
+export class Exchange implements ExchangeSink, ResponseCallbacks {
+  private conn: UpstreamConnection | undefined;
+  private reused = false;
+  private retried = false;
+  private headSent = false;
+  private misdirectedAnswer = false;
+  private done = false;
+  private pending: Buffer | undefined;
+  private readonly acquireCb = this.onAcquire.bind(this);
+
+  constructor(
+    private readonly req: IncomingMessage,
+    private readonly res: ServerResponse,
+    private readonly shard: number,
+    private readonly pool: UpstreamPool,
+    private readonly head: string,
+    private readonly body: Buffer | undefined,
+    private readonly requestId: string,
+    private readonly startedAt: number,
+    private readonly owner: ExchangeOwner,
+  ) {}
+
+  start(): void {
+    this.res.once('close', () => this.onClientClose());
+    this.pool.acquire(this.acquireCb);
+  }
+
+  private onAcquire(err: NodeJS.ErrnoException | null, conn?: UpstreamConnection, reused?: boolean): void {
+    if (this.done) {
+      if (conn) this.pool.release(conn);
+      return;
+    }
+    if (err || !conn) {
+      const code = err?.code;
+      if (code === 'EPOOLFULL') {
+        this.owner.upstreamFailure(this.shard, 'overloaded', err ?? undefined);
+        this.fail(503, 'shard_overloaded', `shard ${this.shard} has too many requests waiting`, true);
+      } else if (code === 'ESHUTDOWN') {
+        this.fail(503, 'router_shutting_down', 'the router is shutting down', true);
+      } else {
+        if (code === 'ECONNREFUSED') this.owner.refused(this.shard);
+        this.owner.upstreamFailure(this.shard, code === 'ECONNTIMEOUT' ? 'connect_timeout' : 'refused', err ?? undefined);
+        this.fail(503, 'shard_unavailable', `shard ${this.shard} is unavailable (${code ?? 'connect failed'})`, true);
+      }
+      return;
+    }
+    if (!reused) this.owner.connected(this.shard);
+    this.conn = conn;
+    this.reused = reused === true;
+    conn.uses++;
+    conn.sink = this;
+    conn.parser.reset(this, this.req.method ?? 'GET');
+    const socket = conn.socket;
+    socket.setTimeout(this.owner.upstreamMs);
+    if (this.body && this.body.length > 0) {
+      socket.cork();
+      socket.write(this.head, 'latin1');
+      socket.write(this.body);
+      socket.uncork();
+    } else {
+      socket.write(this.head, 'latin1');
+    }
+  }
+
+  // --- ExchangeSink: events of the upstream socket ---
+
+  onData(chunk: Buffer): void {
+    const conn = this.conn;
+    if (!conn) return;
+    try {
+      conn.parser.execute(chunk);
+    } catch (err) {
+      this.protocolError(err as Error);
+      return;
+    }
+    const pending = this.pending;
+    if (pending && !this.done) {
+      this.pending = undefined;
+      this.writeBody(pending);
+    }
+  }
+
+  onSocketError(_err: NodeJS.ErrnoException): void {
+    // 'close' follows every 'error'; the outcome is decided there.
+  }
+
+  onSocketClose(): void {
+    const conn = this.conn;
+    if (!conn || this.done) return;
+    this.conn = undefined;
+    if (conn.parser.finishOnClose()) return;
+    if (this.reused && !conn.parser.started && !this.retried && this.retryable()) {
+      // A kept-alive connection the shard had already closed: nothing of this request reached it.
+      this.retried = true;
+      this.pool.acquire(this.acquireCb, true);
+      return;
+    }
+    this.owner.upstreamFailure(this.shard, 'reset');
+    this.fail(502, 'upstream_reset', `shard ${this.shard} closed the connection before answering`, false);
+  }
+
+  onTimeout(): void {
+    const conn = this.conn;
+    if (!conn || this.done) return;
+    this.conn = undefined;
+    this.pool.discard(conn);
+    this.owner.upstreamFailure(this.shard, 'timeout');
+    this.fail(504, 'upstream_timeout', `shard ${this.shard} did not answer within ${this.owner.upstreamMs} ms`, false);
+  }
+
+  // --- ResponseCallbacks: the parsed response ---
+
+  onHead(head: ResponseHead): void {
+    if (head.statusCode === 421) {
+      this.misdirectedAnswer = true;
+      return;
+    }
+    this.headSent = true;
+    this.res.writeHead(head.statusCode, head.statusMessage, head.headers);
+  }
+
+  onBody(chunk: Buffer): void {
+    if (this.misdirectedAnswer || this.done) return;
+    const pending = this.pending;
+    this.pending = chunk;
+    if (pending) this.writeBody(pending);
+  }
+
+  onEnd(reusable: boolean): void {
+    const conn = this.conn;
+    this.conn = undefined;
+    if (conn) {
+      if (reusable) this.pool.release(conn);
+      else this.pool.discard(conn);
+    }
+    if (this.done) return;
+    if (this.misdirectedAnswer) {
+      this.owner.misdirected(this.shard);
+      this.fail(
+        503,
+        'shard_misdirected',
+        `shard ${this.shard} does not own this key under its topology: router and shard configurations disagree`,
+        true,
+      );
+      return;
+    }
+    this.done = true;
+    const pending = this.pending;
+    this.pending = undefined;
+    if (pending) this.res.end(pending);
+    else this.res.end();
+    this.owner.finished(this.shard, this.res.statusCode, this.startedAt);
+  }
+
+  // --- helpers ---
+
+  private retryable(): boolean {
+    return IDEMPOTENT.has(this.req.method ?? '') || !this.body || this.body.length === 0;
+  }
+
+  private writeBody(chunk: Buffer): void {
+    if (!this.res.write(chunk)) {
+      const socket = this.conn?.socket;
+      if (socket) {
+        socket.pause();
+        this.res.once('drain', () => socket.resume());
+      }
+    }
+  }
+
+  private protocolError(err: Error): void {
+    const conn = this.conn;
+    this.conn = undefined;
+    if (conn) this.pool.discard(conn);
+    if (this.done) return;
+    this.owner.upstreamFailure(this.shard, 'protocol', err);
+    const message = err instanceof ParseError ? err.message : 'invalid response';
+    this.fail(502, 'upstream_protocol_error', `shard ${this.shard} sent an invalid response: ${message}`, false);
+  }
+
+  private fail(status: number, code: string, message: string, retryAfter: boolean): void {
+    if (this.done) return;
+    this.done = true;
+    if (this.headSent) {
+      // Part of the response is already on its way: the client must see a cut connection.
+      this.res.destroy();
+      this.owner.finished(this.shard, 0, this.startedAt);
+      return;
+    }
+    const e: RouterError = { status, code, message };
+    if (retryAfter) e.retryAfter = this.owner.retryAfter;
+    this.owner.sendError(this.res, e, this.requestId, this.shard, this.startedAt);
+  }
+
+  private onClientClose(): void {
+    if (this.done) return;
+    if (this.res.writableFinished) return;
+    this.done = true;
+    const conn = this.conn;
+    this.conn = undefined;
+    if (conn) this.pool.discard(conn);
+    else this.pool.cancel(this.acquireCb);
+    this.owner.finished(this.shard, 0, this.startedAt);
+  }
+}

@@ -1,0 +1,198 @@
+/**
+ * Keep-alive connections to one shard's public port. Idle connections are reused
+ * (most recently used first, so that surplus ones time out), a bounded number is open
+ * at once, and requests beyond that wait in a bounded queue.
+ */
+import net from 'node:net';
+import { ParseError, ResponseParser } from './response-parser.js';
+
+/** What an in-flight exchange is told about its connection. */
+export interface ExchangeSink {
+  onData(chunk: Buffer): void;
+  onSocketError(err: NodeJS.ErrnoException): void;
+  onSocketClose(): void;
+  onTimeout(): void;
+}
+
+export class UpstreamConnection {
+  readonly socket: net.Socket;
+  readonly parser: ResponseParser;
+  sink: ExchangeSink | undefined;
+  /** Number of exchanges this connection has carried. */
+  uses = 0;
+  idle = false;
+  closed = false;
+
+  constructor(
+    socket: net.Socket,
+    maxHeadBytes: number,
+    private readonly pool: UpstreamPool,
+  ) {
+    this.socket = socket;
+    this.parser = new ResponseParser(maxHeadBytes);
+    socket.on('data', (chunk: Buffer) => {
+      const sink = this.sink;
+      if (sink) sink.onData(chunk);
+      else this.socket.destroy(); // bytes on an idle connection: never reuse it
+    });
+    socket.on('error', (err: NodeJS.ErrnoException) => {
+      this.sink?.onSocketError(err);
+    });
+    socket.on('timeout', () => {
+      if (this.sink) this.sink.onTimeout();
+      else this.socket.destroy();
+    });
+    socket.on('end', () => {
+      // The shard closed its side: an idle connection is gone; an exchange learns it on 'close'.
+      if (!this.sink) this.socket.destroy();
+    });
+    socket.on('close', () => {
+      this.closed = true;
+      this.pool.forget(this);
+      this.sink?.onSocketClose();
+    });
+  }
+}
+
+export interface PoolOptions {
+  host: string;
+  port: number;
+  maxSockets: number;
+  maxQueued: number;
+  connectMs: number;
+  idleMs: number;
+  maxHeadBytes: number;
+}
+
+export type AcquireCallback = (err: NodeJS.ErrnoException | null, conn?: UpstreamConnection, reused?: boolean) => void;
+
+export class PoolFullError extends Error {
+  override name = 'PoolFullError';
+  code = 'EPOOLFULL';
+}
+
+export class UpstreamPool {
+  private readonly idle: UpstreamConnection[] = [];
+  private readonly waiting: AcquireCallback[] = [];
+  private open = 0;
+  private destroyed = false;
+
+  constructor(readonly opts: PoolOptions) {}
+
+  get openSockets(): number {
+    return this.open;
+  }
+
+  get queued(): number {
+    return this.waiting.length;
+  }
+
+  /** A connection for one exchange: an idle one, a new one, or a place in the queue. */
+  acquire(cb: AcquireCallback, fresh = false): void {
+    if (!fresh) {
+      const conn = this.idle.pop();
+      if (conn) {
+        conn.idle = false;
+        conn.socket.setTimeout(0);
+        cb(null, conn, true);
+        return;
+      }
+    }
+    if (this.open < this.opts.maxSockets) {
+      this.connect(cb);
+      return;
+    }
+    if (this.waiting.length >= this.opts.maxQueued) {
+      cb(new PoolFullError(`more than ${this.opts.maxQueued} requests waiting for a connection`));
+      return;
+    }
+    this.waiting.push(cb);
+  }
+
+  /** Withdraws a queued acquire (its client went away). */
+  cancel(cb: AcquireCallback): void {
+    const i = this.waiting.indexOf(cb);
+    if (i !== -1) this.waiting.splice(i, 1);
+  }
+
+  /** Returns a connection whose exchange ended cleanly. */
+  release(conn: UpstreamConnection): void {
+    conn.sink = undefined;
+    if (conn.closed || this.destroyed || conn.socket.readableEnded || conn.socket.destroyed) {
+      conn.socket.destroy();
+      this.next();
+      return;
+    }
+    const waiter = this.waiting.shift();
+    if (waiter) {
+      waiter(null, conn, true);
+      return;
+    }
+    conn.idle = true;
+    conn.socket.setTimeout(this.opts.idleMs);
+    this.idle.push(conn);
+  }
+
+  /** Closes a connection that must not be reused. */
+  discard(conn: UpstreamConnection): void {
+    conn.sink = undefined;
+    conn.socket.destroy();
+  }
+
+  /** Called by a connection once its socket closed. */
+  forget(conn: UpstreamConnection): void {
+    this.open--;
+    if (conn.idle) {
+      const i = this.idle.indexOf(conn);
+      if (i !== -1) this.idle.splice(i, 1);
+    }
+    this.next();
+  }
+
+  destroy(): void {
+    this.destroyed = true;
+    for (const c of this.idle.splice(0)) c.socket.destroy();
+    const err = Object.assign(new Error('router shutting down'), { code: 'ESHUTDOWN' });
+    for (const w of this.waiting.splice(0)) w(err);
+  }
+
+  private next(): void {
+    if (this.waiting.length === 0 || this.open >= this.opts.maxSockets || this.destroyed) return;
+    const waiter = this.waiting.shift();
+    if (waiter) this.connect(waiter);
+  }
+
+  private connect(cb: AcquireCallback): void {
+    this.open++;
+    const socket = net.connect({ host: this.opts.host, port: this.opts.port, noDelay: true });
+    socket.setTimeout(this.opts.connectMs);
+    let state: 'connecting' | 'connected' | 'failed' = 'connecting';
+    const fail = (err: NodeJS.ErrnoException) => {
+      if (state !== 'connecting') return;
+      state = 'failed';
+      socket.destroy();
+      cb(err);
+    };
+    const onTimeout = () =>
+      fail(Object.assign(new Error(`connect timed out after ${this.opts.connectMs} ms`), { code: 'ECONNTIMEOUT' }));
+    socket.on('timeout', onTimeout);
+    socket.on('error', fail);
+    socket.once('close', () => {
+      if (state === 'connected') return; // the UpstreamConnection accounts for it
+      fail(Object.assign(new Error('connection closed while connecting'), { code: 'ECONNRESET' }));
+      this.open--;
+      this.next();
+    });
+    socket.once('connect', () => {
+      if (state !== 'connecting') return;
+      state = 'connected';
+      socket.off('timeout', onTimeout);
+      socket.off('error', fail);
+      socket.setTimeout(0);
+      socket.setKeepAlive(true, 30_000);
+      cb(null, new UpstreamConnection(socket, this.opts.maxHeadBytes, this), false);
+    });
+  }
+}
+
+export { ParseError };

@@ -1,0 +1,75 @@
+import { randomBytes } from 'node:crypto';
+/**
+ * Tracks WebSocket frame boundaries (RFC 6455 section 5.2) in a relayed byte stream
+ * without decoding payloads, so that the router can end a relayed connection with a
+ * close frame of its own without cutting a frame in half.
+ */
+
+export class FrameBoundaryTracker {
+  /** Bytes of the current frame's header seen so far (0 at a boundary). */
+  private headerLen = 0;
+  private readonly header = Buffer.alloc(14);
+  /** Payload bytes still to come in the current frame. */
+  private payloadLeft = 0;
+
+  get atBoundary(): boolean {
+    return this.headerLen === 0 && this.payloadLeft === 0;
+  }
+
+  /**
+   * Consumes bytes from `chunk`. With `stopAtBoundary`, stops at the first frame
+   * boundary reached (possibly at offset 0); returns the number of bytes consumed.
+   */
+  advance(chunk: Buffer, stopAtBoundary = false): number {
+    let off = 0;
+    if (stopAtBoundary && this.atBoundary) return 0;
+    while (off < chunk.length) {
+      if (this.payloadLeft > 0) {
+        const n = Math.min(this.payloadLeft, chunk.length - off);
+        this.payloadLeft -= n;
+        off += n;
+        if (this.payloadLeft === 0 && stopAtBoundary) return off;
+        continue;
+      }
+      this.header[this.headerLen++] = chunk[off++] as number;
+      const need = this.neededHeaderBytes();
+      if (this.headerLen < need) continue;
+      this.payloadLeft = this.payloadLength();
+      this.headerLen = 0;
+      if (this.payloadLeft === 0 && stopAtBoundary) return off;
+    }
+    return off;
+  }
+
+  private neededHeaderBytes(): number {
+    if (this.headerLen < 2) return 2;
+    const b1 = this.header[1] as number;
+    const len7 = b1 & 0x7f;
+    const masked = (b1 & 0x80) !== 0;
+    return 2 + (len7 === 126 ? 2 : len7 === 127 ? 8 : 0) + (masked ? 4 : 0);
+  }
+
+  private payloadLength(): number {
+    const len7 = (this.header[1] as number) & 0x7f;
+    if (len7 < 126) return len7;
+    if (len7 === 126) return this.header.readUInt16BE(2);
+    // 64-bit length: anything past 2^53 is not a stream we relay meaningfully anyway.
+    return Number(this.header.readBigUInt64BE(2));
+  }
+}
+
+/** A close frame with the given status code, masked when sent by a client (to a server). */
+export function closeFrame(code: number, masked: boolean, reason = ''): Buffer {
+  const reasonBytes = Buffer.from(reason, 'utf8').subarray(0, 123);
+  const payload = Buffer.alloc(2 + reasonBytes.length);
+  payload.writeUInt16BE(code, 0);
+  reasonBytes.copy(payload, 2);
+  if (!masked) return Buffer.concat([Buffer.from([0x88, payload.length]), payload]);
+  const mask = randomBytes(4);
+  const out = Buffer.alloc(2 + 4 + payload.length);
+  out[0] = 0x88;
+  out[1] = 0x80 | payload.length;
+  mask.copy(out, 2);
+  for (let i = 0; i < payload.length; i++) out[6 + i] = (payload[i] as number) ^ (mask[i & 3] as number);
+  return out;
+}
