@@ -17,7 +17,11 @@ export interface Explanation {
   outcome: 'forward' | 'reject (404)' | 'malformed key (400)' | 'path too long (414)';
 }
 
-export async function explain(cfg: Config, target: string, headers: Record<string, string>): Promise<Explanation> {
+export async function explain(
+  cfg: Config,
+  target: string,
+  headers: Record<string, string>,
+): Promise<Explanation> {
   await initHash();
   const sf = new ShardFunction(cfg.shardSpec);
   const S = shardCount(cfg);
@@ -27,7 +31,15 @@ export async function explain(cfg: Config, target: string, headers: Record<strin
   for (const [k, v] of Object.entries(headers)) lower[k.toLowerCase()] = v;
   const base = { path, shards: S, assignment: cfg.shardSpec.assignment };
   if (path.length > cfg.router.limits.maxPathBytes) {
-    return { ...base, rule: null, key: null, hash: null, shard: null, target: null, outcome: 'path too long (414)' };
+    return {
+      ...base,
+      rule: null,
+      key: null,
+      hash: null,
+      shard: null,
+      target: null,
+      outcome: 'path too long (414)',
+    };
   }
   const r = sf.route(path, lower, S);
   switch (r.kind) {
@@ -52,8 +64,24 @@ export async function explain(cfg: Config, target: string, headers: Record<strin
         outcome: 'forward',
       };
     case 'reject':
-      return { ...base, rule: 'onNoMatch', key: null, hash: null, shard: null, target: null, outcome: 'reject (404)' };
+      return {
+        ...base,
+        rule: 'onNoMatch',
+        key: null,
+        hash: null,
+        shard: null,
+        target: null,
+        outcome: 'reject (404)',
+      };
     case 'malformed':
-      return { ...base, rule: null, key: r.raw, hash: null, shard: null, target: null, outcome: 'malformed key (400)' };
+      return {
+        ...base,
+        rule: null,
+        key: r.raw,
+        hash: null,
+        shard: null,
+        target: null,
+        outcome: 'malformed key (400)',
+      };
   }
 }

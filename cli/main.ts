@@ -73,10 +73,14 @@ async function runExplain(args: string[]): Promise<void> {
   const { values, positionals } = parseArgs({
     args,
     allowPositionals: true,
-    options: { config: { type: 'string', short: 'c' }, header: { type: 'string', short: 'H', multiple: true } },
+    options: {
+      config: { type: 'string', short: 'c' },
+      header: { type: 'string', short: 'H', multiple: true },
+    },
   });
   const target = positionals[0];
-  if (!target || positionals.length > 1) fail('explain takes exactly one path, e.g. shardchat explain /groups/lobby');
+  if (!target || positionals.length > 1)
+    fail('explain takes exactly one path, e.g. shardchat explain /groups/lobby');
   const headers: Record<string, string> = {};
   for (const h of values.header ?? []) {
     const eq = h.indexOf('=');
@@ -89,7 +93,8 @@ async function runExplain(args: string[]): Promise<void> {
 
 function positiveInt(name: string, v: string | undefined): number {
   const n = Number(v);
-  if (!v || !Number.isInteger(n) || n < 1) fail(`--${name} wants a positive integer, got ${JSON.stringify(v)}`);
+  if (!v || !Number.isInteger(n) || n < 1)
+    fail(`--${name} wants a positive integer, got ${JSON.stringify(v)}`);
   return n;
 }
 

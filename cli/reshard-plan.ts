@@ -37,7 +37,12 @@ export function keysFromFile(file: string): string[] {
     .filter((l) => l.length > 0);
 }
 
-export async function reshardPlan(from: number, to: number, keys: string[], source: string): Promise<ReshardPlan> {
+export async function reshardPlan(
+  from: number,
+  to: number,
+  keys: string[],
+  source: string,
+): Promise<ReshardPlan> {
   await initHash();
   const mod: AssignmentMoves = { moved: 0, fraction: 0, flows: {} };
   const jmp: AssignmentMoves = { moved: 0, fraction: 0, flows: {} };

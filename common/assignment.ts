@@ -28,6 +28,7 @@ export function jumpShard(hash: bigint, shards: number): number {
 }
 
 export function assign(hash: bigint, shards: number, assignment: Assignment): number {
-  if (!Number.isInteger(shards) || shards < 1) throw new RangeError(`shard count must be a positive integer, got ${shards}`);
+  if (!Number.isInteger(shards) || shards < 1)
+    throw new RangeError(`shard count must be a positive integer, got ${shards}`);
   return assignment === 'jump' ? jumpShard(hash, shards) : moduloShard(hash, shards);
 }

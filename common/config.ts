@@ -35,7 +35,10 @@ const topologySchema = z.strictObject({
   adminTemplate: z
     .string()
     .default('http://shardchat-shard-{ordinal}.shardchat-shard.{namespace}.svc.cluster.local:9090'),
-  namespace: z.string().min(1).default(process.env.POD_NAMESPACE || 'default'),
+  namespace: z
+    .string()
+    .min(1)
+    .default(process.env.POD_NAMESPACE || 'default'),
   probeIntervalMs: positiveMs.default(2000),
   probeTimeoutMs: positiveMs.default(1000),
   probeFailureThreshold: z.number().int().min(1).default(2),
@@ -98,7 +101,11 @@ export const configSchema = z
   .superRefine((cfg, ctx) => {
     const verdict = checkPatternSafety(cfg.shardSpec.urlPattern);
     if (!verdict.ok) {
-      ctx.addIssue({ code: 'custom', path: ['shardSpec', 'urlPattern'], message: `refused: ${verdict.reason}` });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['shardSpec', 'urlPattern'],
+        message: `refused: ${verdict.reason}`,
+      });
     }
     const t = cfg.topology;
     if (t.adminTargets.length > 0 && t.adminTargets.length !== t.targets.length) {
@@ -134,18 +141,34 @@ export class ConfigError extends Error {
 
 const ENV_PREFIX = 'SHARDCHAT__';
 
-/** Reads a scalar from the environment the way YAML would (numbers, booleans, lists). */
+/**
+ * Reads a value from the environment: numbers and booleans as YAML reads them, YAML
+ * flow lists and mappings (`[a, b]`, `{k: v}`) as such, anything else as the string it is
+ * (so that `::` stays an address and does not become a YAML mapping).
+ */
 function parseEnvValue(value: string): unknown {
-  try {
-    const parsed = yaml.load(value);
-    return parsed === undefined ? value : parsed;
-  } catch {
-    return value;
+  const t = value.trim();
+  if (t.startsWith('[') || t.startsWith('{')) {
+    try {
+      return yaml.load(t);
+    } catch {
+      return value;
+    }
   }
+  try {
+    const parsed = yaml.load(t);
+    if (typeof parsed === 'number' || typeof parsed === 'boolean') return parsed;
+  } catch {
+    // not a scalar YAML knows: the raw string
+  }
+  return value;
 }
 
 /** Applies SHARDCHAT__a__b=value overrides to a raw configuration object. */
-export function applyEnvOverrides(raw: Record<string, unknown>, env: NodeJS.ProcessEnv): Record<string, unknown> {
+export function applyEnvOverrides(
+  raw: Record<string, unknown>,
+  env: NodeJS.ProcessEnv,
+): Record<string, unknown> {
   const out = structuredClone(raw);
   const names = Object.keys(env)
     .filter((n) => n.startsWith(ENV_PREFIX))

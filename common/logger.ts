@@ -1,5 +1,5 @@
 /** Structured JSON logs (pino) on stdout, one logger per process. */
-import { pino, type Logger } from 'pino';
+import { type Logger, pino } from 'pino';
 
 export type { Logger };
 

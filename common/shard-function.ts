@@ -45,8 +45,14 @@ export function pathOf(target: string): string {
   if (path.charCodeAt(0) !== 47 /* '/' */) {
     const scheme = path.indexOf('://');
     if (scheme > 0) {
-      const slash = path.indexOf('/', scheme + 3);
-      path = slash === -1 ? '/' : path.slice(slash);
+      // The authority ends at the first '/', '?' or '#'; a target without a path has '/'.
+      let i = scheme + 3;
+      while (i < path.length) {
+        const c = path.charCodeAt(i);
+        if (c === 47 || c === 63 || c === 35) break;
+        i++;
+      }
+      path = i < path.length && path.charCodeAt(i) === 47 ? path.slice(i) : '/';
     }
   }
   const q = path.indexOf('?');
@@ -117,10 +123,20 @@ export class ShardFunction {
   }
 
   /** Key extraction, hash and assignment for one request. */
-  route(path: string, headers: Readonly<Record<string, string | string[] | undefined>> | undefined, shards: number): RouteResult {
+  route(
+    path: string,
+    headers: Readonly<Record<string, string | string[] | undefined>> | undefined,
+    shards: number,
+  ): RouteResult {
     const k = this.keyOf(path, headers);
     if (k.kind !== 'key') return k;
     const hash = xxh64(k.key);
-    return { kind: 'shard', shard: assign(hash, shards, this.spec.assignment), key: k.key, hash, rule: k.rule };
+    return {
+      kind: 'shard',
+      shard: assign(hash, shards, this.spec.assignment),
+      key: k.key,
+      hash,
+      rule: k.rule,
+    };
   }
 }

@@ -28,7 +28,8 @@ export function expandTemplate(template: string, ordinal: number, namespace: str
 
 function endpoint(ordinal: number, target: string, admin: string | undefined): ShardEndpoint {
   const url = new URL(target);
-  if (url.protocol !== 'http:') throw new Error(`shard ${ordinal}: only http:// targets are supported, got ${target}`);
+  if (url.protocol !== 'http:')
+    throw new Error(`shard ${ordinal}: only http:// targets are supported, got ${target}`);
   const host = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
   return { ordinal, target: url.origin, host, port: url.port ? Number(url.port) : 80, admin };
 }
@@ -77,7 +78,13 @@ export class StaticTopology extends EventEmitter<TopologyEvents> {
     const endpoints = staticEndpoints(cfg);
     this.shards = endpoints.length;
     const now = new Date().toISOString();
-    this.states = endpoints.map((e) => ({ ...e, ready: true, consecutiveFailures: 0, reason: undefined, since: now }));
+    this.states = endpoints.map((e) => ({
+      ...e,
+      ready: true,
+      consecutiveFailures: 0,
+      reason: undefined,
+      since: now,
+    }));
     this.probing = endpoints.every((e) => e.admin !== undefined);
     this.probeIntervalMs = cfg.topology.probeIntervalMs;
     this.probeTimeoutMs = cfg.topology.probeTimeoutMs;
@@ -119,7 +126,12 @@ export class StaticTopology extends EventEmitter<TopologyEvents> {
   }
 
   snapshot(): { mode: 'static'; shards: number; probing: boolean; members: ShardState[] } {
-    return { mode: 'static', shards: this.shards, probing: this.probing, members: this.states.map((s) => ({ ...s })) };
+    return {
+      mode: 'static',
+      shards: this.shards,
+      probing: this.probing,
+      members: this.states.map((s) => ({ ...s })),
+    };
   }
 
   private setReady(ordinal: number, ready: boolean, reason: string | undefined): void {

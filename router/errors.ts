@@ -1,7 +1,7 @@
 /** JSON error answers the router gives itself (DESIGN section 4: `{error: {code, message}}`). */
-import type { ServerResponse } from 'node:http';
-import type { Duplex } from 'node:stream';
+
 import { STATUS_CODES } from 'node:http';
+import type { Duplex } from 'node:stream';
 
 export interface RouterError {
   status: number;
@@ -14,22 +14,25 @@ function body(e: RouterError): string {
   return JSON.stringify({ error: { code: e.code, message: e.message } });
 }
 
-export function sendError(res: ServerResponse, e: RouterError, requestId: string | undefined, close = false): void {
-  if (res.headersSent) {
-    res.destroy();
-    return;
-  }
-  const text = body(e);
-  const headers: Record<string, string | number> = {
-    'content-type': 'application/json; charset=utf-8',
-    'content-length': Buffer.byteLength(text),
-    'cache-control': 'no-store',
-  };
-  if (requestId) headers['x-request-id'] = requestId;
-  if (e.retryAfter !== undefined) headers['retry-after'] = e.retryAfter;
-  if (close) headers.connection = 'close';
-  res.writeHead(e.status, headers);
-  res.end(text);
+/** The headers (as [name, value, ...]) and body of an error answer. */
+export function errorResponse(
+  e: RouterError,
+  requestId: string | undefined,
+): { headers: string[]; body: Buffer } {
+  const text = Buffer.from(body(e));
+  const headers = [
+    'content-type',
+    'application/json; charset=utf-8',
+    'content-length',
+    String(text.length),
+    'cache-control',
+    'no-store',
+    'date',
+    new Date().toUTCString(),
+  ];
+  if (requestId) headers.push('x-request-id', requestId);
+  if (e.retryAfter !== undefined) headers.push('retry-after', String(e.retryAfter));
+  return { headers, body: text };
 }
 
 /** Writes an error as a raw HTTP/1.1 response on a socket (failed WebSocket upgrades) and closes it. */

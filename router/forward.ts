@@ -1,10 +1,11 @@
 /**
  * One HTTP exchange between a client request and the shard that owns its key: the
- * router's hot path. The request head is written in one go on a pooled keep-alive
- * connection, the response is parsed with ResponseParser and streamed back with
- * backpressure. Failures map to the answers of DESIGN section 2.
+ * router's hot path. The request head (and bounded body) is written in one go on a
+ * pooled keep-alive connection; the response is parsed with ResponseParser and
+ * written back to the client connection with backpressure. Failures map to the
+ * answers of DESIGN section 2.
  */
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { ClientConnection, ExchangeHooks } from './client-connection.js';
 import type { RouterError } from './errors.js';
 import type { ResponseCallbacks, ResponseHead } from './response-parser.js';
 import { ParseError } from './response-parser.js';
@@ -20,24 +21,21 @@ export interface ExchangeOwner {
   refused(shard: number): void;
   connected(shard: number): void;
   misdirected(shard: number): void;
-  sendError(res: ServerResponse, e: RouterError, requestId: string, shard: number, startedAt: number): void;
 }
 
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
 
-export class Exchange implements ExchangeSink, ResponseCallbacks {
+export class Exchange implements ExchangeSink, ResponseCallbacks, ExchangeHooks {
   private conn: UpstreamConnection | undefined;
   private reused = false;
   private retried = false;
-  private headSent = false;
   private misdirectedAnswer = false;
   private done = false;
-  private pending: Buffer | undefined;
   private readonly acquireCb = this.onAcquire.bind(this);
 
   constructor(
-    private readonly req: IncomingMessage,
-    private readonly res: ServerResponse,
+    private readonly client: ClientConnection,
+    private readonly method: string,
     private readonly shard: number,
     private readonly pool: UpstreamPool,
     private readonly head: string,
@@ -48,7 +46,7 @@ export class Exchange implements ExchangeSink, ResponseCallbacks {
   ) {}
 
   start(): void {
-    this.res.once('close', () => this.onClientClose());
+    this.client.setHooks(this);
     this.pool.acquire(this.acquireCb);
   }
 
@@ -66,8 +64,17 @@ export class Exchange implements ExchangeSink, ResponseCallbacks {
         this.fail(503, 'router_shutting_down', 'the router is shutting down', true);
       } else {
         if (code === 'ECONNREFUSED') this.owner.refused(this.shard);
-        this.owner.upstreamFailure(this.shard, code === 'ECONNTIMEOUT' ? 'connect_timeout' : 'refused', err ?? undefined);
-        this.fail(503, 'shard_unavailable', `shard ${this.shard} is unavailable (${code ?? 'connect failed'})`, true);
+        this.owner.upstreamFailure(
+          this.shard,
+          code === 'ECONNTIMEOUT' ? 'connect_timeout' : 'refused',
+          err ?? undefined,
+        );
+        this.fail(
+          503,
+          'shard_unavailable',
+          `shard ${this.shard} is unavailable (${code ?? 'connect failed'})`,
+          true,
+        );
       }
       return;
     }
@@ -76,7 +83,7 @@ export class Exchange implements ExchangeSink, ResponseCallbacks {
     this.reused = reused === true;
     conn.uses++;
     conn.sink = this;
-    conn.parser.reset(this, this.req.method ?? 'GET');
+    conn.parser.reset(this, this.method);
     const socket = conn.socket;
     socket.setTimeout(this.owner.upstreamMs);
     if (this.body && this.body.length > 0) {
@@ -100,10 +107,12 @@ export class Exchange implements ExchangeSink, ResponseCallbacks {
       this.protocolError(err as Error);
       return;
     }
-    const pending = this.pending;
-    if (pending && !this.done) {
-      this.pending = undefined;
-      this.writeBody(pending);
+    // One write for whatever this chunk produced (often the whole response).
+    const ok = this.client.flush();
+    if (!ok && !this.done && this.conn === conn) {
+      const socket = conn.socket;
+      socket.pause();
+      this.client.onceDrain(() => socket.resume());
     }
   }
 
@@ -115,7 +124,10 @@ export class Exchange implements ExchangeSink, ResponseCallbacks {
     const conn = this.conn;
     if (!conn || this.done) return;
     this.conn = undefined;
-    if (conn.parser.finishOnClose()) return;
+    if (conn.parser.finishOnClose()) {
+      this.client.flush();
+      return;
+    }
     if (this.reused && !conn.parser.started && !this.retried && this.retryable()) {
       // A kept-alive connection the shard had already closed: nothing of this request reached it.
       this.retried = true;
@@ -132,7 +144,12 @@ export class Exchange implements ExchangeSink, ResponseCallbacks {
     this.conn = undefined;
     this.pool.discard(conn);
     this.owner.upstreamFailure(this.shard, 'timeout');
-    this.fail(504, 'upstream_timeout', `shard ${this.shard} did not answer within ${this.owner.upstreamMs} ms`, false);
+    this.fail(
+      504,
+      'upstream_timeout',
+      `shard ${this.shard} did not answer within ${this.owner.upstreamMs} ms`,
+      false,
+    );
   }
 
   // --- ResponseCallbacks: the parsed response ---
@@ -142,15 +159,12 @@ export class Exchange implements ExchangeSink, ResponseCallbacks {
       this.misdirectedAnswer = true;
       return;
     }
-    this.headSent = true;
-    this.res.writeHead(head.statusCode, head.statusMessage, head.headers);
+    this.client.respondHead(head.statusCode, head.statusMessage, head.headers, head.framing);
   }
 
   onBody(chunk: Buffer): void {
     if (this.misdirectedAnswer || this.done) return;
-    const pending = this.pending;
-    this.pending = chunk;
-    if (pending) this.writeBody(pending);
+    this.client.respondBody(chunk);
   }
 
   onEnd(reusable: boolean): void {
@@ -172,27 +186,26 @@ export class Exchange implements ExchangeSink, ResponseCallbacks {
       return;
     }
     this.done = true;
-    const pending = this.pending;
-    this.pending = undefined;
-    if (pending) this.res.end(pending);
-    else this.res.end();
-    this.owner.finished(this.shard, this.res.statusCode, this.startedAt);
+    this.client.respondEnd();
+    this.owner.finished(this.shard, this.client.status, this.startedAt);
+  }
+
+  // --- ExchangeHooks: the client went away ---
+
+  onClientClose(): void {
+    if (this.done) return;
+    this.done = true;
+    const conn = this.conn;
+    this.conn = undefined;
+    if (conn) this.pool.discard(conn);
+    else this.pool.cancel(this.acquireCb);
+    this.owner.finished(this.shard, 0, this.startedAt);
   }
 
   // --- helpers ---
 
   private retryable(): boolean {
-    return IDEMPOTENT.has(this.req.method ?? '') || !this.body || this.body.length === 0;
-  }
-
-  private writeBody(chunk: Buffer): void {
-    if (!this.res.write(chunk)) {
-      const socket = this.conn?.socket;
-      if (socket) {
-        socket.pause();
-        this.res.once('drain', () => socket.resume());
-      }
-    }
+    return IDEMPOTENT.has(this.method) || !this.body || this.body.length === 0;
   }
 
   private protocolError(err: Error): void {
@@ -202,31 +215,26 @@ export class Exchange implements ExchangeSink, ResponseCallbacks {
     if (this.done) return;
     this.owner.upstreamFailure(this.shard, 'protocol', err);
     const message = err instanceof ParseError ? err.message : 'invalid response';
-    this.fail(502, 'upstream_protocol_error', `shard ${this.shard} sent an invalid response: ${message}`, false);
+    this.fail(
+      502,
+      'upstream_protocol_error',
+      `shard ${this.shard} sent an invalid response: ${message}`,
+      false,
+    );
   }
 
   private fail(status: number, code: string, message: string, retryAfter: boolean): void {
     if (this.done) return;
     this.done = true;
-    if (this.headSent) {
+    if (this.client.committed) {
       // Part of the response is already on its way: the client must see a cut connection.
-      this.res.destroy();
+      this.client.abort();
       this.owner.finished(this.shard, 0, this.startedAt);
       return;
     }
     const e: RouterError = { status, code, message };
     if (retryAfter) e.retryAfter = this.owner.retryAfter;
-    this.owner.sendError(this.res, e, this.requestId, this.shard, this.startedAt);
-  }
-
-  private onClientClose(): void {
-    if (this.done) return;
-    if (this.res.writableFinished) return;
-    this.done = true;
-    const conn = this.conn;
-    this.conn = undefined;
-    if (conn) this.pool.discard(conn);
-    else this.pool.cancel(this.acquireCb);
-    this.owner.finished(this.shard, 0, this.startedAt);
+    this.client.respondError(e, this.requestId);
+    this.owner.finished(this.shard, status, this.startedAt);
   }
 }

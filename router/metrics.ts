@@ -1,5 +1,5 @@
 /** The router's Prometheus series (DESIGN section 8), with per-shard children cached for the hot path. */
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 
 export class RouterMetrics {
   readonly registry = new Registry();

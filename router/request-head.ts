@@ -5,7 +5,7 @@
  * `x-shardchat-*` headers never pass.
  */
 import { randomUUID } from 'node:crypto';
-import type { IncomingMessage } from 'node:http';
+import type { ParsedRequest } from './request-parser.js';
 
 const DROP = new Set([
   'connection',
@@ -26,43 +26,67 @@ const DROP = new Set([
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
-/** The client's request id when it is well formed, else a new one. */
-export function requestIdOf(req: IncomingMessage): string {
-  const v = req.headers['x-request-id'];
-  return typeof v === 'string' && REQUEST_ID.test(v) ? v : randomUUID();
-}
-
 export interface HeadOptions {
   shardHeader: string;
-  requestId: string;
+  remoteAddress: string;
   bodyLength: number | undefined;
   upgrade: boolean;
 }
 
-export function buildRequestHead(req: IncomingMessage, o: HeadOptions): string {
-  const raw = req.rawHeaders;
-  const h = req.headers;
-  let connectionTokens: Set<string> | undefined;
-  const conn = h.connection;
-  if (conn && conn !== 'keep-alive' && conn !== 'close' && !(o.upgrade && /^upgrade$/i.test(conn))) {
-    connectionTokens = new Set(conn.toLowerCase().split(',').map((t) => t.trim()));
-  }
-  let head = `${req.method} ${req.url} HTTP/1.1\r\n`;
+export interface BuiltHead {
+  head: string;
+  requestId: string;
+}
+
+export function buildRequestHead(req: ParsedRequest, o: HeadOptions): BuiltHead {
+  const raw = req.headers;
+  const tokens = req.connectionTokens;
+  let xff: string | undefined;
+  let xfp: string | undefined;
+  let xfh: string | undefined;
+  let host: string | undefined;
+  let requestId: string | undefined;
+  let head = `${req.method} ${req.target} HTTP/1.1\r\n`;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i] as string;
-    const lower = name.length > 0 ? name.toLowerCase() : name;
-    if (DROP.has(lower) || lower.startsWith('x-shardchat-')) continue;
-    if (connectionTokens?.has(lower) && !(o.upgrade && lower === 'upgrade')) continue;
-    head += `${name}: ${raw[i + 1]}\r\n`;
+    const value = raw[i + 1] as string;
+    const lower = name.toLowerCase();
+    if (DROP.has(lower)) {
+      if (lower === 'x-forwarded-for') xff = xff === undefined ? value : `${xff}, ${value}`;
+      else if (lower === 'x-forwarded-proto') xfp ??= value;
+      else if (lower === 'x-forwarded-host') xfh ??= value;
+      else if (lower === 'x-request-id' && requestId === undefined && REQUEST_ID.test(value))
+        requestId = value;
+      continue;
+    }
+    if (lower.startsWith('x-shardchat-')) continue;
+    // Headers the client names in Connection are hop-by-hop too, but never Host.
+    if (tokens.length > 0 && lower !== 'host' && tokens.includes(lower)) continue;
+    if (lower === 'host') host = value;
+    head += `${name}: ${value}\r\n`;
   }
-  const remote = req.socket.remoteAddress ?? '';
-  const xff = h['x-forwarded-for'];
-  head += `x-forwarded-for: ${xff ? `${xff}, ${remote}` : remote}\r\n`;
-  head += `x-forwarded-proto: ${typeof h['x-forwarded-proto'] === 'string' ? h['x-forwarded-proto'] : 'http'}\r\n`;
-  const fwdHost = h['x-forwarded-host'] ?? h.host;
-  if (typeof fwdHost === 'string') head += `x-forwarded-host: ${fwdHost}\r\n`;
-  head += `x-request-id: ${o.requestId}\r\nx-shardchat-shard: ${o.shardHeader}\r\n`;
+  requestId ??= randomUUID();
+  const remote = o.remoteAddress;
+  head += `x-forwarded-for: ${xff === undefined ? remote : `${xff}, ${remote}`}\r\nx-forwarded-proto: ${xfp ?? 'http'}\r\n`;
+  const fwdHost = xfh ?? host;
+  if (fwdHost !== undefined) head += `x-forwarded-host: ${fwdHost}\r\n`;
+  head += `x-request-id: ${requestId}\r\nx-shardchat-shard: ${o.shardHeader}\r\n`;
   if (o.upgrade) head += 'connection: upgrade\r\nupgrade: websocket\r\n';
   if (o.bodyLength !== undefined) head += `content-length: ${o.bodyLength}\r\n`;
-  return `${head}\r\n`;
+  return { head: `${head}\r\n`, requestId };
+}
+
+/** The client's request id when well formed (for answers the router gives itself). */
+export function clientRequestId(req: ParsedRequest | undefined): string {
+  if (req) {
+    for (let i = 0; i < req.headers.length; i += 2) {
+      if (
+        (req.headers[i] as string).toLowerCase() === 'x-request-id' &&
+        REQUEST_ID.test(req.headers[i + 1] as string)
+      ) {
+        return req.headers[i + 1] as string;
+      }
+    }
+  }
+  return randomUUID();
 }

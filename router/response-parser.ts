@@ -5,8 +5,14 @@
  * malformed header lines, oversized heads, bad chunk sizes) is an error: the
  * connection is then closed, never reused.
  */
+import { ChunkedDecoder } from './chunked.js';
+import { trimOws } from './request-parser.js';
+
+/** How the response body is delimited on the wire. */
+export type Framing = 'none' | 'length' | 'chunked' | 'close';
 
 export interface ResponseHead {
+  framing: Framing;
   statusCode: number;
   statusMessage: string;
   /** Raw headers as [name, value, name, value, ...], hop-by-hop headers removed. */
@@ -25,15 +31,12 @@ export class ParseError extends Error {
   override name = 'ParseError';
 }
 
-const enum State {
+enum State {
   Head = 0,
   Fixed = 1,
-  ChunkSize = 2,
-  ChunkData = 3,
-  ChunkDataEnd = 4,
-  Trailers = 5,
-  UntilClose = 6,
-  Done = 7,
+  Chunked = 2,
+  UntilClose = 3,
+  Done = 4,
 }
 
 const CRLFCRLF = Buffer.from('\r\n\r\n');
@@ -57,7 +60,8 @@ export class ResponseParser {
   private state = State.Head;
   private pending: Buffer | undefined;
   private remaining = 0;
-  private line = '';
+  private readonly chunked = new ChunkedDecoder();
+  private readonly onChunk = (chunk: Buffer) => this.cb?.onBody(chunk);
   private keepAlive = true;
   private noBody = false;
   private cb: ResponseCallbacks | undefined;
@@ -107,19 +111,14 @@ export class ResponseParser {
           if (this.remaining === 0) this.finish();
           break;
         }
-        case State.ChunkSize:
-        case State.ChunkDataEnd:
-        case State.Trailers:
-          off = this.readLine(data, off);
+        case State.Chunked:
+          try {
+            off = this.chunked.decode(data, off, this.onChunk);
+          } catch (err) {
+            throw new ParseError((err as Error).message);
+          }
+          if (this.chunked.done) this.finish();
           break;
-        case State.ChunkData: {
-          const n = Math.min(this.remaining, data.length - off);
-          this.cb?.onBody(data.subarray(off, off + n));
-          off += n;
-          this.remaining -= n;
-          if (this.remaining === 0) this.state = State.ChunkDataEnd;
-          break;
-        }
         case State.UntilClose:
           this.cb?.onBody(off === 0 ? data : data.subarray(off));
           off = data.length;
@@ -180,7 +179,7 @@ export class ResponseParser {
       if (colon <= 0) throw new ParseError('malformed header line');
       const name = line.slice(0, colon);
       if (!TOKEN.test(name)) throw new ParseError('malformed header name');
-      const value = line.slice(colon + 1).trim();
+      const value = trimOws(line.slice(colon + 1));
       if (!FIELD_VALUE.test(value)) throw new ParseError('invalid header value');
       const lower = name.toLowerCase();
       if (lower === 'content-length') {
@@ -193,11 +192,19 @@ export class ResponseParser {
         const codings = value.toLowerCase().split(',');
         chunked = codings[codings.length - 1]?.trim() === 'chunked';
       } else if (lower === 'connection') {
-        connectionTokens = connectionTokens.concat(value.toLowerCase().split(',').map((t) => t.trim()));
+        connectionTokens = connectionTokens.concat(
+          value
+            .toLowerCase()
+            .split(',')
+            .map((t) => t.trim()),
+        );
       }
       if (!HOP_BY_HOP.has(lower)) headers.push(name, value);
     }
     if (hasTE && contentLength !== -1) throw new ParseError('both content-length and transfer-encoding');
+    // RFC 9112 section 6.1: Transfer-Encoding in an HTTP/1.0 message is faulty framing;
+    // the body is read as sent, and the connection is never reused.
+    const faulty1_0 = hasTE && minor === '0';
     if (statusCode < 200) {
       if (statusCode === 101) throw new ParseError('unexpected 101 on a non-upgrade request');
       // 1xx interim response: skip it and read the final one.
@@ -208,12 +215,15 @@ export class ResponseParser {
       const drop = new Set(connectionTokens);
       filtered = [];
       for (let i = 0; i < headers.length; i += 2) {
-        if (!drop.has((headers[i] as string).toLowerCase())) filtered.push(headers[i] as string, headers[i + 1] as string);
+        if (!drop.has((headers[i] as string).toLowerCase()))
+          filtered.push(headers[i] as string, headers[i + 1] as string);
       }
     }
     this.keepAlive =
-      minor === '1' ? !connectionTokens.includes('close') : connectionTokens.includes('keep-alive');
+      !faulty1_0 &&
+      (minor === '1' ? !connectionTokens.includes('close') : connectionTokens.includes('keep-alive'));
     const head: ResponseHead = {
+      framing: 'length',
       statusCode,
       statusMessage,
       headers: filtered,
@@ -221,13 +231,16 @@ export class ResponseParser {
       contentLength,
     };
     if (this.noBody || statusCode === 204 || statusCode === 304) {
+      head.framing = 'none';
       this.cb?.onHead(head);
       this.finish();
     } else if (hasTE) {
+      head.framing = chunked ? 'chunked' : 'close';
+      if (!chunked) head.keepAlive = false;
       this.cb?.onHead(head);
       if (chunked) {
-        this.state = State.ChunkSize;
-        this.line = '';
+        this.chunked.reset();
+        this.state = State.Chunked;
       } else {
         this.keepAlive = false;
         this.state = State.UntilClose;
@@ -242,32 +255,9 @@ export class ResponseParser {
     } else {
       this.keepAlive = false;
       head.keepAlive = false;
+      head.framing = 'close';
       this.cb?.onHead(head);
       this.state = State.UntilClose;
     }
-  }
-
-  private readLine(data: Buffer, off: number): number {
-    const lf = data.indexOf(10, off);
-    const end = lf === -1 ? data.length : lf + 1;
-    this.line += data.toString('latin1', off, end);
-    if (this.line.length > 4096) throw new ParseError('chunk line too long');
-    if (lf === -1) return end;
-    if (!this.line.endsWith('\r\n')) throw new ParseError('bare LF in chunked body');
-    const line = this.line.slice(0, -2);
-    this.line = '';
-    if (this.state === State.ChunkSize) {
-      const semi = line.indexOf(';');
-      const size = (semi === -1 ? line : line.slice(0, semi)).trim();
-      if (!/^[0-9a-fA-F]{1,12}$/.test(size)) throw new ParseError('invalid chunk size');
-      this.remaining = Number.parseInt(size, 16);
-      this.state = this.remaining === 0 ? State.Trailers : State.ChunkData;
-    } else if (this.state === State.ChunkDataEnd) {
-      if (line !== '') throw new ParseError('missing CRLF after chunk data');
-      this.state = State.ChunkSize;
-    } else if (line === '') {
-      this.finish();
-    }
-    return end;
   }
 }

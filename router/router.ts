@@ -1,20 +1,25 @@
 /**
  * The router process: a public server that sends every request and WebSocket upgrade
  * to the shard its key maps to, and an admin server for metrics, health and topology.
+ *
+ * The public side runs on plain TCP sockets with the router's own strict HTTP/1.1
+ * parser (router/request-parser.ts) rather than node:http: measured in bench/, the
+ * node:http server alone tops out below the throughput target, and a proxy needs
+ * neither its streams nor its header objects (see bench/RESULTS.md).
  */
-import http, { type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import type { Duplex } from 'node:stream';
+import net from 'node:net';
 import { type Config, shardCount } from '../common/config.js';
 import { initHash } from '../common/hash.js';
 import type { Logger } from '../common/logger.js';
 import { pathOf, ShardFunction } from '../common/shard-function.js';
 import { StaticTopology } from '../common/topology.js';
 import { createAdminServer } from './admin.js';
-import { type RouterError, sendError, writeRawError } from './errors.js';
+import { ClientConnection, type ClientLimits, type ClientOwner } from './client-connection.js';
+import { type RouterError, writeRawError } from './errors.js';
 import { Exchange, type ExchangeOwner } from './forward.js';
 import { RouterMetrics } from './metrics.js';
-import { buildRequestHead, requestIdOf } from './request-head.js';
+import { buildRequestHead, clientRequestId } from './request-head.js';
+import { headerValue, type ParsedRequest } from './request-parser.js';
 import { UpstreamPool } from './upstream-pool.js';
 import { type RelayOwner, WebSocketRelay } from './websocket-relay.js';
 
@@ -27,21 +32,26 @@ export interface RunningRouter {
 
 type Target = { shard: number } | { error: RouterError };
 
-export class Router implements ExchangeOwner, RelayOwner {
+const MAX_HEADERS = 100;
+
+export class Router implements ExchangeOwner, RelayOwner, ClientOwner {
   readonly retryAfter: number;
   readonly upstreamMs: number;
   readonly connectMs: number;
   readonly shards: number;
   readonly topology: StaticTopology;
   readonly metrics: RouterMetrics;
+  readonly limits: ClientLimits;
   private readonly sf: ShardFunction;
+  private readonly keyHeader: string;
   private readonly pools: UpstreamPool[];
   private readonly shardHeaders: string[];
   private readonly relays = new Set<WebSocketRelay>();
+  private readonly clients = new Set<ClientConnection>();
   private readonly wsPerShard: number[];
   private readonly lastMisdirectedLog: number[];
-  private draining = false;
-  private readonly server: http.Server;
+  private isDrainingNow = false;
+  private readonly server: net.Server;
 
   constructor(
     readonly cfg: Config,
@@ -51,8 +61,17 @@ export class Router implements ExchangeOwner, RelayOwner {
     this.retryAfter = r.retryAfterSeconds;
     this.upstreamMs = r.timeouts.upstreamMs;
     this.connectMs = r.timeouts.connectMs;
+    this.limits = {
+      maxHeaderBytes: r.limits.maxHeaderBytes,
+      maxHeaders: MAX_HEADERS,
+      maxBodyBytes: r.limits.maxBodyBytes,
+      headersTimeoutMs: Math.min(60_000, r.timeouts.requestMs),
+      requestTimeoutMs: r.timeouts.requestMs,
+      keepAliveMs: r.timeouts.clientKeepAliveMs,
+    };
     this.shards = shardCount(cfg);
     this.sf = new ShardFunction(cfg.shardSpec);
+    this.keyHeader = cfg.shardSpec.header.toLowerCase();
     this.topology = new StaticTopology(cfg);
     this.metrics = new RouterMetrics(this.shards);
     this.pools = this.topology.states.map(
@@ -75,199 +94,178 @@ export class Router implements ExchangeOwner, RelayOwner {
       if (s.ready) this.log.info({ shard: s.ordinal, target: s.target }, 'shard ready');
       else this.log.warn({ shard: s.ordinal, target: s.target, reason: s.reason }, 'shard not ready');
     });
-    this.server = http.createServer(
-      {
-        maxHeaderSize: r.limits.maxHeaderBytes,
-        keepAliveTimeout: r.timeouts.clientKeepAliveMs,
-        requestTimeout: r.timeouts.requestMs,
-        headersTimeout: Math.min(60_000, r.timeouts.requestMs),
-      },
-      (req, res) => this.onRequest(req, res),
-    );
-    this.server.maxConnections = r.limits.maxConnections;
-    this.server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) =>
-      this.onUpgrade(req, socket, head),
-    );
-    this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
-      if (!socket.writable) {
-        socket.destroy();
-        return;
-      }
-      const tooLarge = err.code === 'HPE_HEADER_OVERFLOW';
-      const timeout = err.code === 'ERR_HTTP_REQUEST_TIMEOUT';
-      const status = tooLarge ? 431 : timeout ? 408 : 400;
-      const code = tooLarge ? 'headers_too_large' : timeout ? 'request_timeout' : 'bad_request';
-      this.metrics.request(undefined, status, undefined);
-      writeRawError(socket, { status, code, message: tooLarge ? 'request headers too large' : timeout ? 'request took too long' : `malformed request (${err.code ?? 'parse error'})` }, undefined);
+    this.server = net.createServer({ noDelay: true }, (socket) => {
+      const conn = new ClientConnection(socket, this);
+      this.clients.add(conn);
     });
+    this.server.maxConnections = r.limits.maxConnections;
+  }
+
+  get draining(): boolean {
+    return this.isDrainingNow;
+  }
+
+  get isDraining(): boolean {
+    return this.isDrainingNow;
   }
 
   /** Where a request goes, or the error the router answers itself. */
-  private target(req: IncomingMessage): Target {
-    const url = req.url ?? '/';
-    const path = pathOf(url);
+  private target(req: ParsedRequest): Target {
+    const path = pathOf(req.target);
     if (path.length > this.cfg.router.limits.maxPathBytes) {
       return {
-        error: { status: 414, code: 'path_too_long', message: `paths are limited to ${this.cfg.router.limits.maxPathBytes} bytes` },
+        error: {
+          status: 414,
+          code: 'path_too_long',
+          message: `paths are limited to ${this.cfg.router.limits.maxPathBytes} bytes`,
+        },
       };
     }
-    const route = this.sf.route(path, req.headers, this.shards);
+    let headers: Record<string, string> | undefined;
+    if (this.keyHeader) {
+      const v = headerValue(req, this.keyHeader);
+      if (v) headers = { [this.keyHeader]: v };
+    }
+    const route = this.sf.route(path, headers, this.shards);
     switch (route.kind) {
       case 'shard':
       case 'fixed':
         return { shard: route.shard };
       case 'reject':
-        return { error: { status: 404, code: 'no_shard_key', message: 'the request names no group or user to route by' } };
+        return {
+          error: {
+            status: 404,
+            code: 'no_shard_key',
+            message: 'the request names no group or user to route by',
+          },
+        };
       case 'malformed':
         return {
-          error: { status: 400, code: 'malformed_key', message: 'the shard key has a malformed percent-escape' },
+          error: {
+            status: 400,
+            code: 'malformed_key',
+            message: 'the shard key has a malformed percent-escape',
+          },
         };
     }
   }
 
-  private onRequest(req: IncomingMessage, res: ServerResponse): void {
+  // --- ClientOwner ---
+
+  dispatch(conn: ClientConnection, req: ParsedRequest, body: Buffer | undefined): void {
     const startedAt = performance.now();
-    const requestId = requestIdOf(req);
-    if (this.draining) res.shouldKeepAlive = false;
     const t = this.target(req);
     if ('error' in t) {
       this.metrics.request(undefined, t.error.status, undefined);
-      sendError(res, t.error, requestId);
+      conn.respondError(t.error, clientRequestId(req));
       return;
     }
     const shard = t.shard;
-    const pool = this.pools[shard] as UpstreamPool;
     if (this.topology.probing && !this.topology.isReady(shard)) {
       this.upstreamFailure(shard, 'unready');
-      this.sendError(
-        res,
-        { status: 503, code: 'shard_unavailable', message: `shard ${shard} is not ready`, retryAfter: this.retryAfter },
-        requestId,
-        shard,
-        startedAt,
+      conn.respondError(
+        {
+          status: 503,
+          code: 'shard_unavailable',
+          message: `shard ${shard} is not ready`,
+          retryAfter: this.retryAfter,
+        },
+        clientRequestId(req),
       );
+      this.finished(shard, 503, startedAt);
       return;
     }
-    const headers = req.headers;
-    const cl = headers['content-length'];
-    const hasBody = (cl !== undefined && cl !== '0') || headers['transfer-encoding'] !== undefined;
-    if (!hasBody) {
-      const head = buildRequestHead(req, {
-        shardHeader: this.shardHeaders[shard] as string,
-        requestId,
-        bodyLength: cl === '0' ? 0 : undefined,
-        upgrade: false,
-      });
-      new Exchange(req, res, shard, pool, head, undefined, requestId, startedAt, this).start();
-      return;
-    }
-    const max = this.cfg.router.limits.maxBodyBytes;
-    if (cl !== undefined && Number(cl) > max) {
-      this.sendError(
-        res,
-        { status: 413, code: 'body_too_large', message: `request bodies are limited to ${max} bytes` },
-        requestId,
-        shard,
-        startedAt,
-        true,
-      );
-      return;
-    }
-    // Bodies are read whole (they are bounded), so that a request that never reached
-    // the shard can be sent again and the shard always gets a Content-Length.
-    const chunks: Buffer[] = [];
-    let size = 0;
-    let tooLarge = false;
-    req.on('data', (c: Buffer) => {
-      if (tooLarge) return;
-      size += c.length;
-      if (size > max) {
-        tooLarge = true;
-        chunks.length = 0;
-        this.sendError(
-          res,
-          { status: 413, code: 'body_too_large', message: `request bodies are limited to ${max} bytes` },
-          requestId,
-          shard,
-          startedAt,
-          true,
-        );
-        return;
-      }
-      chunks.push(c);
+    const built = buildRequestHead(req, {
+      shardHeader: this.shardHeaders[shard] as string,
+      remoteAddress: conn.remoteAddress,
+      bodyLength: body ? body.length : req.contentLength === 0 ? 0 : undefined,
+      upgrade: false,
     });
-    req.on('end', () => {
-      if (tooLarge || res.destroyed) return;
-      const body = chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, size);
-      const head = buildRequestHead(req, {
-        shardHeader: this.shardHeaders[shard] as string,
-        requestId,
-        bodyLength: body.length,
-        upgrade: false,
-      });
-      new Exchange(req, res, shard, pool, head, body, requestId, startedAt, this).start();
-    });
-    req.on('error', () => res.destroy());
+    new Exchange(
+      conn,
+      req.method,
+      shard,
+      this.pools[shard] as UpstreamPool,
+      built.head,
+      body,
+      built.requestId,
+      startedAt,
+      this,
+    ).start();
   }
 
-  private onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+  upgrade(_conn: ClientConnection, req: ParsedRequest, socket: net.Socket, rest: Buffer): void {
     socket.on('error', () => socket.destroy());
-    const requestId = requestIdOf(req);
-    if (this.draining) {
+    if (this.isDrainingNow) {
       writeRawError(
         socket,
-        { status: 503, code: 'router_shutting_down', message: 'the router is shutting down', retryAfter: this.retryAfter },
-        requestId,
+        {
+          status: 503,
+          code: 'router_shutting_down',
+          message: 'the router is shutting down',
+          retryAfter: this.retryAfter,
+        },
+        clientRequestId(req),
       );
-      return;
-    }
-    const upgrade = req.headers.upgrade;
-    if (typeof upgrade !== 'string' || upgrade.toLowerCase() !== 'websocket') {
-      this.metrics.request(undefined, 400, undefined);
-      writeRawError(socket, { status: 400, code: 'unsupported_upgrade', message: 'only WebSocket upgrades are relayed' }, requestId);
       return;
     }
     const t = this.target(req);
     if ('error' in t) {
       this.metrics.request(undefined, t.error.status, undefined);
-      writeRawError(socket, t.error, requestId);
+      writeRawError(socket, t.error, clientRequestId(req));
       return;
     }
     const shard = t.shard;
     const state = this.topology.states[shard];
     if (!state) return;
+    const refuse = (reason: string, e: RouterError) => {
+      this.upstreamFailure(shard, reason);
+      this.answered(shard, e.status);
+      writeRawError(socket, e, clientRequestId(req));
+    };
     if (this.topology.probing && !state.ready) {
-      this.upstreamFailure(shard, 'unready');
-      this.answered(shard, 503);
-      writeRawError(
-        socket,
-        { status: 503, code: 'shard_unavailable', message: `shard ${shard} is not ready`, retryAfter: this.retryAfter },
-        requestId,
-      );
+      refuse('unready', {
+        status: 503,
+        code: 'shard_unavailable',
+        message: `shard ${shard} is not ready`,
+        retryAfter: this.retryAfter,
+      });
       return;
     }
-    if ((this.wsPerShard[shard] ?? 0) >= this.cfg.router.limits.maxWebSocketsPerShard) {
-      this.upstreamFailure(shard, 'overloaded');
-      this.answered(shard, 503);
-      writeRawError(
-        socket,
-        {
-          status: 503,
-          code: 'too_many_websockets',
-          message: `shard ${shard} already has ${this.cfg.router.limits.maxWebSocketsPerShard} WebSocket connections through this router`,
-          retryAfter: this.retryAfter,
-        },
-        requestId,
-      );
+    const maxWs = this.cfg.router.limits.maxWebSocketsPerShard;
+    if ((this.wsPerShard[shard] ?? 0) >= maxWs) {
+      refuse('overloaded', {
+        status: 503,
+        code: 'too_many_websockets',
+        message: `shard ${shard} already has ${maxWs} WebSocket connections through this router`,
+        retryAfter: this.retryAfter,
+      });
       return;
     }
-    const requestHead = buildRequestHead(req, {
+    const built = buildRequestHead(req, {
       shardHeader: this.shardHeaders[shard] as string,
-      requestId,
+      remoteAddress: socket.remoteAddress ?? '',
       bodyLength: undefined,
       upgrade: true,
     });
-    new WebSocketRelay(shard, socket, head, state.host, state.port, requestHead, requestId, this).start();
+    new WebSocketRelay(
+      shard,
+      socket,
+      rest,
+      state.host,
+      state.port,
+      built.head,
+      built.requestId,
+      this,
+    ).start();
+  }
+
+  rejected(status: number): void {
+    this.metrics.request(undefined, status, undefined);
+  }
+
+  clientClosed(conn: ClientConnection): void {
+    this.clients.delete(conn);
   }
 
   // --- ExchangeOwner and RelayOwner ---
@@ -278,18 +276,6 @@ export class Router implements ExchangeOwner, RelayOwner {
 
   answered(shard: number, code: number): void {
     this.metrics.request(shard, code, undefined);
-  }
-
-  sendError(
-    res: ServerResponse,
-    e: RouterError,
-    requestId: string,
-    shard: number,
-    startedAt: number,
-    close = false,
-  ): void {
-    sendError(res, e, requestId, close);
-    this.finished(shard, e.status, startedAt);
   }
 
   upstreamFailure(shard: number, reason: string, err?: Error): void {
@@ -344,21 +330,18 @@ export class Router implements ExchangeOwner, RelayOwner {
       });
     });
     this.topology.start();
-    return { port: (this.server.address() as AddressInfo).port };
-  }
-
-  get isDraining(): boolean {
-    return this.draining;
+    return { port: (this.server.address() as net.AddressInfo).port };
   }
 
   async close(): Promise<void> {
-    if (this.draining) return;
-    this.draining = true;
+    if (this.isDrainingNow) return;
+    this.isDrainingNow = true;
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
-    this.server.closeIdleConnections();
+    // Idle keep-alive connections close now; busy ones close after their response.
+    for (const c of this.clients) c.closeIfIdle();
     for (const relay of this.relays) relay.shutdown();
     const deadline = setTimeout(() => {
-      this.server.closeAllConnections();
+      for (const c of this.clients) c.abort();
       for (const relay of this.relays) relay.destroy();
     }, this.cfg.router.timeouts.shutdownMs);
     deadline.unref();
@@ -378,7 +361,13 @@ export async function startRouter(cfg: Config, log: Logger): Promise<RunningRout
   const admin = createAdminServer(router);
   const adminPort = await admin.listen(cfg.router.adminPort, cfg.router.host);
   log.info(
-    { port, adminPort, shards: router.shards, assignment: cfg.shardSpec.assignment, probing: router.topology.probing },
+    {
+      port,
+      adminPort,
+      shards: router.shards,
+      assignment: cfg.shardSpec.assignment,
+      probing: router.topology.probing,
+    },
     'router listening',
   );
   return {

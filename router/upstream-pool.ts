@@ -64,7 +64,11 @@ export interface PoolOptions {
   maxHeadBytes: number;
 }
 
-export type AcquireCallback = (err: NodeJS.ErrnoException | null, conn?: UpstreamConnection, reused?: boolean) => void;
+export type AcquireCallback = (
+  err: NodeJS.ErrnoException | null,
+  conn?: UpstreamConnection,
+  reused?: boolean,
+) => void;
 
 export class PoolFullError extends Error {
   override name = 'PoolFullError';
@@ -174,7 +178,11 @@ export class UpstreamPool {
       cb(err);
     };
     const onTimeout = () =>
-      fail(Object.assign(new Error(`connect timed out after ${this.opts.connectMs} ms`), { code: 'ECONNTIMEOUT' }));
+      fail(
+        Object.assign(new Error(`connect timed out after ${this.opts.connectMs} ms`), {
+          code: 'ECONNTIMEOUT',
+        }),
+      );
     socket.on('timeout', onTimeout);
     socket.on('error', fail);
     socket.once('close', () => {

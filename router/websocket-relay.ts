@@ -115,7 +115,11 @@ export class WebSocketRelay {
       });
     } else if (this.phase === 'handshake') {
       this.owner.upstreamFailure(this.shard, 'reset', err);
-      this.fail({ status: 502, code: 'upstream_reset', message: `shard ${this.shard} closed the connection` });
+      this.fail({
+        status: 502,
+        code: 'upstream_reset',
+        message: `shard ${this.shard} closed the connection`,
+      });
     }
   }
 
@@ -141,7 +145,11 @@ export class WebSocketRelay {
   private onUpstreamClose(): void {
     if (this.phase === 'connecting' || this.phase === 'handshake') {
       this.owner.upstreamFailure(this.shard, 'reset');
-      this.fail({ status: 502, code: 'upstream_reset', message: `shard ${this.shard} closed the connection` });
+      this.fail({
+        status: 502,
+        code: 'upstream_reset',
+        message: `shard ${this.shard} closed the connection`,
+      });
       return;
     }
     if (this.phase === 'passthrough') {
@@ -178,7 +186,11 @@ export class WebSocketRelay {
     if (end === -1) {
       if (buf.length > MAX_HEAD) {
         this.owner.upstreamFailure(this.shard, 'protocol');
-        this.fail({ status: 502, code: 'upstream_protocol_error', message: 'upgrade response head too large' });
+        this.fail({
+          status: 502,
+          code: 'upstream_protocol_error',
+          message: 'upgrade response head too large',
+        });
         return;
       }
       this.headBuf = Buffer.from(buf);

@@ -60,7 +60,13 @@ export class FrameBoundaryTracker {
 
 /** A close frame with the given status code, masked when sent by a client (to a server). */
 export function closeFrame(code: number, masked: boolean, reason = ''): Buffer {
-  const reasonBytes = Buffer.from(reason, 'utf8').subarray(0, 123);
+  // A close reason is at most 123 bytes of valid UTF-8: cut at a character boundary.
+  let reasonBytes = Buffer.from(reason, 'utf8');
+  if (reasonBytes.length > 123) {
+    let end = 123;
+    while (end > 0 && ((reasonBytes[end] as number) & 0xc0) === 0x80) end--;
+    reasonBytes = reasonBytes.subarray(0, end);
+  }
   const payload = Buffer.alloc(2 + reasonBytes.length);
   payload.writeUInt16BE(code, 0);
   reasonBytes.copy(payload, 2);

@@ -1,0 +1,401 @@
+/**
+ * One client connection to the router: reads requests with the strict request parser
+ * (one at a time; pipelined requests wait their turn), reads bounded bodies whole,
+ * hands each request to the router, and writes the response the exchange produces,
+ * head and body gathered into as few writes as possible.
+ */
+
+import { STATUS_CODES } from 'node:http';
+import type net from 'node:net';
+import { ChunkedDecoder, ChunkedError } from './chunked.js';
+import type { RouterError } from './errors.js';
+import { errorResponse } from './errors.js';
+import { headerValue, type ParsedRequest, parseRequestHead, RequestError } from './request-parser.js';
+import type { Framing } from './response-parser.js';
+
+export interface ClientLimits {
+  maxHeaderBytes: number;
+  maxHeaders: number;
+  maxBodyBytes: number;
+  headersTimeoutMs: number;
+  requestTimeoutMs: number;
+  keepAliveMs: number;
+}
+
+export interface ClientOwner {
+  readonly limits: ClientLimits;
+  readonly draining: boolean;
+  /** A complete request (with its whole body) to answer. */
+  dispatch(conn: ClientConnection, req: ParsedRequest, body: Buffer | undefined): void;
+  /** A WebSocket upgrade: the socket now belongs to the owner; `rest` are bytes read past the head. */
+  upgrade(conn: ClientConnection, req: ParsedRequest, socket: net.Socket, rest: Buffer): void;
+  /** The router answered a malformed request itself. */
+  rejected(status: number): void;
+  clientClosed(conn: ClientConnection): void;
+}
+
+/** What the connection tells the exchange that is answering its current request. */
+export interface ExchangeHooks {
+  onClientClose(): void;
+}
+
+enum Phase {
+  Head = 0,
+  Body = 1,
+  Busy = 2,
+  Detached = 3,
+  Closed = 4,
+}
+
+const CRLFCRLF = Buffer.from('\r\n\r\n');
+const CONTINUE = 'HTTP/1.1 100 Continue\r\n\r\n';
+
+export class ClientConnection {
+  readonly remoteAddress: string;
+  private phase = Phase.Head;
+  private buf: Buffer | undefined;
+  private headStartedAt = 0;
+  private req: ParsedRequest | undefined;
+  private bodyChunks: Buffer[] = [];
+  private bodySize = 0;
+  private bodyRemaining = 0;
+  private chunked: ChunkedDecoder | undefined;
+  private readonly onChunk = (c: Buffer) => this.addBody(c);
+  private out: Array<string | Buffer> = [];
+  private keepAlive = true;
+  private chunkedOut = false;
+  private responseDone = false;
+  private hooks: ExchangeHooks | undefined;
+  /** Whether a response head has been produced for the current request. */
+  headSent = false;
+  /** Whether that head has been written to the socket: the answer can no longer change. */
+  committed = false;
+  /** The status of the last response head produced. */
+  status = 0;
+
+  constructor(
+    readonly socket: net.Socket,
+    private readonly owner: ClientOwner,
+  ) {
+    this.remoteAddress = socket.remoteAddress ?? '';
+    socket.setNoDelay(true);
+    socket.setTimeout(owner.limits.keepAliveMs);
+    socket.on('data', this.onData);
+    socket.on('timeout', this.onTimeout);
+    socket.on('error', this.onError);
+    socket.on('close', this.onClose);
+  }
+
+  get idle(): boolean {
+    return this.phase === Phase.Head && this.buf === undefined;
+  }
+
+  /** The exchange now answering this connection's request. */
+  setHooks(hooks: ExchangeHooks | undefined): void {
+    this.hooks = hooks;
+  }
+
+  // --- reading requests ---
+
+  private readonly onData = (chunk: Buffer): void => {
+    if (this.phase === Phase.Busy) {
+      // A pipelined request: keep it until the current response is done, and stop reading.
+      this.buf = this.buf ? Buffer.concat([this.buf, chunk]) : chunk;
+      this.socket.pause();
+      return;
+    }
+    if (this.phase >= Phase.Detached) return;
+    if (this.phase === Phase.Head && this.buf === undefined) this.headStartedAt = Date.now();
+    this.buf = this.buf ? Buffer.concat([this.buf, chunk]) : chunk;
+    this.process();
+  };
+
+  private process(): void {
+    const limits = this.owner.limits;
+    while (this.buf !== undefined && (this.phase === Phase.Head || this.phase === Phase.Body)) {
+      let buf = this.buf;
+      if (this.phase === Phase.Head) {
+        // Empty lines before a request line are ignored (RFC 9112 section 2.2).
+        let start = 0;
+        while (start + 1 < buf.length && buf[start] === 13 && buf[start + 1] === 10) start += 2;
+        if (start > 0) {
+          buf = buf.subarray(start);
+          this.buf = buf.length > 0 ? buf : undefined;
+          if (this.buf === undefined) return;
+        }
+        const end = buf.indexOf(CRLFCRLF);
+        if (end === -1 || end + 4 > limits.maxHeaderBytes) {
+          if (buf.length > limits.maxHeaderBytes || end !== -1) {
+            this.reject(
+              new RequestError(
+                431,
+                'headers_too_large',
+                `request heads are limited to ${limits.maxHeaderBytes} bytes`,
+              ),
+            );
+            return;
+          }
+          this.armHeadTimer();
+          return;
+        }
+        let req: ParsedRequest;
+        try {
+          req = parseRequestHead(buf.toString('latin1', 0, end), limits.maxHeaders);
+        } catch (err) {
+          if (err instanceof RequestError) {
+            this.reject(err);
+            return;
+          }
+          throw err;
+        }
+        this.req = req;
+        this.buf = end + 4 < buf.length ? buf.subarray(end + 4) : undefined;
+        if (req.upgrade === 'websocket' && req.method === 'GET' && !req.chunked && req.contentLength <= 0) {
+          this.detach();
+          this.owner.upgrade(this, req, this.socket, this.buf ?? Buffer.alloc(0));
+          return;
+        }
+        if (req.chunked || req.contentLength > 0) {
+          if (req.contentLength > limits.maxBodyBytes) {
+            this.reject(
+              new RequestError(
+                413,
+                'body_too_large',
+                `request bodies are limited to ${limits.maxBodyBytes} bytes`,
+              ),
+            );
+            return;
+          }
+          this.phase = Phase.Body;
+          this.bodyChunks = [];
+          this.bodySize = 0;
+          if (req.chunked) {
+            this.chunked ??= new ChunkedDecoder();
+            this.chunked.reset();
+          } else {
+            this.bodyRemaining = req.contentLength;
+          }
+          if (req.minor === 1 && headerValue(req, 'expect')?.toLowerCase() === '100-continue') {
+            this.socket.write(CONTINUE);
+          }
+          this.socket.setTimeout(limits.requestTimeoutMs);
+          continue;
+        }
+        this.dispatch(undefined);
+        return;
+      }
+      // Phase.Body
+      let used: number;
+      if (this.chunked && this.req?.chunked) {
+        try {
+          used = this.chunked.decode(buf, 0, this.onChunk);
+        } catch (err) {
+          if (err instanceof ChunkedError) {
+            this.reject(new RequestError(400, 'bad_request', `malformed chunked body: ${err.message}`));
+            return;
+          }
+          throw err;
+        }
+      } else {
+        used = Math.min(this.bodyRemaining, buf.length);
+        this.addBody(buf.subarray(0, used));
+        this.bodyRemaining -= used;
+      }
+      if (this.phase !== Phase.Body) return; // rejected for size
+      this.buf = used < buf.length ? buf.subarray(used) : undefined;
+      const complete = this.req?.chunked ? this.chunked?.done === true : this.bodyRemaining === 0;
+      if (complete) {
+        const chunks = this.bodyChunks;
+        this.bodyChunks = [];
+        this.dispatch(chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks, this.bodySize));
+        return;
+      }
+    }
+  }
+
+  private addBody(chunk: Buffer): void {
+    if (chunk.length === 0) return;
+    this.bodySize += chunk.length;
+    if (this.bodySize > this.owner.limits.maxBodyBytes) {
+      this.bodyChunks = [];
+      this.reject(
+        new RequestError(
+          413,
+          'body_too_large',
+          `request bodies are limited to ${this.owner.limits.maxBodyBytes} bytes`,
+        ),
+      );
+      return;
+    }
+    // Copy: the chunk may be a view into a larger buffer that holds the next request.
+    this.bodyChunks.push(Buffer.from(chunk));
+  }
+
+  private dispatch(body: Buffer | undefined): void {
+    const req = this.req as ParsedRequest;
+    this.phase = Phase.Busy;
+    this.socket.setTimeout(0);
+    this.keepAlive = req.keepAlive && !this.owner.draining;
+    this.headSent = false;
+    this.committed = false;
+    this.status = 0;
+    this.owner.dispatch(this, req, body);
+  }
+
+  private armHeadTimer(): void {
+    const left = this.owner.limits.headersTimeoutMs - (Date.now() - this.headStartedAt);
+    if (left <= 0) {
+      this.reject(new RequestError(408, 'request_timeout', 'the request head took too long to arrive'));
+      return;
+    }
+    this.socket.setTimeout(left);
+  }
+
+  private readonly onTimeout = (): void => {
+    if (this.phase === Phase.Head && this.buf === undefined) {
+      // An idle keep-alive connection.
+      this.socket.destroy();
+    } else if (this.phase === Phase.Head || this.phase === Phase.Body) {
+      this.reject(new RequestError(408, 'request_timeout', 'the request took too long to arrive'));
+    }
+  };
+
+  private readonly onError = (): void => {
+    // 'close' follows.
+  };
+
+  private readonly onClose = (): void => {
+    const wasBusy = this.phase === Phase.Busy;
+    this.phase = Phase.Closed;
+    this.owner.clientClosed(this);
+    if (wasBusy) {
+      const hooks = this.hooks;
+      this.hooks = undefined;
+      hooks?.onClientClose();
+    }
+  };
+
+  /** Answers a request the router cannot read, then closes the connection. */
+  private reject(e: RequestError): void {
+    this.owner.rejected(e.status);
+    this.phase = Phase.Busy;
+    this.keepAlive = false;
+    this.buf = undefined;
+    this.respondError({ status: e.status, code: e.code, message: e.message }, undefined);
+  }
+
+  private detach(): void {
+    this.phase = Phase.Detached;
+    const s = this.socket;
+    s.off('data', this.onData);
+    s.off('timeout', this.onTimeout);
+    s.off('error', this.onError);
+    s.off('close', this.onClose);
+    s.setTimeout(0);
+    this.owner.clientClosed(this);
+  }
+
+  // --- writing responses ---
+
+  respondHead(status: number, message: string, headers: string[], framing: Framing): void {
+    const req = this.req;
+    const http10 = req?.minor === 0;
+    this.chunkedOut = !http10 && (framing === 'chunked' || framing === 'close');
+    if (http10 && (framing === 'chunked' || framing === 'close')) this.keepAlive = false;
+    let head = `HTTP/1.1 ${status} ${message || STATUS_CODES[status] || ''}\r\n`;
+    for (let i = 0; i < headers.length; i += 2) head += `${headers[i]}: ${headers[i + 1]}\r\n`;
+    if (this.chunkedOut) head += 'transfer-encoding: chunked\r\n';
+    if (!this.keepAlive || this.owner.draining) {
+      this.keepAlive = false;
+      head += 'connection: close\r\n';
+    } else if (http10) head += 'connection: keep-alive\r\n';
+    this.out.push(`${head}\r\n`);
+    this.headSent = true;
+    this.status = status;
+  }
+
+  respondBody(chunk: Buffer): void {
+    if (chunk.length === 0) return;
+    if (this.chunkedOut) this.out.push(`${chunk.length.toString(16)}\r\n`, chunk, '\r\n');
+    else this.out.push(chunk);
+  }
+
+  respondEnd(): void {
+    if (this.chunkedOut) this.out.push('0\r\n\r\n');
+    this.responseDone = true;
+  }
+
+  /** Writes what the exchange produced; false when the client is not keeping up. */
+  flush(): boolean {
+    const out = this.out;
+    if (this.socket.destroyed) {
+      this.out = [];
+      return true;
+    }
+    let ok = true;
+    if (out.length === 1) ok = this.socket.write(out[0] as string | Buffer, 'latin1');
+    else if (out.length > 1) {
+      this.socket.cork();
+      for (const piece of out) ok = this.socket.write(piece, 'latin1');
+      this.socket.uncork();
+    }
+    this.out = [];
+    if (this.headSent) this.committed = true;
+    if (this.responseDone) this.finishResponse();
+    return ok;
+  }
+
+  onceDrain(fn: () => void): void {
+    this.socket.once('drain', fn);
+  }
+
+  /** A complete JSON error answer from the router itself. */
+  respondError(e: RouterError, requestId: string | undefined): void {
+    if (this.committed) {
+      this.abort();
+      return;
+    }
+    // A head produced but not yet written is replaced by the error.
+    this.out = [];
+    this.headSent = false;
+    if (this.owner.draining) this.keepAlive = false;
+    const headers = errorResponse(e, requestId);
+    this.respondHead(e.status, STATUS_CODES[e.status] ?? 'Error', headers.headers, 'length');
+    this.out.push(headers.body);
+    this.respondEnd();
+    this.flush();
+  }
+
+  abort(): void {
+    this.hooks = undefined;
+    this.socket.destroy();
+  }
+
+  private finishResponse(): void {
+    this.responseDone = false;
+    this.hooks = undefined;
+    this.req = undefined;
+    this.headSent = false;
+    this.committed = false;
+    if (this.phase !== Phase.Busy) return;
+    if (!this.keepAlive) {
+      this.phase = Phase.Closed;
+      this.socket.end();
+      // A client that never reads its last response must not hold the socket forever.
+      this.socket.setTimeout(this.owner.limits.keepAliveMs, () => this.socket.destroy());
+      return;
+    }
+    this.phase = Phase.Head;
+    this.socket.setTimeout(this.owner.limits.keepAliveMs);
+    if (this.socket.isPaused()) this.socket.resume();
+    if (this.buf !== undefined) {
+      this.headStartedAt = Date.now();
+      this.process();
+    }
+  }
+
+  /** Closes the connection if it waits for a request (router shutdown). */
+  closeIfIdle(): void {
+    if (this.idle) this.socket.destroy();
+  }
+}

@@ -1,0 +1,171 @@
+/**
+ * A strict parser for HTTP/1.1 request heads (RFC 9112), for the router's own client
+ * connections. It refuses every shape that two parsers could read differently
+ * (request smuggling): both Content-Length and Transfer-Encoding, differing or listed
+ * Content-Lengths, a transfer coding other than a single `chunked`, folded or
+ * malformed header lines, whitespace before the colon, control characters, a missing
+ * or repeated Host.
+ */
+
+export interface ParsedRequest {
+  method: string;
+  /** The request target exactly as sent. */
+  target: string;
+  /** 0 for HTTP/1.0, 1 for HTTP/1.1. */
+  minor: number;
+  /** Raw headers as [name, value, name, value, ...] in the order received. */
+  headers: string[];
+  /** -1 when absent. */
+  contentLength: number;
+  chunked: boolean;
+  /** The client keeps the connection open after this exchange. */
+  keepAlive: boolean;
+  /** Lower-cased tokens of the Connection header. */
+  connectionTokens: string[];
+  /** The Upgrade header when Connection names `upgrade`, lower-cased. */
+  upgrade: string | undefined;
+}
+
+export class RequestError extends Error {
+  override name = 'RequestError';
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+// A request target: visible ASCII only (no spaces, controls or raw non-ASCII bytes).
+const TARGET = /^[\x21-\x7e]+$/;
+// A field value: tabs, spaces, visible ASCII and obs-text; never NUL, CR or LF.
+const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
+
+/** Strips optional whitespace (spaces and tabs only, RFC 9110 section 5.6.3) from both ends. */
+export function trimOws(v: string): string {
+  let start = 0;
+  let end = v.length;
+  while (start < end && (v.charCodeAt(start) === 32 || v.charCodeAt(start) === 9)) start++;
+  while (end > start && (v.charCodeAt(end - 1) === 32 || v.charCodeAt(end - 1) === 9)) end--;
+  return start === 0 && end === v.length ? v : v.slice(start, end);
+}
+
+function bad(message: string): RequestError {
+  return new RequestError(400, 'bad_request', message);
+}
+
+/** Parses a request head: the text before the blank line, decoded as latin1. */
+export function parseRequestHead(text: string, maxHeaders: number): ParsedRequest {
+  const firstEnd = text.indexOf('\r\n');
+  const requestLine = firstEnd === -1 ? text : text.slice(0, firstEnd);
+  const sp1 = requestLine.indexOf(' ');
+  const sp2 = requestLine.lastIndexOf(' ');
+  if (sp1 <= 0 || sp2 === sp1) throw bad('malformed request line');
+  const method = requestLine.slice(0, sp1);
+  const target = requestLine.slice(sp1 + 1, sp2);
+  const version = requestLine.slice(sp2 + 1);
+  if (!TOKEN.test(method)) throw bad('malformed method');
+  if (!TARGET.test(target)) throw bad('malformed request target');
+  let minor: number;
+  if (version === 'HTTP/1.1') minor = 1;
+  else if (version === 'HTTP/1.0') minor = 0;
+  else if (/^HTTP\/\d\.\d$/.test(version)) {
+    throw new RequestError(505, 'http_version_not_supported', `${version} is not supported; use HTTP/1.1`);
+  } else throw bad('malformed HTTP version');
+  if (method === 'CONNECT') throw new RequestError(405, 'method_not_allowed', 'CONNECT is not supported');
+  const c0 = target.charCodeAt(0);
+  if (
+    c0 !== 47 /* / */ &&
+    !(target === '*' && method === 'OPTIONS') &&
+    !/^https?:\/\/[^/?#]+/i.test(target)
+  ) {
+    throw bad('malformed request target');
+  }
+
+  const headers: string[] = [];
+  let contentLength = -1;
+  let teCount = 0;
+  let chunked = false;
+  let hostCount = 0;
+  let connectionTokens: string[] = [];
+  let upgradeValue: string | undefined;
+  let pos = firstEnd === -1 ? text.length : firstEnd + 2;
+  while (pos < text.length) {
+    let end = text.indexOf('\r\n', pos);
+    if (end === -1) end = text.length;
+    const line = text.slice(pos, end);
+    pos = end + 2;
+    if (headers.length >= maxHeaders * 2) {
+      throw new RequestError(431, 'headers_too_large', `more than ${maxHeaders} header fields`);
+    }
+    const c = line.charCodeAt(0);
+    if (c === 32 || c === 9) throw bad('folded header line (obs-fold) is not allowed');
+    const colon = line.indexOf(':');
+    if (colon <= 0) throw bad('malformed header line');
+    const name = line.slice(0, colon);
+    if (!TOKEN.test(name)) throw bad('malformed header name');
+    const value = trimOws(line.slice(colon + 1));
+    if (!FIELD_VALUE.test(value)) throw bad(`invalid characters in header ${name}`);
+    switch (name.length) {
+      case 4:
+        if (name.toLowerCase() === 'host') hostCount++;
+        break;
+      case 7:
+        if (name.toLowerCase() === 'upgrade') upgradeValue = value.toLowerCase();
+        break;
+      case 10:
+        if (name.toLowerCase() === 'connection') {
+          for (const t of value.toLowerCase().split(',')) {
+            const tok = t.trim();
+            if (tok) connectionTokens = connectionTokens.concat(tok);
+          }
+        }
+        break;
+      case 14:
+        if (name.toLowerCase() === 'content-length') {
+          if (!/^\d{1,15}$/.test(value)) throw bad('invalid Content-Length');
+          const n = Number(value);
+          if (contentLength !== -1 && contentLength !== n) throw bad('conflicting Content-Length headers');
+          contentLength = n;
+        }
+        break;
+      case 17:
+        if (name.toLowerCase() === 'transfer-encoding') {
+          teCount++;
+          if (value.toLowerCase() !== 'chunked') {
+            throw new RequestError(
+              501,
+              'transfer_encoding_not_supported',
+              'only Transfer-Encoding: chunked is supported',
+            );
+          }
+          chunked = true;
+        }
+        break;
+    }
+    headers.push(name, value);
+  }
+  if (teCount > 1) throw bad('repeated Transfer-Encoding header');
+  if (chunked && contentLength !== -1) throw bad('both Content-Length and Transfer-Encoding');
+  if (chunked && minor === 0) throw bad('Transfer-Encoding in an HTTP/1.0 request');
+  if (minor === 1 && hostCount !== 1)
+    throw bad(hostCount === 0 ? 'missing Host header' : 'repeated Host header');
+  if (hostCount > 1) throw bad('repeated Host header');
+  const keepAlive =
+    minor === 1 ? !connectionTokens.includes('close') : connectionTokens.includes('keep-alive');
+  const upgrade = connectionTokens.includes('upgrade') ? upgradeValue : undefined;
+  return { method, target, minor, headers, contentLength, chunked, keepAlive, connectionTokens, upgrade };
+}
+
+/** The value of a header (first occurrence), by lower-case name. */
+export function headerValue(req: ParsedRequest, lowerName: string): string | undefined {
+  const h = req.headers;
+  const len = lowerName.length;
+  for (let i = 0; i < h.length; i += 2) {
+    const name = h[i] as string;
+    if (name.length === len && name.toLowerCase() === lowerName) return h[i + 1];
+  }
+  return undefined;
+}
