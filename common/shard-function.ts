@@ -88,13 +88,19 @@ export class ShardFunction {
 
   /** Extracts the key of a request from its path and headers (DESIGN section 1, step 1). */
   keyOf(path: string, headers?: Readonly<Record<string, string | string[] | undefined>>): KeyResult {
-    let raw: string | undefined;
-    let rule: 'header' | 'urlPattern' | 'path' = 'header';
+    let v: string | undefined;
     if (this.header && headers) {
       const value = headers[this.header];
-      const v = Array.isArray(value) ? value[0] : value;
-      if (v) raw = v;
+      v = Array.isArray(value) ? value[0] : value;
     }
+    return this.keyWith(path, v);
+  }
+
+  /** Key extraction given the value of the key header (if the request has it). */
+  keyWith(path: string, headerValue: string | undefined): KeyResult {
+    let raw: string | undefined;
+    let rule: 'header' | 'urlPattern' | 'path' = 'header';
+    if (this.header && headerValue) raw = headerValue;
     if (!raw) {
       const m = this.pattern.exec(path);
       if (m) {
@@ -128,7 +134,15 @@ export class ShardFunction {
     headers: Readonly<Record<string, string | string[] | undefined>> | undefined,
     shards: number,
   ): RouteResult {
-    const k = this.keyOf(path, headers);
+    return this.routeKey(this.keyOf(path, headers), shards);
+  }
+
+  /** Like route(), given the value of the key header (if the request has it). */
+  routeWith(path: string, headerValue: string | undefined, shards: number): RouteResult {
+    return this.routeKey(this.keyWith(path, headerValue), shards);
+  }
+
+  private routeKey(k: KeyResult, shards: number): RouteResult {
     if (k.kind !== 'key') return k;
     const hash = xxh64(k.key);
     return {

@@ -6,6 +6,7 @@
  * answers of DESIGN section 2.
  */
 import type { ClientConnection, ExchangeHooks } from './client-connection.js';
+import type { DeadlineSweeper } from './deadlines.js';
 import type { RouterError } from './errors.js';
 import type { ResponseCallbacks, ResponseHead } from './response-parser.js';
 import { ParseError } from './response-parser.js';
@@ -15,6 +16,7 @@ import type { ExchangeSink, UpstreamConnection, UpstreamPool } from './upstream-
 export interface ExchangeOwner {
   readonly retryAfter: number;
   readonly upstreamMs: number;
+  readonly clock: DeadlineSweeper;
   /** The exchange finished; `code` is what the client got (0 when its connection was cut). */
   finished(shard: number, code: number, startedAt: number): void;
   upstreamFailure(shard: number, reason: string, err?: Error): void;
@@ -85,12 +87,14 @@ export class Exchange implements ExchangeSink, ResponseCallbacks, ExchangeHooks 
     conn.sink = this;
     conn.parser.reset(this, this.method);
     const socket = conn.socket;
-    socket.setTimeout(this.owner.upstreamMs);
-    if (this.body && this.body.length > 0) {
-      socket.cork();
-      socket.write(this.head, 'latin1');
-      socket.write(this.body);
-      socket.uncork();
+    conn.deadline = this.owner.clock.now + this.owner.upstreamMs;
+    const body = this.body;
+    if (body && body.length > 0) {
+      // Head and body in one write.
+      const buf = Buffer.allocUnsafe(this.head.length + body.length);
+      const n = buf.write(this.head, 0, 'latin1');
+      body.copy(buf, n);
+      socket.write(buf);
     } else {
       socket.write(this.head, 'latin1');
     }
@@ -101,6 +105,7 @@ export class Exchange implements ExchangeSink, ResponseCallbacks, ExchangeHooks 
   onData(chunk: Buffer): void {
     const conn = this.conn;
     if (!conn) return;
+    conn.deadline = this.owner.clock.now + this.owner.upstreamMs;
     try {
       conn.parser.execute(chunk);
     } catch (err) {

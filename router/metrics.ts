@@ -1,36 +1,35 @@
-/** The router's Prometheus series (DESIGN section 8), with per-shard children cached for the hot path. */
-import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+/** The router's Prometheus series (DESIGN section 8); the per-request ones live in fast-metrics.ts. */
+import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client';
+import { ShardCodeCounter, ShardHistogram } from './fast-metrics.js';
 
 export class RouterMetrics {
   readonly registry = new Registry();
-  private readonly requests: Counter<'shard' | 'code'>;
-  private readonly duration: Histogram<'shard'>;
+  private readonly requests: ShardCodeCounter;
+  private readonly duration: ShardHistogram;
   private readonly upstreamErrors: Counter<'shard' | 'reason'>;
   private readonly shardsGauge: Gauge;
   private readonly ready: Gauge<'shard'>;
   private readonly websockets: Gauge<'shard'>;
   private readonly misdirected: Counter<'shard'>;
-  private readonly requestChildren = new Map<string, Counter.Internal>();
-  private readonly durationChildren: Histogram.Internal<'shard'>[] = [];
   private readonly wsChildren: Gauge.Internal<'shard'>[] = [];
 
   constructor(shards: number, defaultLabels: Record<string, string> = {}) {
     const registers = [this.registry];
     this.registry.setDefaultLabels(defaultLabels);
     collectDefaultMetrics({ register: this.registry });
-    this.requests = new Counter({
-      name: 'shardchat_router_requests_total',
-      help: 'Requests answered by the router, by shard ("none" when no shard was chosen) and status code.',
-      labelNames: ['shard', 'code'],
-      registers,
-    });
-    this.duration = new Histogram({
-      name: 'shardchat_router_request_duration_seconds',
-      help: 'Time from request to the end of the response, by shard.',
-      labelNames: ['shard'],
-      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
-      registers,
-    });
+    this.requests = new ShardCodeCounter(
+      'shardchat_router_requests_total',
+      'Requests answered by the router, by shard ("none" when no shard was chosen) and status code (0: the client went away).',
+      shards,
+      this.registry,
+    );
+    this.duration = new ShardHistogram(
+      'shardchat_router_request_duration_seconds',
+      'Time from a complete request to the end of its response, by shard.',
+      [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+      shards,
+      this.registry,
+    );
     this.upstreamErrors = new Counter({
       name: 'shardchat_router_upstream_errors_total',
       help: 'Failed exchanges with a shard, by reason (refused, unready, overloaded, reset, timeout, protocol, misdirected).',
@@ -63,7 +62,6 @@ export class RouterMetrics {
     this.shardsGauge.set(shards);
     for (let i = 0; i < shards; i++) {
       const s = String(i);
-      this.durationChildren.push(this.duration.labels(s));
       this.wsChildren.push(this.websockets.labels(s));
       this.ready.labels(s).set(1);
       this.misdirected.labels(s);
@@ -71,14 +69,8 @@ export class RouterMetrics {
   }
 
   request(shard: number | undefined, code: number, seconds: number | undefined): void {
-    const key = shard === undefined ? `none:${code}` : `${shard}:${code}`;
-    let child = this.requestChildren.get(key);
-    if (!child) {
-      child = this.requests.labels(shard === undefined ? 'none' : String(shard), String(code));
-      this.requestChildren.set(key, child);
-    }
-    child.inc();
-    if (shard !== undefined && seconds !== undefined) this.durationChildren[shard]?.observe(seconds);
+    this.requests.inc(shard, code);
+    if (shard !== undefined && seconds !== undefined) this.duration.observe(shard, seconds);
   }
 
   upstreamError(shard: number, reason: string): void {

@@ -28,6 +28,8 @@ const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
 export interface HeadOptions {
   shardHeader: string;
+  /** Host for requests that have none (HTTP/1.0): the shard's own address. */
+  defaultHost: string;
   remoteAddress: string;
   bodyLength: number | undefined;
   upgrade: boolean;
@@ -65,6 +67,8 @@ export function buildRequestHead(req: ParsedRequest, o: HeadOptions): BuiltHead 
     if (lower === 'host') host = value;
     head += `${name}: ${value}\r\n`;
   }
+  // The shard speaks HTTP/1.1, which requires a Host (an HTTP/1.0 client may omit it).
+  if (host === undefined) head += `host: ${o.defaultHost}\r\n`;
   requestId ??= randomUUID();
   const remote = o.remoteAddress;
   head += `x-forwarded-for: ${xff === undefined ? remote : `${xff}, ${remote}`}\r\nx-forwarded-proto: ${xfp ?? 'http'}\r\n`;

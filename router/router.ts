@@ -15,6 +15,7 @@ import { pathOf, ShardFunction } from '../common/shard-function.js';
 import { StaticTopology } from '../common/topology.js';
 import { createAdminServer } from './admin.js';
 import { ClientConnection, type ClientLimits, type ClientOwner } from './client-connection.js';
+import { DeadlineSweeper } from './deadlines.js';
 import { type RouterError, writeRawError } from './errors.js';
 import { Exchange, type ExchangeOwner } from './forward.js';
 import { RouterMetrics } from './metrics.js';
@@ -42,10 +43,12 @@ export class Router implements ExchangeOwner, RelayOwner, ClientOwner {
   readonly topology: StaticTopology;
   readonly metrics: RouterMetrics;
   readonly limits: ClientLimits;
+  readonly clock: DeadlineSweeper;
   private readonly sf: ShardFunction;
   private readonly keyHeader: string;
   private readonly pools: UpstreamPool[];
   private readonly shardHeaders: string[];
+  private readonly shardHosts: string[];
   private readonly relays = new Set<WebSocketRelay>();
   private readonly clients = new Set<ClientConnection>();
   private readonly wsPerShard: number[];
@@ -69,6 +72,14 @@ export class Router implements ExchangeOwner, RelayOwner, ClientOwner {
       requestTimeoutMs: r.timeouts.requestMs,
       keepAliveMs: r.timeouts.clientKeepAliveMs,
     };
+    this.clock = new DeadlineSweeper(
+      DeadlineSweeper.resolutionFor([
+        r.timeouts.upstreamMs,
+        r.timeouts.idleSocketMs,
+        r.timeouts.clientKeepAliveMs,
+        r.timeouts.requestMs,
+      ]),
+    );
     this.shards = shardCount(cfg);
     this.sf = new ShardFunction(cfg.shardSpec);
     this.keyHeader = cfg.shardSpec.header.toLowerCase();
@@ -84,9 +95,13 @@ export class Router implements ExchangeOwner, RelayOwner, ClientOwner {
           connectMs: r.timeouts.connectMs,
           idleMs: r.timeouts.idleSocketMs,
           maxHeadBytes: r.limits.maxHeaderBytes * 4,
+          clock: this.clock,
         }),
     );
+    this.clock.watch(this.clients);
+    for (const pool of this.pools) this.clock.watch(pool.all);
     this.shardHeaders = this.topology.states.map((s) => `${s.ordinal}/${this.shards}`);
+    this.shardHosts = this.topology.states.map((s) => new URL(s.target).host);
     this.wsPerShard = new Array(this.shards).fill(0);
     this.lastMisdirectedLog = new Array(this.shards).fill(0);
     this.topology.on('change', (s) => {
@@ -121,12 +136,11 @@ export class Router implements ExchangeOwner, RelayOwner, ClientOwner {
         },
       };
     }
-    let headers: Record<string, string> | undefined;
-    if (this.keyHeader) {
-      const v = headerValue(req, this.keyHeader);
-      if (v) headers = { [this.keyHeader]: v };
-    }
-    const route = this.sf.route(path, headers, this.shards);
+    const route = this.sf.routeWith(
+      path,
+      this.keyHeader ? headerValue(req, this.keyHeader) : undefined,
+      this.shards,
+    );
     switch (route.kind) {
       case 'shard':
       case 'fixed':
@@ -177,6 +191,7 @@ export class Router implements ExchangeOwner, RelayOwner, ClientOwner {
     }
     const built = buildRequestHead(req, {
       shardHeader: this.shardHeaders[shard] as string,
+      defaultHost: this.shardHosts[shard] as string,
       remoteAddress: conn.remoteAddress,
       bodyLength: body ? body.length : req.contentLength === 0 ? 0 : undefined,
       upgrade: false,
@@ -244,6 +259,7 @@ export class Router implements ExchangeOwner, RelayOwner, ClientOwner {
     }
     const built = buildRequestHead(req, {
       shardHeader: this.shardHeaders[shard] as string,
+      defaultHost: this.shardHosts[shard] as string,
       remoteAddress: socket.remoteAddress ?? '',
       bodyLength: undefined,
       upgrade: true,
@@ -330,6 +346,7 @@ export class Router implements ExchangeOwner, RelayOwner, ClientOwner {
       });
     });
     this.topology.start();
+    this.clock.start();
     return { port: (this.server.address() as net.AddressInfo).port };
   }
 
@@ -350,6 +367,7 @@ export class Router implements ExchangeOwner, RelayOwner, ClientOwner {
     for (const relay of this.relays) relay.destroy();
     for (const pool of this.pools) pool.destroy();
     this.topology.stop();
+    this.clock.stop();
   }
 }
 

@@ -4,6 +4,7 @@
  * at once, and requests beyond that wait in a bounded queue.
  */
 import net from 'node:net';
+import type { DeadlineSweeper, Expirable } from './deadlines.js';
 import { ParseError, ResponseParser } from './response-parser.js';
 
 /** What an in-flight exchange is told about its connection. */
@@ -14,7 +15,7 @@ export interface ExchangeSink {
   onTimeout(): void;
 }
 
-export class UpstreamConnection {
+export class UpstreamConnection implements Expirable {
   readonly socket: net.Socket;
   readonly parser: ResponseParser;
   sink: ExchangeSink | undefined;
@@ -22,6 +23,8 @@ export class UpstreamConnection {
   uses = 0;
   idle = false;
   closed = false;
+  /** When the exchange (no answer yet) or the idle period ends; see DeadlineSweeper. */
+  deadline = 0;
 
   constructor(
     socket: net.Socket,
@@ -38,19 +41,21 @@ export class UpstreamConnection {
     socket.on('error', (err: NodeJS.ErrnoException) => {
       this.sink?.onSocketError(err);
     });
-    socket.on('timeout', () => {
-      if (this.sink) this.sink.onTimeout();
-      else this.socket.destroy();
-    });
     socket.on('end', () => {
       // The shard closed its side: an idle connection is gone; an exchange learns it on 'close'.
       if (!this.sink) this.socket.destroy();
     });
     socket.on('close', () => {
       this.closed = true;
+      this.deadline = 0;
       this.pool.forget(this);
       this.sink?.onSocketClose();
     });
+  }
+
+  expire(): void {
+    if (this.sink) this.sink.onTimeout();
+    else this.socket.destroy();
   }
 }
 
@@ -62,6 +67,7 @@ export interface PoolOptions {
   connectMs: number;
   idleMs: number;
   maxHeadBytes: number;
+  clock: DeadlineSweeper;
 }
 
 export type AcquireCallback = (
@@ -77,6 +83,8 @@ export class PoolFullError extends Error {
 
 export class UpstreamPool {
   private readonly idle: UpstreamConnection[] = [];
+  /** Every open connection, for the deadline sweeper. */
+  readonly all = new Set<UpstreamConnection>();
   private readonly waiting: AcquireCallback[] = [];
   private open = 0;
   private destroyed = false;
@@ -97,7 +105,7 @@ export class UpstreamPool {
       const conn = this.idle.pop();
       if (conn) {
         conn.idle = false;
-        conn.socket.setTimeout(0);
+        conn.deadline = 0;
         cb(null, conn, true);
         return;
       }
@@ -133,7 +141,7 @@ export class UpstreamPool {
       return;
     }
     conn.idle = true;
-    conn.socket.setTimeout(this.opts.idleMs);
+    conn.deadline = this.opts.clock.now + this.opts.idleMs;
     this.idle.push(conn);
   }
 
@@ -146,6 +154,7 @@ export class UpstreamPool {
   /** Called by a connection once its socket closed. */
   forget(conn: UpstreamConnection): void {
     this.open--;
+    this.all.delete(conn);
     if (conn.idle) {
       const i = this.idle.indexOf(conn);
       if (i !== -1) this.idle.splice(i, 1);
@@ -198,7 +207,9 @@ export class UpstreamPool {
       socket.off('error', fail);
       socket.setTimeout(0);
       socket.setKeepAlive(true, 30_000);
-      cb(null, new UpstreamConnection(socket, this.opts.maxHeadBytes, this), false);
+      const conn = new UpstreamConnection(socket, this.opts.maxHeadBytes, this);
+      this.all.add(conn);
+      cb(null, conn, false);
     });
   }
 }

@@ -31,6 +31,7 @@ function req(requestLine: string, ...headers: string[]): ParsedRequest {
 
 const OPTS: HeadOptions = {
   shardHeader: '3/8',
+  defaultHost: 'shard-3:8080',
   remoteAddress: '10.0.0.7',
   bodyLength: undefined,
   upgrade: false,
@@ -280,7 +281,7 @@ describe('buildRequestHead: forwarding headers', () => {
   it('sends no x-forwarded-host when there is neither Host nor x-forwarded-host', () => {
     const s = split(build(req('GET / HTTP/1.0')).head);
     expect(values(s, 'x-forwarded-host')).toEqual([]);
-    expect(values(s, 'host')).toEqual([]);
+    expect(values(s, 'host')).toEqual(['shard-3:8080']);
     expect(one(s, 'x-forwarded-for')).toBe('10.0.0.7');
   });
 });
@@ -459,6 +460,7 @@ describe('buildRequestHead: properties', () => {
           const r = parseRequestHead(text, 100);
           const built = buildRequestHead(r, {
             shardHeader: '1/2',
+            defaultHost: 'shard-1:8080',
             remoteAddress: '127.0.0.1',
             bodyLength,
             upgrade,
@@ -491,5 +493,20 @@ describe('buildRequestHead: properties', () => {
       ),
       { numRuns: 300 },
     );
+  });
+});
+
+describe('a request without Host', () => {
+  it("gets the shard's address as Host, since the shard speaks HTTP/1.1", () => {
+    const built = buildRequestHead(req('GET /groups/a HTTP/1.0'), OPTS);
+    const lines = built.head.split('\r\n');
+    expect(lines[0]).toBe('GET /groups/a HTTP/1.1');
+    expect(lines.filter((l) => l.toLowerCase().startsWith('host:'))).toEqual(['host: shard-3:8080']);
+  });
+
+  it("keeps the client's Host when there is one", () => {
+    const built = buildRequestHead(req('GET /groups/a HTTP/1.1', 'Host: chat.example'), OPTS);
+    const hosts = built.head.split('\r\n').filter((l) => l.toLowerCase().startsWith('host:'));
+    expect(hosts).toEqual(['Host: chat.example']);
   });
 });

@@ -1,0 +1,57 @@
+/**
+ * Coarse deadlines for the router's connections. Instead of arming a timer per socket
+ * and request (node's socket timeouts re-arm on every read and write), the hot path
+ * stores a number, and one interval sweeps the connections. Timeouts fire within one
+ * resolution step of their nominal value.
+ */
+
+export interface Expirable {
+  /** Milliseconds since the epoch when this expires; 0 for never. */
+  deadline: number;
+  expire(): void;
+}
+
+export class DeadlineSweeper {
+  /** A clock updated every resolution step: cheap to read on the hot path. */
+  now = Date.now();
+  private readonly sources: Iterable<Expirable>[] = [];
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(readonly resolutionMs: number) {}
+
+  /** Resolution for a set of timeouts: a quarter of the shortest, between 5 and 250 ms. */
+  static resolutionFor(timeoutsMs: number[]): number {
+    return Math.max(5, Math.min(250, Math.floor(Math.min(...timeoutsMs) / 4)));
+  }
+
+  watch(source: Iterable<Expirable>): void {
+    this.sources.push(source);
+  }
+
+  start(): void {
+    if (this.timer) return;
+    this.timer = setInterval(() => this.sweep(), this.resolutionMs);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+  }
+
+  sweep(): void {
+    const now = Date.now();
+    this.now = now;
+    const due: Expirable[] = [];
+    for (const source of this.sources) {
+      for (const item of source) if (item.deadline !== 0 && item.deadline <= now) due.push(item);
+    }
+    // Expire outside the iteration: expiring removes items from their sets.
+    for (const item of due) {
+      if (item.deadline !== 0 && item.deadline <= now) {
+        item.deadline = 0;
+        item.expire();
+      }
+    }
+  }
+}
