@@ -134,7 +134,12 @@ export function parseRequestHead(text: string, maxHeaders: number): ParsedReques
       case 17:
         if (name.toLowerCase() === 'transfer-encoding') {
           teCount++;
-          if (value.toLowerCase() !== 'chunked') {
+          const codings = value.toLowerCase().split(',');
+          // RFC 9112 section 6.3: a request whose final coding is not chunked cannot be framed.
+          if (trimOws(codings[codings.length - 1] as string) !== 'chunked') {
+            throw bad('chunked must be the final transfer coding of a request');
+          }
+          if (codings.length > 1) {
             throw new RequestError(
               501,
               'transfer_encoding_not_supported',
