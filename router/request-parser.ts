@@ -89,7 +89,7 @@ export function parseRequestHead(text: string, maxHeaders: number): ParsedReques
   let teCount = 0;
   let chunked = false;
   let hostCount = 0;
-  let connectionTokens: string[] = [];
+  const connectionTokens: string[] = [];
   let upgradeValue: string | undefined;
   let pos = firstEnd === -1 ? text.length : firstEnd + 2;
   while (pos < text.length) {
@@ -117,9 +117,14 @@ export function parseRequestHead(text: string, maxHeaders: number): ParsedReques
         break;
       case 10:
         if (name.toLowerCase() === 'connection') {
-          for (const t of value.toLowerCase().split(',')) {
-            const tok = t.trim();
-            if (tok) connectionTokens = connectionTokens.concat(tok);
+          const lower = value.toLowerCase();
+          if (lower === 'keep-alive' || lower === 'close' || lower === 'upgrade')
+            connectionTokens.push(lower);
+          else {
+            for (const t of lower.split(',')) {
+              const tok = trimOws(t);
+              if (tok) connectionTokens.push(tok);
+            }
           }
         }
         break;

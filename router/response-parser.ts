@@ -56,6 +56,16 @@ export const HOP_BY_HOP = new Set([
   'upgrade',
 ]);
 
+const HOP_BY_HOP_LENGTHS = new Set([...HOP_BY_HOP].map((h) => h.length));
+
+/** Whether a header name is hop-by-hop; lower-cases only names of a matching length. */
+export function isHopByHop(name: string): boolean {
+  return HOP_BY_HOP_LENGTHS.has(name.length) && HOP_BY_HOP.has(name.toLowerCase());
+}
+
+const STATUS_LINE = /^HTTP\/1\.([01]) ([1-9]\d\d)(?: (.*))?$/;
+const DIGITS = /^\d{1,15}$/;
+
 export class ResponseParser {
   private state = State.Head;
   private pending: Buffer | undefined;
@@ -161,45 +171,59 @@ export class ResponseParser {
   }
 
   private parseHead(text: string): void {
-    const lines = text.split('\r\n');
-    const status = lines[0] ?? '';
-    const m = /^HTTP\/1\.([01]) ([1-9]\d\d)(?: (.*))?$/.exec(status);
+    let eol = text.indexOf('\r\n');
+    if (eol === -1) eol = text.length;
+    const m = STATUS_LINE.exec(eol === text.length ? text : text.slice(0, eol));
     if (!m) throw new ParseError('malformed status line');
     const minor = m[1];
     const statusCode = Number(m[2]);
     const statusMessage = m[3] ?? '';
-    let connectionTokens: string[] = [];
+    let connectionTokens: string[] | undefined;
     let contentLength = -1;
     let chunked = false;
     let hasTE = false;
     const headers: string[] = [];
-    for (let i = 1; i < lines.length; i++) {
-      const line = lines[i] as string;
-      const colon = line.indexOf(':');
-      if (colon <= 0) throw new ParseError('malformed header line');
-      const name = line.slice(0, colon);
+    let pos = eol + 2;
+    while (pos < text.length) {
+      let end = text.indexOf('\r\n', pos);
+      if (end === -1) end = text.length;
+      const colon = text.indexOf(':', pos);
+      if (colon <= pos || colon >= end) throw new ParseError('malformed header line');
+      const name = text.slice(pos, colon);
       if (!TOKEN.test(name)) throw new ParseError('malformed header name');
-      const value = trimOws(line.slice(colon + 1));
+      const value = trimOws(text.slice(colon + 1, end));
+      pos = end + 2;
       if (!FIELD_VALUE.test(value)) throw new ParseError('invalid header value');
-      const lower = name.toLowerCase();
-      if (lower === 'content-length') {
-        if (!/^\d{1,15}$/.test(value)) throw new ParseError('invalid content-length');
-        const n = Number(value);
-        if (contentLength !== -1 && contentLength !== n) throw new ParseError('conflicting content-length');
-        contentLength = n;
-      } else if (lower === 'transfer-encoding') {
-        hasTE = true;
-        const codings = value.toLowerCase().split(',');
-        chunked = codings[codings.length - 1]?.trim() === 'chunked';
-      } else if (lower === 'connection') {
-        connectionTokens = connectionTokens.concat(
-          value
-            .toLowerCase()
-            .split(',')
-            .map((t) => t.trim()),
-        );
+      // Only names of the lengths of framing and hop-by-hop headers need a closer look.
+      switch (name.length) {
+        case 14:
+          if (name.toLowerCase() === 'content-length') {
+            if (!DIGITS.test(value)) throw new ParseError('invalid content-length');
+            const n = Number(value);
+            if (contentLength !== -1 && contentLength !== n)
+              throw new ParseError('conflicting content-length');
+            contentLength = n;
+          }
+          break;
+        case 17:
+          if (name.toLowerCase() === 'transfer-encoding') {
+            hasTE = true;
+            const codings = value.toLowerCase().split(',');
+            chunked = trimOws(codings[codings.length - 1] as string) === 'chunked';
+            continue;
+          }
+          break;
+        case 10:
+          if (name.toLowerCase() === 'connection') {
+            for (const t of value.toLowerCase().split(',')) {
+              const tok = trimOws(t);
+              if (tok) (connectionTokens ??= []).push(tok);
+            }
+            continue;
+          }
+          break;
       }
-      if (!HOP_BY_HOP.has(lower)) headers.push(name, value);
+      if (!isHopByHop(name)) headers.push(name, value);
     }
     if (hasTE && contentLength !== -1) throw new ParseError('both content-length and transfer-encoding');
     // RFC 9112 section 6.1: Transfer-Encoding in an HTTP/1.0 message is faulty framing;
@@ -211,17 +235,18 @@ export class ResponseParser {
       return;
     }
     let filtered = headers;
-    if (connectionTokens.length > 0) {
-      const drop = new Set(connectionTokens);
+    // Headers the Connection header names are hop-by-hop too (keep-alive and close name none).
+    const named = connectionTokens?.filter((t) => t !== 'keep-alive' && t !== 'close');
+    if (named && named.length > 0) {
       filtered = [];
       for (let i = 0; i < headers.length; i += 2) {
-        if (!drop.has((headers[i] as string).toLowerCase()))
+        if (!named.includes((headers[i] as string).toLowerCase()))
           filtered.push(headers[i] as string, headers[i + 1] as string);
       }
     }
+    const tokens = connectionTokens ?? [];
     this.keepAlive =
-      !faulty1_0 &&
-      (minor === '1' ? !connectionTokens.includes('close') : connectionTokens.includes('keep-alive'));
+      !faulty1_0 && (minor === '1' ? !tokens.includes('close') : tokens.includes('keep-alive'));
     const head: ResponseHead = {
       framing: 'length',
       statusCode,
