@@ -4,6 +4,7 @@ import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig } from '../common/config.js';
 import { createLogger } from '../common/logger.js';
 import { startRouter } from '../router/router.js';
+import { startShard } from '../shard/server.js';
 import { explain } from './explain.js';
 import { keysFromFile, reshardPlan, sampleKeys } from './reshard-plan.js';
 
@@ -11,6 +12,8 @@ const USAGE = `usage: shardchat <command> [options]
 
 commands:
   router [--config FILE] [--check-config]     run the router
+  shard [--config FILE] [--check-config]      run one chat shard (ordinal: shard.ordinal, SHARD_ORDINAL
+                                              or the -N suffix of the hostname)
   explain <path> [--header name=value]...     show {key, hash, shard, shards, target} for a request
           [--config FILE]
   reshard-plan --from S --to T                how many keys move when S changes, under modulo and jump
@@ -37,7 +40,15 @@ function load(file: string | undefined) {
   }
 }
 
-async function runRouter(args: string[]): Promise<void> {
+/** Runs a long-lived process (router or shard) until SIGTERM or SIGINT, then stops it cleanly. */
+async function runServer(
+  component: 'router' | 'shard',
+  args: string[],
+  start: (
+    cfg: ReturnType<typeof load>,
+    log: ReturnType<typeof createLogger>,
+  ) => Promise<{ stop(): Promise<void> }>,
+): Promise<void> {
   const { values } = parseArgs({
     args,
     options: { config: { type: 'string', short: 'c' }, 'check-config': { type: 'boolean' } },
@@ -47,8 +58,15 @@ async function runRouter(args: string[]): Promise<void> {
     process.stdout.write(`${configFile(values.config) ?? 'default configuration'}: ok\n`);
     return;
   }
-  const log = createLogger('router', cfg.log.level);
-  const running = await startRouter(cfg, log);
+  const log = createLogger(component, cfg.log.level);
+  let running: { stop(): Promise<void> };
+  try {
+    running = await start(cfg, log);
+  } catch (err) {
+    log.fatal({ err: (err as Error).message }, `${component} failed to start`);
+    process.stderr.write(`shardchat ${component}: ${(err as Error).message}\n`);
+    process.exit(1);
+  }
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;
@@ -132,7 +150,14 @@ async function main(argv: string[]): Promise<void> {
   const [command, ...rest] = argv;
   switch (command) {
     case 'router':
-      return runRouter(rest);
+      return runServer('router', rest, startRouter);
+    case 'shard':
+      return runServer('shard', rest, (cfg, log) =>
+        startShard(cfg, log, {
+          authSecret: process.env.SHARDCHAT_AUTH_SECRET,
+          internalToken: process.env.SHARDCHAT_INTERNAL_TOKEN,
+        }),
+      );
     case 'explain':
       return runExplain(rest);
     case 'reshard-plan':

@@ -77,6 +77,48 @@ const shardSchema = z.strictObject({
   port: port.default(8080),
   adminPort: port.default(9090),
   dataDir: z.string().min(1).default('/data'),
+  /** This shard's ordinal; default: $SHARD_ORDINAL, else the -N suffix of the hostname. */
+  ordinal: z.number().int().min(0).optional(),
+  limits: z
+    .strictObject({
+      maxBodyBytes: z.number().int().min(256).default(65536),
+      maxMessageBytes: z.number().int().min(1).default(8192),
+      maxProfileFieldBytes: z.number().int().min(16).default(2048),
+      defaultPageSize: z.number().int().min(1).default(50),
+      maxPageSize: z.number().int().min(1).default(200),
+      maxMembersPageSize: z.number().int().min(1).default(1000),
+      maxWaitSeconds: z.number().int().min(0).default(30),
+      maxCapacity: z.number().int().min(1).default(100000),
+      maxConnections: z.number().int().min(1).default(20000),
+      wsMessagesPerSecond: z.number().min(0.1).default(20),
+      wsBurst: z.number().int().min(1).default(40),
+      wsMaxPayloadBytes: z.number().int().min(128).default(16384),
+      wsSendQueueBytes: z.number().int().min(1024).default(1048576),
+    })
+    .prefault({}),
+  commit: z
+    .strictObject({
+      /** Messages committed together in one transaction (one fsync) at most. */
+      maxBatch: z.number().int().min(1).default(1000),
+    })
+    .prefault({}),
+  internal: z
+    .strictObject({
+      attempts: z.number().int().min(1).default(5),
+      backoffMs: positiveMs.default(100),
+      timeoutMs: positiveMs.default(2000),
+    })
+    .prefault({}),
+  notifications: z
+    .strictObject({
+      /** Webhook for members with no live connection; empty turns notifications off. */
+      webhookUrl: z.union([z.literal(''), httpUrl]).default(''),
+      batchMs: positiveMs.default(1000),
+      maxBatch: z.number().int().min(1).default(100),
+      queueSize: z.number().int().min(1).default(10000),
+      timeoutMs: positiveMs.default(5000),
+    })
+    .prefault({}),
 });
 
 const authSchema = z.strictObject({

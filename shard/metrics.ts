@@ -1,0 +1,80 @@
+/** The shard's Prometheus series (DESIGN section 8: "shard load"), labelled with the ordinal. */
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import type { Store } from './store.js';
+
+export class ShardMetrics {
+  readonly registry = new Registry();
+  readonly messages: Counter;
+  readonly deliveries: Counter;
+  readonly connections: Gauge;
+  readonly writeDuration: Histogram;
+  readonly notificationsDropped: Counter;
+  readonly notificationsSent: Counter;
+  readonly slowConsumers: Counter;
+
+  constructor(ordinal: number, store: Store) {
+    this.registry.setDefaultLabels({ shard: String(ordinal) });
+    collectDefaultMetrics({ register: this.registry });
+    const registers = [this.registry];
+    new Gauge({
+      name: 'shardchat_shard_groups',
+      help: 'Groups (including sub-conversations) stored on this shard.',
+      registers,
+      collect() {
+        this.set(store.counts().groups);
+      },
+    });
+    new Gauge({
+      name: 'shardchat_shard_members',
+      help: 'Memberships of the groups stored on this shard.',
+      registers,
+      collect() {
+        this.set(store.counts().members);
+      },
+    });
+    new Gauge({
+      name: 'shardchat_shard_db_bytes',
+      help: 'Bytes of the shard database and its write-ahead log on disk.',
+      registers,
+      collect() {
+        this.set(store.bytes());
+      },
+    });
+    this.messages = new Counter({
+      name: 'shardchat_shard_messages_total',
+      help: 'Messages stored (acknowledged after a durable commit).',
+      registers,
+    });
+    this.deliveries = new Counter({
+      name: 'shardchat_shard_deliveries_total',
+      help: 'Events delivered to WebSocket connections (messages, typing, presence).',
+      registers,
+    });
+    this.connections = new Gauge({
+      name: 'shardchat_shard_connections',
+      help: 'Open WebSocket connections on this shard.',
+      registers,
+    });
+    this.writeDuration = new Histogram({
+      name: 'shardchat_shard_write_duration_seconds',
+      help: 'Time of one durable commit (a batch of messages, one fsync).',
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1],
+      registers,
+    });
+    this.notificationsSent = new Counter({
+      name: 'shardchat_shard_notifications_sent_total',
+      help: 'Offline notifications delivered to the webhook.',
+      registers,
+    });
+    this.notificationsDropped = new Counter({
+      name: 'shardchat_shard_notifications_dropped_total',
+      help: 'Offline notifications dropped (queue full or webhook failing).',
+      registers,
+    });
+    this.slowConsumers = new Counter({
+      name: 'shardchat_shard_slow_consumers_total',
+      help: 'WebSocket connections closed because they did not keep up.',
+      registers,
+    });
+  }
+}

@@ -1,0 +1,185 @@
+/**
+ * The chat shard process: the public API and group WebSockets on `shard.port`, and the
+ * admin port with /metrics, /healthz, /readyz (and the shard-to-shard /internal/*
+ * calls, guarded by SHARDCHAT_INTERNAL_TOKEN).
+ */
+
+import { timingSafeEqual } from 'node:crypto';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Config } from '../common/config.js';
+import { initHash } from '../common/hash.js';
+import type { Logger } from '../common/logger.js';
+import { createApi } from './api.js';
+import { Authenticator } from './auth.js';
+import { GroupHub } from './hub.js';
+import { Membership } from './membership.js';
+import { ShardMetrics } from './metrics.js';
+import { Ownership, resolveOrdinal } from './ownership.js';
+import { Store } from './store.js';
+import { GroupWaiters } from './waiters.js';
+
+export interface RunningShard {
+  ordinal: number;
+  port: number;
+  adminPort: number;
+  stop(): Promise<void>;
+}
+
+export interface ShardSecrets {
+  authSecret: string | undefined;
+  internalToken: string | undefined;
+}
+
+function listen(server: http.Server, port: number, host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve((server.address() as AddressInfo).port);
+    });
+  });
+}
+
+function json(res: http.ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, {
+    'content-type': 'application/json; charset=utf-8',
+    'content-length': Buffer.byteLength(text),
+  });
+  res.end(text);
+}
+
+/** Constant-time comparison of the internal token. */
+export function tokenMatches(given: string | undefined, expected: string): boolean {
+  if (given === undefined) return false;
+  const a = Buffer.from(given);
+  const b = Buffer.from(expected);
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+export async function startShard(cfg: Config, log: Logger, secrets: ShardSecrets): Promise<RunningShard> {
+  await initHash();
+  if (!secrets.authSecret) throw new Error('SHARDCHAT_AUTH_SECRET is not set: the shard cannot check tokens');
+  if (!secrets.internalToken)
+    throw new Error('SHARDCHAT_INTERNAL_TOKEN is not set: shards cannot call each other');
+  const internalToken = secrets.internalToken;
+  const ordinal = resolveOrdinal(cfg);
+  const own = new Ownership(cfg, ordinal);
+  const auth = new Authenticator({
+    secret: secrets.authSecret,
+    issuer: cfg.auth.issuer,
+    audience: cfg.auth.audience,
+  });
+  const store = new Store(cfg.shard.dataDir, ordinal, cfg.shard.commit.maxBatch);
+  const metrics = new ShardMetrics(ordinal, store);
+  const waiters = new GroupWaiters(cfg.shard.limits.maxConnections);
+  const membership = new Membership(store);
+  store.onCommitted = (messages, seconds) => {
+    metrics.writeDuration.observe(seconds);
+    metrics.messages.inc(messages.length);
+  };
+  const hub: GroupHub = new GroupHub({
+    cfg,
+    log,
+    store,
+    auth,
+    own,
+    metrics,
+    post: async (groupId, userId, contents, clientMsgId) => {
+      const { message, created } = await store.append(groupId, userId, contents, clientMsgId);
+      if (created) published(message);
+      return message;
+    },
+  });
+  const published = (m: Parameters<GroupHub['publish']>[0]) => {
+    hub.publish(m);
+    waiters.notify(m.groupId);
+  };
+  const app = createApi({
+    cfg,
+    log,
+    store,
+    auth,
+    own,
+    waiters,
+    presence: (groupId) => hub.presence(groupId),
+    join: (g, userId) => membership.join(g, userId),
+    leave: (g, userId) => membership.leave(g, userId),
+    published,
+  });
+
+  const server = http.createServer(
+    { maxHeaderSize: 16384, keepAliveTimeout: 5000, requestTimeout: 120_000 },
+    app,
+  );
+  server.on('upgrade', (req, socket, head) => hub.handleUpgrade(req, socket, head));
+  server.maxConnections = cfg.shard.limits.maxConnections + 1000;
+
+  let draining = false;
+  const admin = http.createServer((req, res) => {
+    const path = (req.url ?? '/').split('?')[0];
+    if (path?.startsWith('/internal/')) {
+      const token = req.headers['x-shardchat-internal-token'];
+      if (!tokenMatches(typeof token === 'string' ? token : undefined, internalToken)) {
+        json(res, 401, {
+          error: { code: 'unauthenticated', message: 'internal calls need x-shardchat-internal-token' },
+        });
+        return;
+      }
+      json(res, 404, { error: { code: 'not_found', message: `no internal route ${path}` } });
+      return;
+    }
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      json(res, 405, { error: { code: 'method_not_allowed', message: 'the admin port answers GET' } });
+      return;
+    }
+    switch (path) {
+      case '/healthz':
+        json(res, 200, { status: 'ok', shard: ordinal });
+        return;
+      case '/readyz':
+        json(res, draining ? 503 : 200, {
+          status: draining ? 'draining' : 'ready',
+          shard: ordinal,
+          shards: own.shards,
+        });
+        return;
+      case '/metrics':
+        metrics.registry.metrics().then(
+          (text) => {
+            res.writeHead(200, { 'content-type': metrics.registry.contentType });
+            res.end(text);
+          },
+          (err: Error) => json(res, 500, { error: { code: 'metrics_failed', message: err.message } }),
+        );
+        return;
+      default:
+        json(res, 404, { error: { code: 'not_found', message: `no admin route ${path}` } });
+    }
+  });
+
+  const port = await listen(server, cfg.shard.port, cfg.shard.host);
+  const adminPort = await listen(admin, cfg.shard.adminPort, cfg.shard.host);
+  log.info({ shard: ordinal, shards: own.shards, port, adminPort, db: store.file }, 'shard listening');
+
+  return {
+    ordinal,
+    port,
+    adminPort,
+    async stop() {
+      draining = true;
+      hub.close();
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeIdleConnections();
+        setTimeout(() => server.closeAllConnections(), cfg.router.timeouts.shutdownMs).unref();
+      });
+      await new Promise<void>((resolve) => {
+        admin.close(() => resolve());
+        admin.closeAllConnections();
+      });
+      store.close();
+    },
+  };
+}

@@ -1,0 +1,483 @@
+/**
+ * The shard's durable state in SQLite (better-sqlite3, WAL, synchronous=FULL): users,
+ * groups, members, messages and the roster of sharded conversations. Messages are
+ * appended through a group-commit queue: every append waiting when the queue drains
+ * goes into one transaction (one fsync), and each caller is answered only after that
+ * transaction committed.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, statSync } from 'node:fs';
+import path from 'node:path';
+import Database from 'better-sqlite3';
+
+export interface UserRow {
+  id: string;
+  name: string;
+  email: string | null;
+  photoUrl: string | null;
+  createdAt: number;
+  updatedAt: number;
+}
+
+export interface GroupRow {
+  id: string;
+  subject: string;
+  owner: string;
+  capacity: number;
+  overflow: 'reject' | 'shard';
+  closed: boolean;
+  epoch: string;
+  lastMsgId: number;
+  memberCount: number;
+  /** The parent of a sub-conversation `{parent}~k`, else null. */
+  parent: string | null;
+  createdAt: number;
+  updatedAt: number;
+}
+
+export interface Message {
+  groupId: string;
+  msgId: number;
+  prevMsgId: number;
+  epoch: string;
+  ts: number;
+  userId: string;
+  contents: string;
+  clientMsgId: string;
+}
+
+export interface AppendResult {
+  message: Message;
+  /** False when the clientMsgId was already stored: the first result is returned. */
+  created: boolean;
+}
+
+export class StorageError extends Error {
+  override name = 'StorageError';
+  constructor(
+    message: string,
+    readonly code: string,
+  ) {
+    super(message);
+  }
+}
+
+interface PendingAppend {
+  groupId: string;
+  userId: string;
+  contents: string;
+  clientMsgId: string;
+  resolve(r: AppendResult): void;
+  reject(e: Error): void;
+}
+
+const MIGRATIONS: string[] = [
+  `CREATE TABLE users (
+     id TEXT PRIMARY KEY, name TEXT NOT NULL, email TEXT, photo_url TEXT,
+     created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL) STRICT;
+   CREATE TABLE groups (
+     id TEXT PRIMARY KEY, subject TEXT NOT NULL, owner TEXT NOT NULL, capacity INTEGER NOT NULL,
+     overflow TEXT NOT NULL, closed INTEGER NOT NULL, epoch TEXT NOT NULL,
+     last_msg_id INTEGER NOT NULL DEFAULT 0, member_count INTEGER NOT NULL DEFAULT 0, parent TEXT,
+     created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL) STRICT;
+   CREATE TABLE members (
+     group_id TEXT NOT NULL, user_id TEXT NOT NULL, joined_at INTEGER NOT NULL,
+     PRIMARY KEY (group_id, user_id)) STRICT, WITHOUT ROWID;
+   CREATE TABLE messages (
+     group_id TEXT NOT NULL, msg_id INTEGER NOT NULL, prev_msg_id INTEGER NOT NULL, epoch TEXT NOT NULL,
+     ts INTEGER NOT NULL, user_id TEXT NOT NULL, contents TEXT NOT NULL, client_msg_id TEXT NOT NULL,
+     PRIMARY KEY (group_id, msg_id)) STRICT, WITHOUT ROWID;
+   CREATE UNIQUE INDEX messages_client ON messages (group_id, user_id, client_msg_id);
+   CREATE TABLE roster (
+     parent_id TEXT NOT NULL, user_id TEXT NOT NULL, conversation TEXT NOT NULL, placed_at INTEGER NOT NULL,
+     PRIMARY KEY (parent_id, user_id)) STRICT, WITHOUT ROWID;
+   CREATE INDEX roster_conversation ON roster (parent_id, conversation);`,
+];
+
+function toMessage(r: Record<string, unknown>): Message {
+  return {
+    groupId: r.group_id as string,
+    msgId: r.msg_id as number,
+    prevMsgId: r.prev_msg_id as number,
+    epoch: r.epoch as string,
+    ts: r.ts as number,
+    userId: r.user_id as string,
+    contents: r.contents as string,
+    clientMsgId: r.client_msg_id as string,
+  };
+}
+
+function toGroup(r: Record<string, unknown>): GroupRow {
+  return {
+    id: r.id as string,
+    subject: r.subject as string,
+    owner: r.owner as string,
+    capacity: r.capacity as number,
+    overflow: r.overflow as 'reject' | 'shard',
+    closed: r.closed === 1,
+    epoch: r.epoch as string,
+    lastMsgId: r.last_msg_id as number,
+    memberCount: r.member_count as number,
+    parent: (r.parent as string | null) ?? null,
+    createdAt: r.created_at as number,
+    updatedAt: r.updated_at as number,
+  };
+}
+
+function toUser(r: Record<string, unknown>): UserRow {
+  return {
+    id: r.id as string,
+    name: r.name as string,
+    email: (r.email as string | null) ?? null,
+    photoUrl: (r.photo_url as string | null) ?? null,
+    createdAt: r.created_at as number,
+    updatedAt: r.updated_at as number,
+  };
+}
+
+/** Maps SQLite's disk errors to StorageError (503 to clients), others pass. */
+function storageError(err: unknown): Error {
+  const code = (err as { code?: string }).code ?? '';
+  if (code === 'SQLITE_FULL') return new StorageError("the shard's disk is full", 'storage_full');
+  if (code.startsWith('SQLITE_READONLY'))
+    return new StorageError("the shard's storage is read-only", 'storage_readonly');
+  if (code.startsWith('SQLITE_IOERR') || code === 'SQLITE_CANTOPEN' || code === 'SQLITE_CORRUPT') {
+    return new StorageError(`the shard's storage failed (${code})`, 'storage_failed');
+  }
+  return err as Error;
+}
+
+function prepareStatements(db: Database.Database) {
+  return {
+    getUser: db.prepare('SELECT * FROM users WHERE id = ?'),
+    insertUser: db.prepare(
+      'INSERT INTO users (id, name, email, photo_url, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)',
+    ),
+    updateUser: db.prepare(
+      'UPDATE users SET name = ?, email = ?, photo_url = ?, updated_at = ? WHERE id = ?',
+    ),
+    getGroup: db.prepare('SELECT * FROM groups WHERE id = ?'),
+    insertGroup: db.prepare(
+      `INSERT INTO groups (id, subject, owner, capacity, overflow, closed, epoch, parent, created_at, updated_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    ),
+    updateGroup: db.prepare(
+      'UPDATE groups SET subject = ?, capacity = ?, overflow = ?, closed = ?, updated_at = ? WHERE id = ?',
+    ),
+    isMember: db.prepare('SELECT 1 FROM members WHERE group_id = ? AND user_id = ?'),
+    insertMember: db.prepare('INSERT OR IGNORE INTO members (group_id, user_id, joined_at) VALUES (?, ?, ?)'),
+    deleteMember: db.prepare('DELETE FROM members WHERE group_id = ? AND user_id = ?'),
+    countMembers: db.prepare('UPDATE groups SET member_count = member_count + ? WHERE id = ?'),
+    listMembers: db.prepare(
+      'SELECT user_id, joined_at FROM members WHERE group_id = ? AND user_id > ? ORDER BY user_id LIMIT ?',
+    ),
+    groupHead: db.prepare('SELECT last_msg_id, epoch FROM groups WHERE id = ?'),
+    byClientId: db.prepare('SELECT * FROM messages WHERE group_id = ? AND user_id = ? AND client_msg_id = ?'),
+    insertMessage: db.prepare(
+      `INSERT INTO messages (group_id, msg_id, prev_msg_id, epoch, ts, user_id, contents, client_msg_id)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+    ),
+    setLast: db.prepare('UPDATE groups SET last_msg_id = ? WHERE id = ?'),
+    after: db.prepare('SELECT * FROM messages WHERE group_id = ? AND msg_id > ? ORDER BY msg_id LIMIT ?'),
+    before: db.prepare(
+      'SELECT * FROM messages WHERE group_id = ? AND msg_id < ? ORDER BY msg_id DESC LIMIT ?',
+    ),
+    rosterGet: db.prepare('SELECT conversation FROM roster WHERE parent_id = ? AND user_id = ?'),
+    rosterPut: db.prepare(
+      'INSERT OR REPLACE INTO roster (parent_id, user_id, conversation, placed_at) VALUES (?, ?, ?, ?)',
+    ),
+    rosterDelete: db.prepare('DELETE FROM roster WHERE parent_id = ? AND user_id = ?'),
+    rosterCounts: db.prepare(
+      'SELECT conversation, COUNT(*) AS n FROM roster WHERE parent_id = ? GROUP BY conversation',
+    ),
+    counts: db.prepare(
+      'SELECT (SELECT COUNT(*) FROM groups) AS groups, (SELECT COALESCE(SUM(member_count), 0) FROM groups) AS members',
+    ),
+  };
+}
+
+type Statements = ReturnType<typeof prepareStatements>;
+
+export class Store {
+  readonly file: string;
+  private readonly db: Database.Database;
+  private readonly queue: PendingAppend[] = [];
+  private flushScheduled = false;
+  private readonly st: Statements;
+  /** Called after each committed batch with the new messages, in commit order. */
+  onCommitted: ((messages: Message[], seconds: number) => void) | undefined;
+
+  constructor(
+    dataDir: string,
+    ordinal: number,
+    private readonly maxBatch = 1000,
+  ) {
+    mkdirSync(dataDir, { recursive: true });
+    this.file = path.join(dataDir, `shard-${ordinal}.sqlite`);
+    this.db = new Database(this.file);
+    this.db.pragma('journal_mode = WAL');
+    this.db.pragma('synchronous = FULL');
+    this.db.pragma('foreign_keys = ON');
+    this.db.pragma('busy_timeout = 5000');
+    this.migrate();
+    this.st = prepareStatements(this.db);
+  }
+
+  private migrate(): void {
+    const version = this.db.pragma('user_version', { simple: true }) as number;
+    for (let v = version; v < MIGRATIONS.length; v++) {
+      this.db.transaction(() => {
+        this.db.exec(MIGRATIONS[v] as string);
+        this.db.pragma(`user_version = ${v + 1}`);
+      })();
+    }
+  }
+
+  close(): void {
+    this.db.close();
+  }
+
+  /** Bytes of the database and its WAL on disk. */
+  bytes(): number {
+    let n = 0;
+    for (const f of [this.file, `${this.file}-wal`]) {
+      try {
+        n += statSync(f).size;
+      } catch {
+        // not there (yet)
+      }
+    }
+    return n;
+  }
+
+  counts(): { groups: number; members: number } {
+    return this.st.counts.get() as { groups: number; members: number };
+  }
+
+  private write<T>(fn: () => T): T {
+    try {
+      return this.db.transaction(fn)();
+    } catch (err) {
+      throw storageError(err);
+    }
+  }
+
+  // --- users ---
+
+  getUser(id: string): UserRow | undefined {
+    const r = this.st.getUser.get(id) as Record<string, unknown> | undefined;
+    return r ? toUser(r) : undefined;
+  }
+
+  /** Creates or updates a profile; `created` tells which. */
+  putUser(
+    id: string,
+    name: string,
+    email: string | null,
+    photoUrl: string | null,
+  ): { user: UserRow; created: boolean } {
+    return this.write(() => {
+      const now = Date.now();
+      const existing = this.getUser(id);
+      if (existing) this.st.updateUser.run(name, email, photoUrl, now, id);
+      else this.st.insertUser.run(id, name, email, photoUrl, now, now);
+      return { user: this.getUser(id) as UserRow, created: !existing };
+    });
+  }
+
+  // --- groups and members ---
+
+  getGroup(id: string): GroupRow | undefined {
+    const r = this.st.getGroup.get(id) as Record<string, unknown> | undefined;
+    return r ? toGroup(r) : undefined;
+  }
+
+  /** Creates a group with its owner as first member; a no-op returning the group if it exists. */
+  createGroup(g: {
+    id: string;
+    subject: string;
+    owner: string;
+    capacity: number;
+    overflow: 'reject' | 'shard';
+    closed: boolean;
+    parent: string | null;
+    firstMember: string | null;
+  }): { group: GroupRow; created: boolean } {
+    return this.write(() => {
+      const existing = this.getGroup(g.id);
+      if (existing) return { group: existing, created: false };
+      const now = Date.now();
+      const epoch = randomBytes(8).toString('hex');
+      this.st.insertGroup.run(
+        g.id,
+        g.subject,
+        g.owner,
+        g.capacity,
+        g.overflow,
+        g.closed ? 1 : 0,
+        epoch,
+        g.parent,
+        now,
+        now,
+      );
+      if (g.firstMember) this.addMemberTx(g.id, g.firstMember, now);
+      return { group: this.getGroup(g.id) as GroupRow, created: true };
+    });
+  }
+
+  updateGroup(
+    id: string,
+    subject: string,
+    capacity: number,
+    overflow: 'reject' | 'shard',
+    closed: boolean,
+  ): GroupRow {
+    return this.write(() => {
+      this.st.updateGroup.run(subject, capacity, overflow, closed ? 1 : 0, Date.now(), id);
+      return this.getGroup(id) as GroupRow;
+    });
+  }
+
+  isMember(groupId: string, userId: string): boolean {
+    return this.st.isMember.get(groupId, userId) !== undefined;
+  }
+
+  private addMemberTx(groupId: string, userId: string, now: number): boolean {
+    const r = this.st.insertMember.run(groupId, userId, now);
+    if (r && r.changes > 0) {
+      this.st.countMembers.run(1, groupId);
+      return true;
+    }
+    return false;
+  }
+
+  /** Adds a member; false when already one. */
+  addMember(groupId: string, userId: string): boolean {
+    return this.write(() => this.addMemberTx(groupId, userId, Date.now()));
+  }
+
+  /** Removes a member; false when not one. */
+  removeMember(groupId: string, userId: string): boolean {
+    return this.write(() => {
+      const r = this.st.deleteMember.run(groupId, userId);
+      if (r && r.changes > 0) {
+        this.st.countMembers.run(-1, groupId);
+        return true;
+      }
+      return false;
+    });
+  }
+
+  listMembers(groupId: string, after: string, limit: number): { userId: string; joinedAt: number }[] {
+    return (this.st.listMembers.all(groupId, after, limit) as Record<string, unknown>[]).map((r) => ({
+      userId: r.user_id as string,
+      joinedAt: r.joined_at as number,
+    }));
+  }
+
+  // --- roster of sharded conversations (kept on the parent's shard) ---
+
+  rosterOf(parentId: string, userId: string): string | undefined {
+    return (this.st.rosterGet.get(parentId, userId) as { conversation: string } | undefined)?.conversation;
+  }
+
+  /** Members per conversation of a parent, from the roster. */
+  rosterCounts(parentId: string): Map<string, number> {
+    const m = new Map<string, number>();
+    for (const r of this.st.rosterCounts.all(parentId) as { conversation: string; n: number }[])
+      m.set(r.conversation, r.n);
+    return m;
+  }
+
+  placeInRoster(parentId: string, userId: string, conversation: string): void {
+    this.write(() => this.st.rosterPut.run(parentId, userId, conversation, Date.now()));
+  }
+
+  removeFromRoster(parentId: string, userId: string): void {
+    this.write(() => this.st.rosterDelete.run(parentId, userId));
+  }
+
+  // --- messages ---
+
+  /** Appends a message; resolves once it is durable (or with the earlier one for a repeated clientMsgId). */
+  append(groupId: string, userId: string, contents: string, clientMsgId: string): Promise<AppendResult> {
+    return new Promise((resolve, reject) => {
+      this.queue.push({ groupId, userId, contents, clientMsgId, resolve, reject });
+      if (!this.flushScheduled) {
+        this.flushScheduled = true;
+        setImmediate(() => this.flush());
+      }
+    });
+  }
+
+  private flush(): void {
+    this.flushScheduled = false;
+    while (this.queue.length > 0) {
+      const batch = this.queue.splice(0, this.maxBatch);
+      const started = performance.now();
+      let results: (AppendResult | Error)[];
+      try {
+        results = this.db.transaction(() => batch.map((p) => this.appendTx(p)))();
+      } catch (err) {
+        const e = storageError(err);
+        for (const p of batch) p.reject(e);
+        continue;
+      }
+      const seconds = (performance.now() - started) / 1000;
+      const fresh: Message[] = [];
+      batch.forEach((p, i) => {
+        const r = results[i] as AppendResult | Error;
+        if (r instanceof Error) {
+          p.reject(r);
+          return;
+        }
+        if (r.created) fresh.push(r.message);
+        p.resolve(r);
+      });
+      this.onCommitted?.(fresh, seconds);
+    }
+  }
+
+  private appendTx(p: PendingAppend): AppendResult | Error {
+    const existing = this.st.byClientId.get(p.groupId, p.userId, p.clientMsgId) as
+      | Record<string, unknown>
+      | undefined;
+    if (existing) return { message: toMessage(existing), created: false };
+    const head = this.st.groupHead.get(p.groupId) as { last_msg_id: number; epoch: string } | undefined;
+    if (!head) return new StorageError(`group ${p.groupId} does not exist`, 'no_group');
+    const msgId = head.last_msg_id + 1;
+    const ts = Date.now();
+    this.st.insertMessage.run(
+      p.groupId,
+      msgId,
+      head.last_msg_id,
+      head.epoch,
+      ts,
+      p.userId,
+      p.contents,
+      p.clientMsgId,
+    );
+    this.st.setLast.run(msgId, p.groupId);
+    return {
+      message: {
+        groupId: p.groupId,
+        msgId,
+        prevMsgId: head.last_msg_id,
+        epoch: head.epoch,
+        ts,
+        userId: p.userId,
+        contents: p.contents,
+        clientMsgId: p.clientMsgId,
+      },
+      created: true,
+    };
+  }
+
+  messagesAfter(groupId: string, after: number, limit: number): Message[] {
+    return (this.st.after.all(groupId, after, limit) as Record<string, unknown>[]).map(toMessage);
+  }
+
+  messagesBefore(groupId: string, before: number, limit: number): Message[] {
+    return (this.st.before.all(groupId, before, limit) as Record<string, unknown>[]).map(toMessage).reverse();
+  }
+}

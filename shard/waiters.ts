@@ -1,0 +1,49 @@
+/**
+ * Long-poll waits on a group's history (`GET …/messages?after=N&wait=S`): every
+ * request waiting on a group is woken by one notification when a message commits.
+ */
+
+type Wake = () => void;
+
+export class GroupWaiters {
+  private readonly byGroup = new Map<string, Set<Wake>>();
+  private count = 0;
+
+  constructor(private readonly maxWaiters: number) {}
+
+  get waiting(): number {
+    return this.count;
+  }
+
+  /** Resolves true when the group got a message, false on timeout or when `signal` aborts. */
+  wait(groupId: string, ms: number, signal: AbortSignal): Promise<boolean> {
+    if (this.count >= this.maxWaiters) return Promise.resolve(false);
+    return new Promise((resolve) => {
+      let set = this.byGroup.get(groupId);
+      if (!set) {
+        set = new Set();
+        this.byGroup.set(groupId, set);
+      }
+      const done = (woken: boolean) => {
+        clearTimeout(timer);
+        signal.removeEventListener('abort', onAbort);
+        if (set.delete(wake)) this.count--;
+        if (set.size === 0) this.byGroup.delete(groupId);
+        resolve(woken);
+      };
+      const wake = () => done(true);
+      const onAbort = () => done(false);
+      const timer = setTimeout(() => done(false), ms);
+      signal.addEventListener('abort', onAbort);
+      set.add(wake);
+      this.count++;
+    });
+  }
+
+  /** Wakes everyone waiting on the group. */
+  notify(groupId: string): void {
+    const set = this.byGroup.get(groupId);
+    if (!set) return;
+    for (const wake of [...set]) wake();
+  }
+}
