@@ -1,0 +1,182 @@
+/**
+ * A real shardchat cluster on loopback for tests: S shard processes (each with its own
+ * SQLite file under a temp dir) and a router in front, all on free ports, with a
+ * generated auth secret and internal token. Dev tokens are on so tests can get tokens.
+ */
+import { randomBytes } from 'node:crypto';
+import path from 'node:path';
+import {
+  CLI,
+  childEnv,
+  defaultRegistry,
+  freePorts,
+  type ManagedProcess,
+  type ProcessRegistry,
+  startProcess,
+  writeYamlConfig,
+} from './processes.js';
+
+export interface ShardProc {
+  ordinal: number;
+  port: number;
+  adminPort: number;
+  url: string;
+  adminUrl: string;
+  proc: ManagedProcess;
+}
+
+export interface Cluster {
+  dir: string;
+  dataDir: string;
+  configPath: string;
+  config: Record<string, unknown>;
+  env: NodeJS.ProcessEnv;
+  shards: ShardProc[];
+  router: {
+    port: number;
+    adminPort: number;
+    url: string;
+    adminUrl: string;
+    wsUrl: string;
+    proc: ManagedProcess;
+  };
+  /** Restarts shard i (after a kill) on the same ports and data. */
+  restartShard(i: number): Promise<ShardProc>;
+  /** A token for userId (dev tokens, through the router). */
+  token(userId: string): Promise<string>;
+}
+
+export interface ClusterOptions {
+  shards?: number;
+  /** Extra configuration merged per section (shardSpec, shard, router, auth, ...). */
+  config?: Record<string, Record<string, unknown>>;
+  registry?: ProcessRegistry;
+  /** Extra environment for every process. */
+  env?: NodeJS.ProcessEnv;
+}
+
+async function startShardProc(
+  configPath: string,
+  env: NodeJS.ProcessEnv,
+  ordinal: number,
+  port: number,
+  adminPort: number,
+  registry: ProcessRegistry,
+): Promise<ShardProc> {
+  const proc = await startProcess({
+    name: `shard-${ordinal}:${port}`,
+    args: [CLI, 'shard', '--config', configPath],
+    env: childEnv({
+      ...env,
+      SHARDCHAT__shard__ordinal: String(ordinal),
+      SHARDCHAT__shard__port: String(port),
+      SHARDCHAT__shard__adminPort: String(adminPort),
+    }),
+    waitForPorts: [port, adminPort],
+    registry,
+  });
+  return {
+    ordinal,
+    port,
+    adminPort,
+    url: `http://127.0.0.1:${port}`,
+    adminUrl: `http://127.0.0.1:${adminPort}`,
+    proc,
+  };
+}
+
+export async function startCluster(dir: string, opts: ClusterOptions = {}): Promise<Cluster> {
+  const S = opts.shards ?? 3;
+  const registry = opts.registry ?? defaultRegistry;
+  const ports = await freePorts(2 * S + 2);
+  const shardPorts = ports.slice(0, S);
+  const shardAdmin = ports.slice(S, 2 * S);
+  const [routerPort, routerAdmin] = ports.slice(2 * S) as [number, number];
+  const dataDir = path.join(dir, 'data');
+  const extra = opts.config ?? {};
+  const config: Record<string, unknown> = {
+    ...extra,
+    shardSpec: { ...(extra.shardSpec ?? {}) },
+    topology: {
+      targets: shardPorts.map((p) => `http://127.0.0.1:${p}`),
+      adminTargets: shardAdmin.map((p) => `http://127.0.0.1:${p}`),
+      probeIntervalMs: 500,
+      ...(extra.topology ?? {}),
+    },
+    router: { host: '127.0.0.1', port: routerPort, adminPort: routerAdmin, ...(extra.router ?? {}) },
+    shard: { host: '127.0.0.1', dataDir, ...(extra.shard ?? {}) },
+    auth: { devTokens: true, ...(extra.auth ?? {}) },
+    log: { level: 'warn', ...(extra.log ?? {}) },
+  };
+  const configPath = await writeYamlConfig(dir, config, 'cluster.yaml');
+  const env: NodeJS.ProcessEnv = {
+    SHARDCHAT_AUTH_SECRET: randomBytes(32).toString('base64'),
+    SHARDCHAT_INTERNAL_TOKEN: randomBytes(16).toString('hex'),
+    ...(opts.env ?? {}),
+  };
+  const shards = await Promise.all(
+    shardPorts.map((p, i) => startShardProc(configPath, env, i, p, shardAdmin[i] as number, registry)),
+  );
+  const routerProc = await startProcess({
+    name: `router:${routerPort}`,
+    args: [CLI, 'router', '--config', configPath],
+    env: childEnv(env),
+    waitForPorts: [routerPort, routerAdmin],
+    registry,
+  });
+  const router = {
+    port: routerPort,
+    adminPort: routerAdmin,
+    url: `http://127.0.0.1:${routerPort}`,
+    adminUrl: `http://127.0.0.1:${routerAdmin}`,
+    wsUrl: `ws://127.0.0.1:${routerPort}`,
+    proc: routerProc,
+  };
+  const cluster: Cluster = {
+    dir,
+    dataDir,
+    configPath,
+    config,
+    env,
+    shards,
+    router,
+    async restartShard(i) {
+      const old = shards[i] as ShardProc;
+      const fresh = await startShardProc(configPath, env, i, old.port, old.adminPort, registry);
+      shards[i] = fresh;
+      return fresh;
+    },
+    async token(userId) {
+      const res = await fetch(`${router.url}/users/${encodeURIComponent(userId)}/token`, { method: 'POST' });
+      if (res.status !== 201) throw new Error(`token for ${userId}: ${res.status} ${await res.text()}`);
+      return ((await res.json()) as { token: string }).token;
+    },
+  };
+  return cluster;
+}
+
+/** fetch through the router with a bearer token and JSON body. */
+export async function api(
+  base: string,
+  method: string,
+  path: string,
+  token?: string,
+  body?: unknown,
+): Promise<{ status: number; body: any; headers: Headers }> {
+  const headers: Record<string, string> = {};
+  if (token) headers.authorization = `Bearer ${token}`;
+  if (body !== undefined) headers['content-type'] = 'application/json';
+  const res = await fetch(`${base}${path}`, {
+    method,
+    headers,
+    body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
+  });
+  const text = await res.text();
+  let parsed: unknown = text;
+  try {
+    parsed = text ? JSON.parse(text) : undefined;
+  } catch {
+    // not JSON
+  }
+  return { status: res.status, body: parsed, headers: res.headers };
+}
