@@ -6,6 +6,7 @@ import { createLogger } from '../common/logger.js';
 import { startRouter } from '../router/router.js';
 import { startShard } from '../shard/server.js';
 import { explain } from './explain.js';
+import { runLocal } from './local.js';
 import { keysFromFile, reshardPlan, sampleKeys } from './reshard-plan.js';
 
 const USAGE = `usage: shardchat <command> [options]
@@ -14,6 +15,7 @@ commands:
   router [--config FILE] [--check-config]     run the router
   shard [--config FILE] [--check-config]      run one chat shard (ordinal: shard.ordinal, SHARD_ORDINAL
                                               or the -N suffix of the hostname)
+  local [--shards N] [--data DIR] [--port P]  router and N shards on loopback (npm start)
   explain <path> [--header name=value]...     show {key, hash, shard, shards, target} for a request
           [--config FILE]
   reshard-plan --from S --to T                how many keys move when S changes, under modulo and jump
@@ -158,6 +160,17 @@ async function main(argv: string[]): Promise<void> {
           internalToken: process.env.SHARDCHAT_INTERNAL_TOKEN,
         }),
       );
+    case 'local': {
+      const { values } = parseArgs({
+        args: rest,
+        options: { shards: { type: 'string' }, data: { type: 'string' }, port: { type: 'string' } },
+      });
+      return runLocal({
+        shards: values.shards ? positiveInt('shards', values.shards) : 3,
+        dataDir: values.data ?? 'data',
+        port: values.port ? positiveInt('port', values.port) : 8080,
+      });
+    }
     case 'explain':
       return runExplain(rest);
     case 'reshard-plan':
