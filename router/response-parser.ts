@@ -215,9 +215,10 @@ export class ResponseParser {
           break;
         case 10:
           if (name.toLowerCase() === 'connection') {
+            connectionTokens ??= [];
             for (const t of value.toLowerCase().split(',')) {
               const tok = trimOws(t);
-              if (tok) (connectionTokens ??= []).push(tok);
+              if (tok) connectionTokens.push(tok);
             }
             continue;
           }
