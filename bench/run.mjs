@@ -4,12 +4,18 @@
 // See bench/README.md for what each peer is and how it is configured.
 //
 //   node bench/run.mjs [--duration 10s] [--warmup 2s] [--connections 50] [--threads 1]
-//                      [--only name,name] [--backend nginx|node] [--repeat 1] [--write]
+//                      [--only name,name] [--backend nginx|node] [--repeat 1] [--no-pin] [--write]
 //
 // Targets: direct nginx haproxy shardchat http-proxy-3 httpxy undici-pool node-http-agent,
 // plus `hash` (bench/hash.mjs). bench/RESULTS.md and bench/results/*.json are written
 // by a run that measures every proxy target (or with --write); a partial run only
 // prints its table, so that numbers from different runs are never mixed in one table.
+//
+// Each target gets two measured wrk runs: the throughput run (-c50 by default) and,
+// right after it on the same process, a latency run with one connection (-t1 -c1 -d5s),
+// where nothing queues and p50 minus direct's p50 is the proxy's own added latency.
+// With 2+ CPUs and taskset, the proxy under test runs on CPU 1 and wrk and the
+// backends on CPU 0 (for `direct`, the backend on CPU 1); --no-pin turns that off.
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
@@ -27,6 +33,12 @@ const RESULTS_MD = join(BENCH, 'RESULTS.md');
 const RESULTS_DIR = join(BENCH, 'results');
 const KEYS_LUA = join(BENCH, 'keys.lua');
 const SHARDS = 3;
+/** The latency run: one connection, one request at a time, so nothing queues. */
+const LATENCY_LOAD = { threads: 1, connections: 1, durationS: 5 };
+const LATENCY_WRK = `wrk -t${LATENCY_LOAD.threads} -c${LATENCY_LOAD.connections} -d${LATENCY_LOAD.durationS}s --latency -s bench/keys.lua`;
+/** With pinning: the proxy under test (or, for `direct`, the backend) alone on one CPU, the load side on another. */
+const PROXY_CPU = 1;
+const LOAD_CPU = 0;
 
 const PROXY_TARGETS = [
   'direct',
@@ -54,6 +66,8 @@ const USAGE = `usage: node bench/run.mjs [options]
   --repeat N        rounds: every target measured N times, interleaved; the median run (by requests/s) is reported (default 1)
   --quiet-wait D    before each measured run, wait up to D for the rest of the machine to be idle
                     (busy < 0.2 cores over 1 s; default 10s; 0 to skip)
+  --no-pin          do not pin with taskset (default when nproc >= 2 and taskset exists: the proxy under
+                    test on CPU ${PROXY_CPU}, wrk and the backends on CPU ${LOAD_CPU}; for direct, the backend on CPU ${PROXY_CPU})
   --write           write RESULTS.md and results/*.json even for a partial run`;
 
 let opts;
@@ -68,6 +82,7 @@ try {
       backend: { type: 'string', default: 'nginx' },
       repeat: { type: 'string', default: '1' },
       'quiet-wait': { type: 'string', default: '10s' },
+      'no-pin': { type: 'boolean', default: false },
       write: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -119,6 +134,26 @@ if (opts.only) {
   if (unknown.length) usageError(`--only: unknown target(s) ${unknown.join(', ')}; known: ${ALL.join(', ')}`);
 }
 const runHash = selected.includes('hash');
+
+/**
+ * CPU pinning with taskset: on unless --no-pin, fewer than 2 CPUs, or no taskset.
+ * {enabled, why}: `why` says why it is off.
+ */
+function pinning() {
+  if (opts['no-pin']) return { enabled: false, why: '--no-pin' };
+  const n = spawnSync('nproc', [], { encoding: 'utf8', timeout: 5000 });
+  const cpus = Number(n.stdout?.trim()) || (os.availableParallelism?.() ?? os.cpus().length);
+  if (cpus < 2) return { enabled: false, why: `nproc is ${cpus}` };
+  if (spawnSync('sh', ['-c', 'command -v taskset'], { stdio: 'ignore' }).status !== 0)
+    return { enabled: false, why: 'no taskset on the PATH' };
+  for (const cpu of [LOAD_CPU, PROXY_CPU]) {
+    const t = spawnSync('taskset', ['-c', String(cpu), 'true'], { encoding: 'utf8', timeout: 5000 });
+    if (t.status !== 0)
+      return { enabled: false, why: `taskset -c ${cpu} failed: ${(t.stderr ?? '').trim().split('\n')[0]}` };
+  }
+  return { enabled: true, why: '' };
+}
+const PIN = pinning();
 const targets = PROXY_TARGETS.filter((t) => selected.includes(t));
 const fullRun = PROXY_TARGETS.every((t) => targets.includes(t));
 const WRITE = opts.write || fullRun;
@@ -167,12 +202,18 @@ function reapStale() {
 /**
  * Starts a process in its own process group (so that nginx's and haproxy's workers
  * go with it), output to bench/.work/<name>.log. `marker` is a string of its command
- * line that identifies it as ours when a later run reaps leftovers.
+ * line that identifies it as ours when a later run reaps leftovers. With pinning on,
+ * `cpu` runs it as `taskset -c <cpu> cmd args...`: taskset sets its own CPU affinity
+ * and execs the command, so the pid (the process group), the command line a later run
+ * checks `marker` against, and the affinity of every process and thread it starts are
+ * the command's.
  */
-function start(name, cmd, args, { marker = args.join(' '), env = process.env } = {}) {
+function start(name, cmd, args, { marker = args.join(' '), env = process.env, cpu } = {}) {
   const logPath = join(WORK, `${name}.log`);
   const fd = fs.openSync(logPath, 'w');
-  const child = spawn(cmd, args, { cwd: ROOT, env, stdio: ['ignore', fd, fd], detached: true });
+  const [file, argv] =
+    PIN.enabled && cpu !== undefined ? ['taskset', ['-c', String(cpu), cmd, ...args]] : [cmd, args];
+  const child = spawn(file, argv, { cwd: ROOT, env, stdio: ['ignore', fd, fd], detached: true });
   fs.closeSync(fd);
   child.benchName = name;
   child.benchMarker = marker;
@@ -405,7 +446,7 @@ function nginxTemp(prefix) {
     .map((k) => `  ${k}_temp_path ${join(tmp, k)};`)
     .join('\n');
 }
-function startNginx(name, conf) {
+function startNginx(name, conf, cpu) {
   const file = join(WORK, `${name}.conf`);
   fs.writeFileSync(file, conf);
   const t = spawnSync('nginx', ['-t', '-q', '-e', join(WORK, `${name}.error.log`), '-p', WORK, '-c', file], {
@@ -415,6 +456,7 @@ function startNginx(name, conf) {
   if (t.status !== 0) throw new Error(`nginx -t rejected ${relative(ROOT, file)}:\n${t.stderr}${t.stdout}`);
   return start(name, 'nginx', ['-e', join(WORK, `${name}.error.log`), '-p', WORK, '-c', file], {
     marker: file,
+    cpu,
   });
 }
 
@@ -436,13 +478,15 @@ ${nginxTemp('backends')}
 ${servers}
 }
 `;
-    const p = startNginx('backends', conf);
+    const p = startNginx('backends', conf, LOAD_CPU);
     procs.push(p);
     await waitForPorts(p, ports);
   } else {
     for (let i = 0; i < SHARDS; i++)
       procs.push(
-        start(`backend-${i}`, process.execPath, [join(BENCH, 'backend.mjs'), String(ports[i]), String(i)]),
+        start(`backend-${i}`, process.execPath, [join(BENCH, 'backend.mjs'), String(ports[i]), String(i)], {
+          cpu: LOAD_CPU,
+        }),
       );
     for (let i = 0; i < SHARDS; i++) await waitForPorts(procs[i], [ports[i]]);
   }
@@ -481,7 +525,7 @@ ${servers}
   }
 }
 `;
-    proc = startNginx('nginx-proxy', conf);
+    proc = startNginx('nginx-proxy', conf, PROXY_CPU);
   } else if (name === 'haproxy') {
     const servers = backendPorts.map((p, i) => `  server s${i} 127.0.0.1:${p}`).join('\n');
     const file = join(WORK, 'haproxy.cfg');
@@ -514,7 +558,7 @@ ${servers}
     const c = spawnSync('haproxy', ['-c', '-q', '-f', file], { encoding: 'utf8', timeout: 10_000 });
     if (c.status !== 0)
       throw new Error(`haproxy -c rejected ${relative(ROOT, file)}:\n${c.stderr}${c.stdout}`);
-    proc = start('haproxy', 'haproxy', ['-db', '-f', file], { marker: file });
+    proc = start('haproxy', 'haproxy', ['-db', '-f', file], { marker: file, cpu: PROXY_CPU });
   } else if (name === 'shardchat') {
     const file = join(WORK, 'shardchat.yaml');
     fs.writeFileSync(
@@ -528,12 +572,13 @@ log: { level: warn }
       'shardchat',
       process.execPath,
       [join(ROOT, 'dist/cli/main.js'), 'router', '--config', file],
-      { marker: file },
+      { marker: file, cpu: PROXY_CPU },
     );
   } else if (NODE_CANDIDATES.has(name)) {
     const script = join(BENCH, 'candidates', `${name}.mjs`);
     proc = start(name, process.execPath, [script, String(port), ...backendPorts.map(String)], {
       marker: script,
+      cpu: PROXY_CPU,
     });
   } else {
     throw new Error(`unknown target ${name}`);
@@ -554,11 +599,11 @@ try {
   CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
 } catch {}
 
-/** User+system CPU seconds of every live process in these process groups. */
-function groupCpu(pgids) {
+/** Every live process in these process groups: [{pid, f}], f = /proc/<pid>/stat from field 3 (state) on. */
+function groupProcs(pgids) {
   const want = new Set(pgids);
-  let ticks = 0;
-  if (want.size === 0) return 0;
+  const procs = [];
+  if (want.size === 0) return procs;
   for (const entry of fs.readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
     let stat;
@@ -568,11 +613,40 @@ function groupCpu(pgids) {
       continue;
     }
     const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    // f[0] is field 3 (state): pgrp is field 5, utime 14, stime 15
-    if (!want.has(Number(f[2]))) continue;
-    ticks += Number(f[11]) + Number(f[12]);
+    // f[0] is field 3 (state): pgrp is field 5
+    if (want.has(Number(f[2]))) procs.push({ pid: Number(entry), f });
   }
+  return procs;
+}
+
+/** User+system CPU seconds of every live process in these process groups. */
+function groupCpu(pgids) {
+  // utime is field 14, stime 15
+  const ticks = groupProcs(pgids).reduce((sum, { f }) => sum + Number(f[11]) + Number(f[12]), 0);
   return ticks / CLK_TCK;
+}
+
+/** The CPUs the processes of these groups may run on (their distinct `Cpus_allowed_list`s, e.g. "1"). */
+function groupAffinity(pgids) {
+  const lists = new Set();
+  for (const { pid } of groupProcs(pgids)) {
+    try {
+      const m = /^Cpus_allowed_list:\s*(\S+)/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+      if (m) lists.add(m[1]);
+    } catch {}
+  }
+  return [...lists].sort().join(' ');
+}
+
+/** Moves every process (all threads) of these groups to `cpu` (`taskset -a -p -c`). */
+function pinGroups(pgids, cpu) {
+  for (const { pid } of groupProcs(pgids)) {
+    const r = spawnSync('taskset', ['-a', '-p', '-c', String(cpu), String(pid)], {
+      encoding: 'utf8',
+      timeout: 5000,
+    });
+    if (r.status !== 0) throw new Error(`taskset -a -p -c ${cpu} ${pid} failed: ${r.stderr}${r.stdout}`);
+  }
 }
 
 /** CPU seconds of reaped children of this process (wrk, once it has exited) and of this process itself. */
@@ -588,7 +662,20 @@ function ownCpu() {
 
 /** Busy CPU seconds of the whole machine (all CPUs), from /proc/stat. */
 function machineBusy() {
-  const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+  return busyOf(fs.readFileSync('/proc/stat', 'utf8').split('\n')[0]);
+}
+
+/** Busy CPU seconds of each CPU (`cpu0`, `cpu1`, ... lines of /proc/stat), to see whether a pinned CPU saturates. */
+function perCpuBusy() {
+  return fs
+    .readFileSync('/proc/stat', 'utf8')
+    .split('\n')
+    .filter((l) => /^cpu\d+\s/.test(l))
+    .map(busyOf);
+}
+
+function busyOf(statLine) {
+  const f = statLine.trim().split(/\s+/).slice(1).map(Number);
   const [user, nice, system, , , irq, softirq, steal] = f;
   return (user + nice + system + irq + softirq + (steal || 0)) / CLK_TCK;
 }
@@ -649,12 +736,12 @@ function parseWrk(out) {
   return r;
 }
 
-async function wrk(port, durationS) {
+async function wrk(port, durationS, { threads = THREADS, connections = CONNECTIONS } = {}) {
   const args = [
     '-t',
-    String(THREADS),
+    String(threads),
     '-c',
-    String(CONNECTIONS),
+    String(connections),
     '-d',
     `${durationS}s`,
     '--latency',
@@ -664,7 +751,7 @@ async function wrk(port, durationS) {
     KEYS_LUA,
     `http://127.0.0.1:${port}/`,
   ];
-  const child = start('wrk', 'wrk', args, { marker: KEYS_LUA });
+  const child = start('wrk', 'wrk', args, { marker: KEYS_LUA, cpu: LOAD_CPU });
   const killer = setTimeout(() => stop(child, 1000), (durationS + 20) * 1000);
   const { code, signal } = await child.exited;
   clearTimeout(killer);
@@ -681,7 +768,60 @@ const median = (xs) => {
   return s[Math.floor((s.length - 1) / 2)];
 };
 
-/** One measured run of one target: start it, probe, warm up, wait for a quiet machine, wrk, stop it. */
+/**
+ * One measured wrk run against `port` (after waiting for a quiet machine), with the CPU
+ * use of the proxy's process groups `pg`, the backends' `bg`, wrk and the rest of the machine.
+ */
+async function measuredWrk(port, pg, bg, load) {
+  const quiet = await waitQuiet();
+  if (quiet.quiet === false)
+    process.stdout.write(
+      `(machine still busy before the -c${load.connections} run: ${quiet.busyCores.toFixed(2)} cores after ${Math.round(quiet.waitedS)} s) `,
+    );
+  const load1 = os.loadavg()[0];
+  const own0 = ownCpu();
+  const cpu0 = {
+    proxy: groupCpu(pg),
+    backend: groupCpu(bg),
+    machine: machineBusy(),
+    perCpu: perCpuBusy(),
+    t: process.hrtime.bigint(),
+  };
+  const w = await wrk(port, load.durationS, load);
+  const wall = Number(process.hrtime.bigint() - cpu0.t) / 1e9;
+  const own1 = ownCpu();
+  const proxyCpu = pg.length ? (groupCpu(pg) - cpu0.proxy) / wall : null;
+  const backendCpu = (groupCpu(bg) - cpu0.backend) / wall;
+  const wrkCpu = (own1.children - own0.children) / wall;
+  const machineCpu = (machineBusy() - cpu0.machine) / wall;
+  const perCpu = perCpuBusy().map((b, i) => (b - (cpu0.perCpu[i] ?? 0)) / wall);
+  // whatever else ran on the machine meanwhile: other users' work, steal, unattributed kernel time
+  const otherCpu = Math.max(
+    0,
+    machineCpu - (proxyCpu ?? 0) - backendCpu - wrkCpu - (own1.self - own0.self) / wall,
+  );
+  const { raw, ...numbers } = w;
+  return {
+    raw,
+    numbers: {
+      ...numbers,
+      proxyCpuCores: proxyCpu,
+      backendCpuCores: backendCpu,
+      wrkCpuCores: wrkCpu,
+      machineCpuCores: machineCpu,
+      otherCpuCores: otherCpu,
+      perCpuBusyCores: perCpu,
+      loadavg1Before: load1,
+      idleBefore: quiet,
+    },
+  };
+}
+
+/**
+ * One measured round of one target: start it, (pin it,) probe, warm up, the throughput
+ * run, then the latency run (one connection) on the same warm process, stop it.
+ * {run, latency, latencyError}: a failed latency run does not discard the throughput run.
+ */
 async function measure(name, backends, round) {
   let peer;
   for (let attempt = 1; ; attempt++) {
@@ -694,61 +834,62 @@ async function measure(name, backends, round) {
       await sleep(3000);
     }
   }
+  const pg = peer.proc ? [peer.proc.pid] : [];
+  const bg = backends.procs.map((p) => p.pid);
+  // `direct` has no proxy: the backend takes the proxy's CPU, wrk stays on the load CPU
+  const repin = PIN.enabled && name === 'direct';
   try {
+    if (repin) pinGroups(bg, PROXY_CPU);
+    let cpuAffinity;
+    if (PIN.enabled) {
+      cpuAffinity = {
+        proxy: pg.length ? groupAffinity(pg) : null,
+        backend: groupAffinity(bg),
+        wrk: String(LOAD_CPU),
+      };
+      const want = {
+        proxy: pg.length ? String(PROXY_CPU) : null,
+        backend: String(repin ? PROXY_CPU : LOAD_CPU),
+      };
+      if (cpuAffinity.proxy !== want.proxy || cpuAffinity.backend !== want.backend)
+        throw new Error(
+          `${name}: CPU pinning did not take: proxy on CPUs ${cpuAffinity.proxy}, backends on ${cpuAffinity.backend} (want ${want.proxy}, ${want.backend})`,
+        );
+    }
     const shardsSeen = await probe(name, peer.port);
     if (WARMUP > 0) await wrk(peer.port, WARMUP);
-    const pg = peer.proc ? [peer.proc.pid] : [];
-    const bg = backends.procs.map((p) => p.pid);
-    const quiet = await waitQuiet();
-    if (quiet.quiet === false)
-      process.stdout.write(
-        `(machine still busy: ${quiet.busyCores.toFixed(2)} cores after ${Math.round(quiet.waitedS)} s) `,
-      );
-    const load1 = os.loadavg()[0];
-    const own0 = ownCpu();
-    const cpu0 = {
-      proxy: groupCpu(pg),
-      backend: groupCpu(bg),
-      machine: machineBusy(),
-      t: process.hrtime.bigint(),
+    const alive = () => {
+      if (peer.proc && (peer.proc.exitCode !== null || peer.proc.signalCode !== null))
+        throw new Error(`${name} died during the run:\n${tail(peer.proc.logPath)}`);
     };
-    const w = await wrk(peer.port, DURATION);
-    const wall = Number(process.hrtime.bigint() - cpu0.t) / 1e9;
-    const own1 = ownCpu();
-    const proxyCpu = pg.length ? (groupCpu(pg) - cpu0.proxy) / wall : null;
-    const backendCpu = (groupCpu(bg) - cpu0.backend) / wall;
-    const wrkCpu = (own1.children - own0.children) / wall;
-    const machineCpu = (machineBusy() - cpu0.machine) / wall;
-    // whatever else ran on the machine meanwhile: other users' work, steal, unattributed kernel time
-    const otherCpu = Math.max(
-      0,
-      machineCpu - (proxyCpu ?? 0) - backendCpu - wrkCpu - (own1.self - own0.self) / wall,
-    );
-    if (peer.proc && (peer.proc.exitCode !== null || peer.proc.signalCode !== null))
-      throw new Error(`${name} died during the run:\n${tail(peer.proc.logPath)}`);
-    const { raw, ...numbers } = w;
-    fs.writeFileSync(join(WORK, `wrk-${name}${REPEAT > 1 ? `-${round}` : ''}.txt`), raw);
-    return {
-      ...numbers,
-      shardsSeen,
-      proxyCpuCores: proxyCpu,
-      backendCpuCores: backendCpu,
-      wrkCpuCores: wrkCpu,
-      machineCpuCores: machineCpu,
-      otherCpuCores: otherCpu,
-      loadavg1Before: load1,
-      idleBefore: quiet,
-    };
+    const suffix = REPEAT > 1 ? `-${round}` : '';
+    const t = await measuredWrk(peer.port, pg, bg, {
+      threads: THREADS,
+      connections: CONNECTIONS,
+      durationS: DURATION,
+    });
+    alive();
+    fs.writeFileSync(join(WORK, `wrk-${name}${suffix}.txt`), t.raw);
+    const run = { ...t.numbers, shardsSeen, cpuAffinity };
+    try {
+      const l = await measuredWrk(peer.port, pg, bg, LATENCY_LOAD);
+      alive();
+      fs.writeFileSync(join(WORK, `wrk-c1-${name}${suffix}.txt`), l.raw);
+      return { run, latency: { ...l.numbers, cpuAffinity } };
+    } catch (err) {
+      return { run, latencyError: err.message };
+    }
   } finally {
     if (peer.proc) await stop(peer.proc);
+    if (repin) pinGroups(bg, LOAD_CPU);
   }
 }
 
-/** The run with the median requests/s of a target's runs (all of them kept when there are several). */
-function summarize(name, runs, errors) {
+/** The run with the median `key` of a target's runs (all of them kept when there are several). */
+function summarize(name, runs, errors, key = 'requestsPerSec') {
   if (runs.length === 0) return { target: name, ok: false, error: errors.join('\n---\n') };
-  const rps = median(runs.map((r) => r.requestsPerSec));
-  const chosen = runs.find((r) => r.requestsPerSec === rps);
+  const mid = median(runs.map((r) => r[key]));
+  const chosen = runs.find((r) => r[key] === mid);
   return {
     target: name,
     ok: true,
@@ -756,6 +897,15 @@ function summarize(name, runs, errors) {
     runs: REPEAT > 1 ? runs : undefined,
     failedRuns: errors.length ? errors : undefined,
   };
+}
+
+/** Latency runs: the median run by p50, and its p50 minus direct's. */
+function summarizeLatency(names, runs, errors) {
+  const results = names.map((t) => summarize(t, runs.get(t), errors.get(t), 'p50Ms'));
+  const direct = results.find((r) => r.target === 'direct' && r.ok);
+  for (const r of results)
+    if (r.ok && direct && r.target !== 'direct') r.p50AddedVsDirectMs = r.p50Ms - direct.p50Ms;
+  return results;
 }
 
 // ---------------------------------------------------------------- reporting
@@ -804,7 +954,6 @@ function tableRows(results) {
         '-',
         r.error.split('\n')[0].slice(0, 90),
       ];
-    const errs = r.non2xx + Object.values(r.socketErrors).reduce((a, b) => a + b, 0);
     return [
       r.target,
       fmt.rps(r.requestsPerSec),
@@ -816,10 +965,33 @@ function tableRows(results) {
       fmt.cores(r.backendCpuCores),
       fmt.cores(r.wrkCpuCores),
       fmt.cores(r.otherCpuCores),
-      errs === 0 ? '0' : `${r.non2xx} non-2xx, ${JSON.stringify(r.socketErrors)}`,
+      errorsCell(r),
     ];
   });
 }
+const errorsCell = (r) => {
+  const errs = r.non2xx + Object.values(r.socketErrors).reduce((a, b) => a + b, 0);
+  return errs === 0 ? '0' : `${r.non2xx} non-2xx, ${JSON.stringify(r.socketErrors)}`;
+};
+
+/** The latency table: one request at a time, p50 added relative to `direct`. */
+function latencyRows(results) {
+  return results.map((r) =>
+    r.ok
+      ? [
+          r.target,
+          fmt.ms(r.p50Ms),
+          fmt.ms(r.p99Ms),
+          r.p50AddedVsDirectMs === undefined ? '-' : fmt.delta(r.p50AddedVsDirectMs),
+          fmt.rps(r.requestsPerSec),
+          fmt.cores(r.otherCpuCores),
+          errorsCell(r),
+        ]
+      : [r.target, 'FAILED', '-', '-', '-', '-', r.error.split('\n')[0].slice(0, 90)],
+  );
+}
+const LATENCY_HEADER = ['target', 'p50', 'p99', 'p50 added vs direct', 'requests/s', 'other CPU', 'errors'];
+
 const HEADER = [
   'target',
   'requests/s',
@@ -834,8 +1006,8 @@ const HEADER = [
   'errors',
 ];
 
-function printTable(rows) {
-  const widths = HEADER.map((h, i) => Math.max(h.length, ...rows.map((r) => String(r[i]).length)));
+function printTable(header, rows) {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => String(r[i]).length)));
   const line = (cells) =>
     cells
       .map((c, i) =>
@@ -843,7 +1015,7 @@ function printTable(rows) {
       )
       .join('  ')
       .trimEnd();
-  log(line(HEADER));
+  log(line(header));
   log(widths.map((w) => '-'.repeat(w)).join('  '));
   for (const r of rows) log(line(r));
 }
@@ -881,6 +1053,13 @@ function writeSection(section, body) {
   const biome = join(ROOT, 'node_modules/.bin/biome');
   if (fs.existsSync(biome))
     spawnSync(biome, ['format', '--write', RESULTS_MD], { cwd: ROOT, stdio: 'ignore', timeout: 30_000 });
+}
+
+/** How the run pinned its processes, for the console and RESULTS.md. */
+function pinningText() {
+  return PIN.enabled
+    ? `the proxy under test on CPU ${PROXY_CPU}, wrk and the backends on CPU ${LOAD_CPU} (for \`direct\`: the backend on CPU ${PROXY_CPU}, wrk on CPU ${LOAD_CPU})`
+    : `off (${PIN.why}): the scheduler places wrk, the proxy and the backends`;
 }
 
 function machineLines(v, date) {
@@ -962,6 +1141,8 @@ ${markdownTable(
   log(
     `\n== proxies: wrk -t${THREADS} -c${CONNECTIONS} -d${DURATION}s --latency -s bench/keys.lua (warm-up ${WARMUP}s), backends: ${BACKEND}`,
   );
+  log(`   then ${LATENCY_WRK} on the same process (latency at one request at a time)`);
+  log(`   CPU pinning: ${pinningText()}`);
   for (const f of fs.readdirSync(WORK))
     if (/^wrk-.*\.txt$/.test(f)) fs.rmSync(join(WORK, f), { force: true });
   const backends = await startBackends();
@@ -970,19 +1151,27 @@ ${markdownTable(
   // machine spreads over all targets rather than landing on one.
   const runs = new Map(targets.map((t) => [t, []]));
   const errors = new Map(targets.map((t) => [t, []]));
+  const latencyRuns = new Map(targets.map((t) => [t, []]));
+  const latencyErrors = new Map(targets.map((t) => [t, []]));
   for (let round = 1; round <= REPEAT && !shuttingDown; round++) {
     if (REPEAT > 1) log(` round ${round}/${REPEAT}`);
     for (const name of targets) {
       if (shuttingDown) break;
       process.stdout.write(`  ${name.padEnd(16)} `);
       try {
-        const r = await measure(name, backends, round);
+        const { run: r, latency: l, latencyError } = await measure(name, backends, round);
         runs.get(name).push(r);
+        if (l) latencyRuns.get(name).push(l);
+        else latencyErrors.get(name).push(latencyError);
         log(
-          `${fmt.rps(r.requestsPerSec).padStart(8)} req/s  p50 ${fmt.ms(r.p50Ms)}  p99 ${fmt.ms(r.p99Ms)}  (other CPU ${fmt.cores(r.otherCpuCores)})`,
+          `${fmt.rps(r.requestsPerSec).padStart(8)} req/s  p50 ${fmt.ms(r.p50Ms)}  p99 ${fmt.ms(r.p99Ms)}  (other CPU ${fmt.cores(r.otherCpuCores)}, busy per CPU ${r.perCpuBusyCores.map(fmt.cores).join('/')});  ` +
+            (l
+              ? `-c1: p50 ${fmt.ms(l.p50Ms)}  p99 ${fmt.ms(l.p99Ms)}  (other CPU ${fmt.cores(l.otherCpuCores)})`
+              : `-c1 FAILED: ${latencyError}`),
         );
       } catch (err) {
         errors.get(name).push(err.message);
+        latencyErrors.get(name).push(err.message);
         log(`FAILED: ${err.message}`);
       }
       // a backend that died invalidates everything after it
@@ -992,11 +1181,17 @@ ${markdownTable(
     }
   }
   const results = targets.map((t) => summarize(t, runs.get(t), errors.get(t)));
+  const latency = summarizeLatency(targets, latencyRuns, latencyErrors);
   for (const p of backends.procs) await stop(p);
 
   log('');
   const rows = tableRows(results);
-  printTable(rows);
+  printTable(HEADER, rows);
+  log(
+    `\n== latency at one request at a time: ${LATENCY_WRK}${REPEAT > 1 ? ` (median of ${REPEAT} rounds by p50)` : ''}`,
+  );
+  const lrows = latencyRows(latency);
+  printTable(LATENCY_HEADER, lrows);
 
   if (!WRITE) {
     log(
@@ -1014,9 +1209,20 @@ ${markdownTable(
     repeat: REPEAT,
     backend: BACKEND,
     keys: 1000,
+    latencyRun: { ...LATENCY_LOAD, command: LATENCY_WRK, chosenBy: 'median p50' },
+    cpuPinning: PIN.enabled
+      ? { proxy: PROXY_CPU, backends: LOAD_CPU, wrk: LOAD_CPU, directBackend: PROXY_CPU }
+      : { off: PIN.why },
   };
-  writeJson(join(RESULTS_DIR, 'proxy.json'), { date, machine: v, settings, results });
+  writeJson(join(RESULTS_DIR, 'proxy.json'), {
+    date,
+    machine: v,
+    settings,
+    results,
+    latencyOneAtATime: latency,
+  });
   const failed = results.filter((r) => !r.ok);
+  const latencyFailed = latency.filter((r) => !r.ok);
   writeSection(
     'proxies',
     `## Shard-routing proxies (bench/run.mjs)
@@ -1031,17 +1237,39 @@ ${machineLines(v, date)}
 - CPU columns: user+system CPU seconds per wall second over the measured run (1.00 = one core busy), for the
   proxy's and the backends' process groups, wrk, and everything else on the machine (\`other\`: /proc/stat busy
   time minus the rest; high values mean the run shared the machine with other work and is less reliable).
-- wrk itself takes about one core, so on a 2-CPU machine wrk, the proxy and the backends share 2 cores.
+- CPU pinning (\`taskset\`): ${pinningText()}.
+${
+  PIN.enabled
+    ? `- wrk takes about one core by itself and shares CPU ${LOAD_CPU} with the backends: when \`backend CPU\` + \`wrk CPU\` nears 1.00,
+  the load side, not the proxy, limits requests/s.`
+    : '- wrk itself takes about one core, so on a 2-CPU machine wrk, the proxy and the backends share 2 cores.'
+}
 
 ${markdownTable(HEADER, rows)}
 ${failed.length ? `\nFailures:\n\n${failed.map((r) => `- ${r.target}:\n\n\`\`\`\n${r.error}\n\`\`\``).join('\n')}\n` : ''}
-Raw numbers: bench/results/proxy.json; wrk's own output of each run: bench/.work/wrk-<target>${REPEAT > 1 ? '-<round>' : ''}.txt.`,
+### Latency at one request at a time
+
+\`${LATENCY_WRK}\` against each target right after its measured run above (the same warm process,
+the same pinning${QUIET_WAIT > 0 ? ', after the same wait for an idle machine' : ''}). With one request in flight nothing queues, so
+\`p50 added vs direct\` (the target's p50 minus \`direct\`'s) is the proxy's own added latency: what the issue's
+"under 1 ms added p50 latency" target refers to. The table above shows throughput under load, where p50 is mostly
+queueing.${REPEAT > 1 ? ` Median of ${REPEAT} rounds by p50 (p99 and the other columns from that run).` : ''}
+
+${markdownTable(LATENCY_HEADER, lrows)}
+${latencyFailed.length ? `\nFailures:\n\n${latencyFailed.map((r) => `- ${r.target}:\n\n\`\`\`\n${r.error}\n\`\`\``).join('\n')}\n` : ''}
+Raw numbers: bench/results/proxy.json (\`results\`, and \`latencyOneAtATime\` for this table); wrk's own output of each
+run: bench/.work/wrk-<target>${REPEAT > 1 ? '-<round>' : ''}.txt and bench/.work/wrk-c1-<target>${REPEAT > 1 ? '-<round>' : ''}.txt.`,
   );
   log(`\nwrote ${relative(ROOT, RESULTS_MD)} and ${relative(ROOT, join(RESULTS_DIR, 'proxy.json'))}`);
 }
 
 // The whole run is bounded: a watchdog ends it (and every process) when it overruns.
-const perTarget = 15 + 15 + WARMUP + 20 + REPEAT * (DURATION + 25 + QUIET_WAIT + 2) + 10;
+const perTarget =
+  15 +
+  15 +
+  20 +
+  REPEAT * (WARMUP + DURATION + 25 + QUIET_WAIT + 2 + LATENCY_LOAD.durationS + 20 + QUIET_WAIT + 2) +
+  10;
 const budgetS = 240 + targets.length * perTarget;
 const watchdog = setTimeout(() => {
   process.stderr.write(`run.mjs: overran its ${budgetS} s budget; stopping everything\n`);
