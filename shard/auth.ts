@@ -13,8 +13,13 @@ export interface AuthOptions {
   audience?: string | undefined;
 }
 
+/** Verified tokens kept, so that a client's every request does not pay for HMAC verification again. */
+const CACHE_SIZE = 10_000;
+
 export class Authenticator {
   private readonly key: Uint8Array;
+  /** token -> [userId, exp in ms]; insertion-ordered, oldest evicted first. */
+  private readonly cache = new Map<string, [string, number]>();
 
   constructor(private readonly o: AuthOptions) {
     if (Buffer.byteLength(o.secret) < 32) {
@@ -29,6 +34,11 @@ export class Authenticator {
       throw new ApiError(401, 'unauthenticated', 'a bearer token is required', {
         'www-authenticate': 'Bearer',
       });
+    const hit = this.cache.get(token);
+    if (hit) {
+      if (hit[1] > Date.now()) return hit[0];
+      this.cache.delete(token);
+    }
     try {
       const { payload } = await jwtVerify(token, this.key, {
         algorithms: ['HS256'],
@@ -39,6 +49,8 @@ export class Authenticator {
       const sub = payload.sub;
       if (typeof sub !== 'string' || !isClientId(sub))
         throw new ApiError(401, 'invalid_token', 'the token names no valid user');
+      if (this.cache.size >= CACHE_SIZE) this.cache.delete(this.cache.keys().next().value as string);
+      this.cache.set(token, [sub, (payload.exp as number) * 1000]);
       return sub;
     } catch (err) {
       if (err instanceof ApiError) throw err;
