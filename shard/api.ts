@@ -110,13 +110,13 @@ export function createApi(s: ShardServices): express.Express {
   app.disable('x-powered-by');
   app.set('etag', false);
   app.set('query parser', 'simple');
-  app.use(
-    express.json({
-      limit: limits.maxBodyBytes,
-      strict: true,
-      type: ['application/json', 'application/*+json'],
-    }),
-  );
+  // JSON bodies are parsed per route, after the ownership check, so that a misdirected
+  // request is answered 421 even when its body is malformed or too large.
+  const jsonParser = express.json({
+    limit: limits.maxBodyBytes,
+    strict: true,
+    type: ['application/json', 'application/*+json'],
+  });
 
   // Ownership of the id in the path comes before everything else (421, nothing written).
   const owned =
@@ -158,6 +158,7 @@ export function createApi(s: ShardServices): express.Express {
   app.put(
     '/users/:userId',
     owned('userId'),
+    jsonParser,
     route(async (req, res) => {
       const me = await authed(req);
       const userId = req.params.userId as string;
@@ -201,6 +202,7 @@ export function createApi(s: ShardServices): express.Express {
   app.put(
     '/groups/:groupId',
     owned('groupId'),
+    jsonParser,
     route(async (req, res) => {
       const me = await authed(req);
       const groupId = req.params.groupId as string;
@@ -265,6 +267,7 @@ export function createApi(s: ShardServices): express.Express {
   app.post(
     '/groups/:groupId/members',
     owned('groupId'),
+    jsonParser,
     route(async (req, res) => {
       const me = await authed(req);
       const groupId = req.params.groupId as string;
@@ -331,6 +334,7 @@ export function createApi(s: ShardServices): express.Express {
   app.post(
     '/groups/:groupId/messages',
     owned('groupId'),
+    jsonParser,
     route(async (req, res) => {
       const me = await authed(req);
       const g = groupOr404(req.params.groupId as string);

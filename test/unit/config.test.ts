@@ -78,7 +78,14 @@ describe('defaults', () => {
     expect(cfg).toMatchObject(designShape);
     // Sections with nothing beyond the documented fields are exactly those fields.
     expect(cfg.shardSpec).toEqual(designShape.shardSpec);
-    expect(cfg.shard).toEqual(designShape.shard);
+    // DESIGN section 3 lists the shard's base fields; limits, commit, internal and
+    // notifications joined as their features landed (checked below).
+    expect(cfg.shard).toMatchObject(designShape.shard);
+    expect(cfg.shard.ordinal).toBeUndefined();
+    expect(cfg.shard.commit.maxBatch).toBe(1000);
+    expect(cfg.shard.notifications.webhookUrl).toBe('');
+    expect(cfg.shard.limits.maxMessageBytes).toBe(8192);
+    expect(cfg.shard.internal.attempts).toBe(5);
     expect(cfg.auth).toEqual({ devTokens: false });
     expect(cfg.auth.issuer).toBeUndefined();
     expect(cfg.auth.audience).toBeUndefined();
