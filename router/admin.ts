@@ -1,6 +1,7 @@
 /** The router's admin port: /metrics, /healthz, /readyz, /topology. Never reachable through the router. */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { sendJson } from '../common/http-json.js';
 import type { Router } from './router.js';
 
 export interface AdminServer {
@@ -8,26 +9,18 @@ export interface AdminServer {
   close(): Promise<void>;
 }
 
-function json(res: http.ServerResponse, status: number, body: unknown): void {
-  const text = JSON.stringify(body);
-  res.writeHead(status, {
-    'content-type': 'application/json; charset=utf-8',
-    'content-length': Buffer.byteLength(text),
-    'cache-control': 'no-store',
-  });
-  res.end(text);
-}
-
 export function createAdminServer(router: Router): AdminServer {
   const server = http.createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     if (req.method !== 'GET' && req.method !== 'HEAD') {
-      json(res, 405, { error: { code: 'method_not_allowed', message: 'the admin port answers GET only' } });
+      sendJson(res, 405, {
+        error: { code: 'method_not_allowed', message: 'the admin port answers GET only' },
+      });
       return;
     }
     switch (path) {
       case '/healthz':
-        json(res, 200, { status: 'ok' });
+        sendJson(res, 200, { status: 'ok' });
         return;
       case '/readyz': {
         const topo = router.topology.snapshot();
@@ -35,7 +28,7 @@ export function createAdminServer(router: Router): AdminServer {
         // Ready once the topology is known; unready shards are reported, not fatal: the
         // router still serves every other shard's keys.
         const status = router.isDraining ? 503 : 200;
-        json(res, status, {
+        sendJson(res, status, {
           status: router.isDraining ? 'draining' : 'ready',
           shards: topo.shards,
           notReadyShards: notReady,
@@ -43,7 +36,7 @@ export function createAdminServer(router: Router): AdminServer {
         return;
       }
       case '/topology':
-        json(res, 200, { ...router.topology.snapshot(), assignment: router.cfg.shardSpec.assignment });
+        sendJson(res, 200, { ...router.topology.snapshot(), assignment: router.cfg.shardSpec.assignment });
         return;
       case '/metrics':
         router.metrics.registry.metrics().then(
@@ -51,11 +44,11 @@ export function createAdminServer(router: Router): AdminServer {
             res.writeHead(200, { 'content-type': router.metrics.registry.contentType });
             res.end(text);
           },
-          (err: Error) => json(res, 500, { error: { code: 'metrics_failed', message: err.message } }),
+          (err: Error) => sendJson(res, 500, { error: { code: 'metrics_failed', message: err.message } }),
         );
         return;
       default:
-        json(res, 404, { error: { code: 'not_found', message: `no admin route ${path}` } });
+        sendJson(res, 404, { error: { code: 'not_found', message: `no admin route ${path}` } });
     }
   });
   return {

@@ -44,7 +44,18 @@ interface Conn {
   userId: string;
   tokens: number;
   refilledAt: number;
+  /** Set once the connection is being closed: nothing more is sent or accepted. */
+  done: boolean;
 }
+
+/** The connections of one group, and how many each connected user has. */
+interface GroupConns {
+  conns: Set<Conn>;
+  users: Map<string, number>;
+}
+
+/** How long a closing connection may take to flush its (bounded) queue and close frame. */
+const CLOSE_GRACE_MS = 5000;
 
 const STATUS_TEXT: Record<number, string> = {
   400: 'Bad Request',
@@ -64,7 +75,7 @@ function refuse(socket: Duplex, e: ApiError): void {
 
 export class GroupHub {
   private readonly wss: WebSocketServer;
-  private readonly groups = new Map<string, Set<Conn>>();
+  private readonly groups = new Map<string, GroupConns>();
   private count = 0;
   private closing = false;
 
@@ -82,15 +93,13 @@ export class GroupHub {
 
   /** Users connected to a group now, with their number of connections. */
   presence(groupId: string): { userId: string; connections: number }[] {
-    const counts = new Map<string, number>();
-    for (const c of this.groups.get(groupId) ?? []) counts.set(c.userId, (counts.get(c.userId) ?? 0) + 1);
-    return [...counts].map(([userId, connections]) => ({ userId, connections }));
+    const users = this.groups.get(groupId)?.users;
+    return users ? [...users].map(([userId, connections]) => ({ userId, connections })) : [];
   }
 
-  /** Whether a user has a live connection to the group. */
+  /** Whether a user has a live connection to the group (constant time). */
   isConnected(groupId: string, userId: string): boolean {
-    for (const c of this.groups.get(groupId) ?? []) if (c.userId === userId) return true;
-    return false;
+    return (this.groups.get(groupId)?.users.get(userId) ?? 0) > 0;
   }
 
   /** Answers an upgrade request for /groups/{id}/ws (after ownership, auth and membership checks). */
@@ -99,6 +108,14 @@ export class GroupHub {
     this.admit(req)
       .then(({ groupId, userId }) => {
         if (socket.destroyed) return;
+        if (this.closing) {
+          // The shard began shutting down while the request was being checked.
+          refuse(
+            socket,
+            new ApiError(503, 'shutting_down', 'the shard is shutting down', { 'retry-after': '2' }),
+          );
+          return;
+        }
         this.wss.handleUpgrade(req, socket, head, (ws) => this.open(ws, groupId, userId));
       })
       .catch((err: unknown) => {
@@ -142,39 +159,82 @@ export class GroupHub {
 
   private open(ws: WebSocket, groupId: string, userId: string): void {
     const limits = this.o.cfg.shard.limits;
-    const conn: Conn = { ws, groupId, userId, tokens: limits.wsBurst, refilledAt: Date.now() };
-    let set = this.groups.get(groupId);
-    if (!set) {
-      set = new Set();
-      this.groups.set(groupId, set);
+    const conn: Conn = { ws, groupId, userId, tokens: limits.wsBurst, refilledAt: Date.now(), done: false };
+    // Listeners first: an error or close at any later point must find the connection registered.
+    ws.on('message', (data, isBinary) => this.onMessage(conn, data as Buffer, isBinary));
+    // ws closes the connection itself on protocol errors (1002, 1007, 1009: the close
+    // frame is already queued); terminating here would lose that close code.
+    ws.on('error', (err) => {
+      this.o.log.debug({ err: err.message, groupId, userId }, 'group WebSocket error');
+      this.finish(conn);
+    });
+    ws.on('close', () => this.remove(conn));
+    if (this.closing) {
+      this.closeConn(conn, CLOSE.goingAway, 'shard shutting down');
+      return;
     }
-    const firstOfUser = !this.isConnected(groupId, userId);
-    set.add(conn);
+    let g = this.groups.get(groupId);
+    if (!g) {
+      g = { conns: new Set(), users: new Map() };
+      this.groups.set(groupId, g);
+    }
+    const before = g.users.get(userId) ?? 0;
+    g.conns.add(conn);
+    g.users.set(userId, before + 1);
     this.count++;
     this.o.metrics.connections.set(this.count);
-    const g = this.o.store.getGroup(groupId);
+    const row = this.o.store.getGroup(groupId);
     this.send(conn, {
       type: 'hello',
       groupId,
       userId,
-      epoch: g?.epoch,
-      lastMsgId: g?.lastMsgId ?? 0,
+      epoch: row?.epoch,
+      lastMsgId: row?.lastMsgId ?? 0,
       mode: 'push',
     });
-    if (firstOfUser) this.broadcast(groupId, { type: 'presence', groupId, userId, status: 'online' }, conn);
-    ws.on('message', (data, isBinary) => this.onMessage(conn, data as Buffer, isBinary));
-    ws.on('error', () => ws.terminate());
-    ws.on('close', () => {
-      set.delete(conn);
-      if (set.size === 0) this.groups.delete(groupId);
-      this.count--;
-      this.o.metrics.connections.set(this.count);
-      if (!this.isConnected(groupId, userId))
-        this.broadcast(groupId, { type: 'presence', groupId, userId, status: 'offline' });
-    });
+    if (before === 0)
+      this.broadcast(groupId, { type: 'presence', groupId, userId, status: 'online' }, userId);
+  }
+
+  /** Unregisters a closed connection (once). */
+  private remove(conn: Conn): void {
+    conn.done = true;
+    const g = this.groups.get(conn.groupId);
+    if (!g?.conns.delete(conn)) return;
+    this.count--;
+    this.o.metrics.connections.set(this.count);
+    const left = (g.users.get(conn.userId) ?? 1) - 1;
+    if (left > 0) g.users.set(conn.userId, left);
+    else g.users.delete(conn.userId);
+    if (g.conns.size === 0) this.groups.delete(conn.groupId);
+    else if (left === 0)
+      this.broadcast(conn.groupId, {
+        type: 'presence',
+        groupId: conn.groupId,
+        userId: conn.userId,
+        status: 'offline',
+      });
+  }
+
+  /** Stops sending and accepting on a connection, and bounds how long its socket may linger. */
+  private finish(conn: Conn): void {
+    if (conn.done && conn.ws.readyState === conn.ws.CLOSED) return;
+    conn.done = true;
+    const ws = conn.ws;
+    const timer = setTimeout(() => ws.terminate(), CLOSE_GRACE_MS);
+    timer.unref();
+    ws.once('close', () => clearTimeout(timer));
+  }
+
+  /** Closes with a code: the close frame follows what is queued; the socket is ended after a grace. */
+  private closeConn(conn: Conn, code: number, reason: string): void {
+    if (conn.done) return;
+    this.finish(conn);
+    conn.ws.close(code, reason);
   }
 
   private onMessage(conn: Conn, data: Buffer, isBinary: boolean): void {
+    if (conn.done || conn.ws.readyState !== conn.ws.OPEN) return;
     const limits = this.o.cfg.shard.limits;
     const now = Date.now();
     conn.tokens = Math.min(
@@ -184,7 +244,7 @@ export class GroupHub {
     conn.refilledAt = now;
     if (conn.tokens < 1) {
       this.send(conn, { type: 'error', code: 'rate_limited', message: 'too many messages; slow down' });
-      conn.ws.close(CLOSE.rateLimited, 'rate limited');
+      this.closeConn(conn, CLOSE.rateLimited, 'rate limited');
       return;
     }
     conn.tokens -= 1;
@@ -205,7 +265,12 @@ export class GroupHub {
       return;
     }
     if (ev.type === 'typing') {
-      this.broadcast(conn.groupId, { type: 'typing', groupId: conn.groupId, userId: conn.userId }, conn);
+      // Typing is never stored, and goes to the other members only (not the sender's other tabs).
+      this.broadcast(
+        conn.groupId,
+        { type: 'typing', groupId: conn.groupId, userId: conn.userId },
+        conn.userId,
+      );
       return;
     }
     if (ev.type !== 'message') {
@@ -238,7 +303,7 @@ export class GroupHub {
     // Membership may have ended since the connection opened.
     if (!this.o.store.isMember(conn.groupId, conn.userId)) {
       this.send(conn, { type: 'error', code: 'forbidden', message: 'you are no longer a member' });
-      conn.ws.close(CLOSE.policy, 'not a member');
+      this.closeConn(conn, CLOSE.policy, 'not a member');
       return;
     }
     this.o.post(conn.groupId, conn.userId, contents, clientMsgId).then(
@@ -266,11 +331,12 @@ export class GroupHub {
     this.broadcast(m.groupId, { type: 'message', ...m });
   }
 
-  private broadcast(groupId: string, event: object, except?: Conn): void {
-    const set = this.groups.get(groupId);
-    if (!set) return;
+  /** Sends an event to every open connection of a group, except those of `exceptUser`. */
+  private broadcast(groupId: string, event: object, exceptUser?: string): void {
+    const g = this.groups.get(groupId);
+    if (!g) return;
     const text = JSON.stringify(event);
-    for (const c of set) if (c !== except) this.sendText(c, text);
+    for (const c of g.conns) if (c.userId !== exceptUser) this.sendText(c, text);
   }
 
   private send(conn: Conn, event: object): void {
@@ -279,22 +345,23 @@ export class GroupHub {
 
   private sendText(conn: Conn, text: string): void {
     const ws = conn.ws;
-    if (ws.readyState !== ws.OPEN) return;
+    if (conn.done || ws.readyState !== ws.OPEN) return;
     if (ws.bufferedAmount > this.o.cfg.shard.limits.wsSendQueueBytes) {
-      // The client does not keep up: close it rather than buffer without bound.
+      // The client does not keep up: close it rather than buffer without bound. Nothing
+      // more is queued; the close frame follows what is queued, and the socket is ended
+      // after a grace whether or not the client reads it.
       this.o.metrics.slowConsumers.inc();
-      ws.close(CLOSE.slowConsumer, 'slow consumer');
-      setTimeout(() => ws.terminate(), 1000).unref();
+      this.closeConn(conn, CLOSE.slowConsumer, 'slow consumer');
       return;
     }
     ws.send(text);
     this.o.metrics.deliveries.inc();
   }
 
-  /** Closes every connection with 1001 (shutdown). */
+  /** Closes every connection with 1001 (shutdown); sockets that do not close in time are ended. */
   close(): void {
     this.closing = true;
-    for (const set of this.groups.values())
-      for (const c of set) c.ws.close(CLOSE.goingAway, 'shard shutting down');
+    for (const g of this.groups.values())
+      for (const c of g.conns) this.closeConn(c, CLOSE.goingAway, 'shard shutting down');
   }
 }

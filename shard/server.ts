@@ -9,12 +9,15 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Config } from '../common/config.js';
 import { initHash } from '../common/hash.js';
+import { sendJson } from '../common/http-json.js';
 import type { Logger } from '../common/logger.js';
 import { createApi } from './api.js';
 import { Authenticator } from './auth.js';
 import { GroupHub } from './hub.js';
+import { handleInternal, InternalClient } from './internal.js';
 import { Membership } from './membership.js';
 import { ShardMetrics } from './metrics.js';
+import { Notifier } from './notifier.js';
 import { Ownership, resolveOrdinal } from './ownership.js';
 import { Store } from './store.js';
 import { GroupWaiters } from './waiters.js';
@@ -41,15 +44,6 @@ function listen(server: http.Server, port: number, host: string): Promise<number
   });
 }
 
-function json(res: http.ServerResponse, status: number, body: unknown): void {
-  const text = JSON.stringify(body);
-  res.writeHead(status, {
-    'content-type': 'application/json; charset=utf-8',
-    'content-length': Buffer.byteLength(text),
-  });
-  res.end(text);
-}
-
 /** Constant-time comparison of the internal token. */
 export function tokenMatches(given: string | undefined, expected: string): boolean {
   if (given === undefined) return false;
@@ -74,7 +68,13 @@ export async function startShard(cfg: Config, log: Logger, secrets: ShardSecrets
   const store = new Store(cfg.shard.dataDir, ordinal, cfg.shard.commit.maxBatch);
   const metrics = new ShardMetrics(ordinal, store);
   const waiters = new GroupWaiters(cfg.shard.limits.maxConnections);
-  const membership = new Membership(store);
+  const membership = new Membership({
+    cfg,
+    log,
+    store,
+    own,
+    internal: new InternalClient(cfg, own, internalToken, log),
+  });
   store.onCommitted = (messages, seconds) => {
     metrics.writeDuration.observe(seconds);
     metrics.messages.inc(messages.length);
@@ -92,9 +92,17 @@ export async function startShard(cfg: Config, log: Logger, secrets: ShardSecrets
       return message;
     },
   });
+  const notifier = new Notifier({
+    cfg,
+    log,
+    store,
+    metrics,
+    isConnected: (groupId, userId) => hub.isConnected(groupId, userId),
+  });
   const published = (m: Parameters<GroupHub['publish']>[0]) => {
     hub.publish(m);
     waiters.notify(m.groupId);
+    notifier.published(m);
   };
   const app = createApi({
     cfg,
@@ -122,24 +130,24 @@ export async function startShard(cfg: Config, log: Logger, secrets: ShardSecrets
     if (path?.startsWith('/internal/')) {
       const token = req.headers['x-shardchat-internal-token'];
       if (!tokenMatches(typeof token === 'string' ? token : undefined, internalToken)) {
-        json(res, 401, {
+        sendJson(res, 401, {
           error: { code: 'unauthenticated', message: 'internal calls need x-shardchat-internal-token' },
         });
         return;
       }
-      json(res, 404, { error: { code: 'not_found', message: `no internal route ${path}` } });
+      handleInternal({ cfg, log, store, own }, req, res, path);
       return;
     }
     if (req.method !== 'GET' && req.method !== 'HEAD') {
-      json(res, 405, { error: { code: 'method_not_allowed', message: 'the admin port answers GET' } });
+      sendJson(res, 405, { error: { code: 'method_not_allowed', message: 'the admin port answers GET' } });
       return;
     }
     switch (path) {
       case '/healthz':
-        json(res, 200, { status: 'ok', shard: ordinal });
+        sendJson(res, 200, { status: 'ok', shard: ordinal });
         return;
       case '/readyz':
-        json(res, draining ? 503 : 200, {
+        sendJson(res, draining ? 503 : 200, {
           status: draining ? 'draining' : 'ready',
           shard: ordinal,
           shards: own.shards,
@@ -151,11 +159,11 @@ export async function startShard(cfg: Config, log: Logger, secrets: ShardSecrets
             res.writeHead(200, { 'content-type': metrics.registry.contentType });
             res.end(text);
           },
-          (err: Error) => json(res, 500, { error: { code: 'metrics_failed', message: err.message } }),
+          (err: Error) => sendJson(res, 500, { error: { code: 'metrics_failed', message: err.message } }),
         );
         return;
       default:
-        json(res, 404, { error: { code: 'not_found', message: `no admin route ${path}` } });
+        sendJson(res, 404, { error: { code: 'not_found', message: `no admin route ${path}` } });
     }
   });
 
@@ -179,6 +187,8 @@ export async function startShard(cfg: Config, log: Logger, secrets: ShardSecrets
         admin.close(() => resolve());
         admin.closeAllConnections();
       });
+      // Flushes queued notifications (bounded by notifications.timeoutMs) while the store is open.
+      await notifier.stop();
       store.close();
     },
   };

@@ -162,6 +162,7 @@ export async function api(
   path: string,
   token?: string,
   body?: unknown,
+  // biome-ignore lint/suspicious/noExplicitAny: tests read arbitrary JSON answers
 ): Promise<{ status: number; body: any; headers: Headers }> {
   const headers: Record<string, string> = {};
   if (token) headers.authorization = `Bearer ${token}`;
