@@ -7,6 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import { SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Message } from '../../shard/store.js';
 import { api, type Cluster, type ShardProc, startCluster } from '../helpers/cluster.js';
 import { defaultRegistry, useProcessCleanup } from '../helpers/processes.js';
 import { loadShardFunction } from '../helpers/shardchat.js';
@@ -16,16 +17,8 @@ useProcessCleanup();
 /** Starting a cluster of real processes can be slow on a loaded machine. */
 const CLUSTER_START_MS = 90_000;
 
-interface Msg {
-  groupId: string;
-  msgId: number;
-  prevMsgId: number;
-  epoch: string;
-  ts: number;
-  userId: string;
-  contents: string;
-  clientMsgId: string;
-}
+/** A stored message as the API returns it. */
+type Msg = Message;
 
 let seq = 0;
 /** An id unique to this run and test. */

@@ -6,6 +6,7 @@
  * ids stay contiguous, and posting continues with the next msgId.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Message } from '../../shard/store.js';
 import { api, type Cluster, type ShardProc, startCluster } from '../helpers/cluster.js';
 import { defaultRegistry, useProcessCleanup } from '../helpers/processes.js';
 import { loadShardFunction } from '../helpers/shardchat.js';
@@ -35,16 +36,8 @@ interface Ack {
   status: number;
 }
 
-interface Msg {
-  groupId: string;
-  msgId: number;
-  prevMsgId: number;
-  epoch: string;
-  ts: number;
-  userId: string;
-  contents: string;
-  clientMsgId: string;
-}
+/** A stored message as the API returns it. */
+type Msg = Message;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const rand = (lo: number, hi: number) => lo + Math.floor(Math.random() * (hi - lo + 1));
