@@ -358,6 +358,21 @@ export class GroupHub {
     this.o.metrics.deliveries.inc();
   }
 
+  /** Ends a former member's connections to a group: an `error` event, then close 1008. */
+  kick(groupId: string, userId: string): void {
+    const g = this.groups.get(groupId);
+    if (!g) return;
+    for (const conn of [...g.conns]) {
+      if (conn.userId !== userId) continue;
+      this.send(conn, {
+        type: 'error',
+        code: 'forbidden',
+        message: `you are no longer a member of ${groupId}`,
+      });
+      this.closeConn(conn, CLOSE.policy, 'not a member');
+    }
+  }
+
   /** Closes every connection with 1001 (shutdown); sockets that do not close in time are ended. */
   close(): void {
     this.closing = true;

@@ -99,6 +99,8 @@ export async function startShard(cfg: Config, log: Logger, secrets: ShardSecrets
     metrics,
     isConnected: (groupId, userId) => hub.isConnected(groupId, userId),
   });
+  // A member who leaves (or is removed) stops receiving on the sockets already open.
+  store.onMemberRemoved = (groupId, userId) => hub.kick(groupId, userId);
   const published = (m: Parameters<GroupHub['publish']>[0]) => {
     hub.publish(m);
     waiters.notify(m.groupId);

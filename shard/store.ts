@@ -204,6 +204,8 @@ export class Store {
   private readonly queue: PendingAppend[] = [];
   private flushScheduled = false;
   private readonly st: Statements;
+  /** Called after a membership was removed (every path: leave, owner removal, internal calls). */
+  onMemberRemoved: ((groupId: string, userId: string) => void) | undefined;
   /** Called after each committed batch with the new messages, in commit order. */
   onCommitted: ((messages: Message[], seconds: number) => void) | undefined;
 
@@ -358,7 +360,7 @@ export class Store {
 
   /** Removes a member; false when not one. */
   removeMember(groupId: string, userId: string): boolean {
-    return this.write(() => {
+    const removed = this.write(() => {
       const r = this.st.deleteMember.run(groupId, userId);
       if (r && r.changes > 0) {
         this.st.countMembers.run(-1, groupId);
@@ -366,6 +368,8 @@ export class Store {
       }
       return false;
     });
+    if (removed) this.onMemberRemoved?.(groupId, userId);
+    return removed;
   }
 
   listMembers(groupId: string, after: string, limit: number): { userId: string; joinedAt: number }[] {

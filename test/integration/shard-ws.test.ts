@@ -215,6 +215,28 @@ describe('group WebSockets through the router (3 shards)', () => {
     expect(after.body.presence.map((x: { userId: string }) => x.userId)).toEqual(['alice']);
   });
 
+  it('ends the sockets of a member who leaves or is removed (error event, close 1008)', async () => {
+    await makeGroup(c, 'ws-leave', 'alice', ['bob', 'carol']);
+    const [alice, bob, carol] = await Promise.all([c.token('alice'), c.token('bob'), c.token('carol')]);
+    const a = track(await subscribe(c, 'ws-leave', alice));
+    const b = track(await subscribe(c, 'ws-leave', bob));
+    const k = track(await subscribe(c, 'ws-leave', carol));
+    expect((await api(c.router.url, 'DELETE', '/groups/ws-leave/members/bob', bob)).status).toBe(204);
+    const bobEvents = await readUntil(b.ws, (e) => e.type === 'error');
+    expect(bobEvents.at(-1)).toMatchObject({ type: 'error', code: 'forbidden' });
+    expect((await b.ws.waitClosed(10_000)).code).toBe(1008);
+    // The owner removes carol.
+    expect((await api(c.router.url, 'DELETE', '/groups/ws-leave/members/carol', alice)).status).toBe(204);
+    expect((await k.ws.waitClosed(10_000)).code).toBe(1008);
+    // The remaining member still gets messages; the former ones got nothing more.
+    await api(c.router.url, 'POST', '/groups/ws-leave/messages', alice, {
+      contents: 'after',
+      clientMsgId: 'x1',
+    });
+    const [m] = await readMessages(a.ws, 1);
+    expect(m).toMatchObject({ contents: 'after', msgId: 1 });
+  });
+
   it("passes the shard's refusals through: 403 non-member, 401 no token, 404 unknown group", async () => {
     await makeGroup(c, 'ws-refuse', 'alice', []);
     const mallory = await c.token('mallory');
