@@ -11,12 +11,18 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import yaml from 'js-yaml';
+import { seedDemo } from './demo-seed.js';
 
 export interface LocalOptions {
   shards: number;
   dataDir: string;
   port: number;
+  /** Seed the demo conversation on the first start (default true). */
+  demo?: boolean;
 }
+
+/** The bundled browser chat (dist/web, built by `npm run build`). */
+export const WEB_DIR = fileURLToPath(new URL('../web/', import.meta.url));
 
 interface Secrets {
   authSecret: string;
@@ -44,7 +50,7 @@ export function localConfig(o: LocalOptions): Record<string, unknown> {
       targets: Array.from({ length: o.shards }, (_, i) => `http://127.0.0.1:${shardPort(i)}`),
       adminTargets: Array.from({ length: o.shards }, (_, i) => `http://127.0.0.1:${adminPort(i)}`),
     },
-    router: { host: '127.0.0.1', port: o.port, adminPort: o.port + 1010 },
+    router: { host: '127.0.0.1', port: o.port, adminPort: o.port + 1010, webDir: WEB_DIR },
     shard: { host: '127.0.0.1', dataDir: path.resolve(o.dataDir) },
     auth: { devTokens: true },
     log: { level: 'info' },
@@ -60,6 +66,8 @@ function prefixLines(child: ChildProcess, name: string): void {
 }
 
 export async function runLocal(o: LocalOptions): Promise<void> {
+  if (!existsSync(path.join(WEB_DIR, 'index.html')))
+    throw new Error(`the web UI is not built (${WEB_DIR}): run npm run build`);
   mkdirSync(o.dataDir, { recursive: true });
   const secrets = localSecrets(o.dataDir);
   const cfg = localConfig(o);
@@ -84,9 +92,22 @@ export async function runLocal(o: LocalOptions): Promise<void> {
     deadline.unref();
     Promise.all(
       children.map(
-        ({ child }) => new Promise((r) => (child.exitCode !== null ? r(null) : child.once('exit', r))),
+        ({ child }) =>
+          new Promise<void>((r) =>
+            child.exitCode !== null || child.signalCode !== null ? r() : child.once('exit', () => r()),
+          ),
       ),
-    ).then(() => process.exit(code));
+    ).then(() => {
+      const unclean = children
+        .filter(({ child }) => child.exitCode !== 0)
+        .map(({ name, child }) => `${name} (${child.signalCode ?? child.exitCode})`);
+      process.stdout.write(
+        unclean.length === 0
+          ? 'shardchat local: stopped cleanly\n'
+          : `shardchat local: stopped; not cleanly: ${unclean.join(', ')}\n`,
+      );
+      process.exit(unclean.length === 0 ? code : 1);
+    });
   };
   const start = (name: string, args: string[], env: NodeJS.ProcessEnv) => {
     const child = spawn(process.execPath, [cli, ...args, '--config', configPath], {
@@ -115,6 +136,22 @@ export async function runLocal(o: LocalOptions): Promise<void> {
   process.on('SIGTERM', () => stopAll(0));
   process.stdout.write(
     `shardchat local: router on http://127.0.0.1:${o.port} (admin http://127.0.0.1:${o.port + 1010}), ` +
-      `${o.shards} shards on ports ${o.port + 1}-${o.port + o.shards}, data in ${path.resolve(o.dataDir)}; Ctrl-C stops\n`,
+      `${o.shards} shards on ports ${o.port + 1}-${o.port + o.shards}, data in ${path.resolve(o.dataDir)}\n`,
   );
+  const url = `http://127.0.0.1:${o.port}/`;
+  if (o.demo !== false) {
+    try {
+      const demo = await seedDemo(url, o.dataDir);
+      if (stopping) return;
+      for (const c of demo.conversations) {
+        process.stdout.write(
+          `shardchat local: demo conversation ${c.groupId} on shard ${c.shard ?? '?'}: ${c.members.join(', ')}\n`,
+        );
+      }
+    } catch (err) {
+      if (stopping) return;
+      process.stdout.write(`shardchat local: could not seed the demo: ${(err as Error).message}\n`);
+    }
+  }
+  if (!stopping) process.stdout.write(`shardchat local: ready: open ${url} in a browser; Ctrl-C stops\n`);
 }

@@ -15,7 +15,8 @@ commands:
   router [--config FILE] [--check-config]     run the router
   shard [--config FILE] [--check-config]      run one chat shard (ordinal: shard.ordinal, SHARD_ORDINAL
                                               or the -N suffix of the hostname)
-  local [--shards N] [--data DIR] [--port P]  router and N shards on loopback (npm start)
+  local [--shards N] [--data DIR] [--port P]  router and N shards on loopback with the web UI
+        [--no-demo]                           (npm start); seeds a demo conversation on first start
   explain <path> [--header name=value]...     show {key, hash, shard, shards, target} for a request
           [--config FILE]
   reshard-plan --from S --to T                how many keys move when S changes, under modulo and jump
@@ -163,12 +164,18 @@ async function main(argv: string[]): Promise<void> {
     case 'local': {
       const { values } = parseArgs({
         args: rest,
-        options: { shards: { type: 'string' }, data: { type: 'string' }, port: { type: 'string' } },
+        options: {
+          shards: { type: 'string' },
+          data: { type: 'string' },
+          port: { type: 'string' },
+          'no-demo': { type: 'boolean' },
+        },
       });
       return runLocal({
         shards: values.shards ? positiveInt('shards', values.shards) : 3,
         dataDir: values.data ?? 'data',
         port: values.port ? positiveInt('port', values.port) : 8080,
+        demo: !values['no-demo'],
       });
     }
     case 'explain':

@@ -70,6 +70,12 @@ const routerSchema = z.strictObject({
     })
     .prefault({}),
   retryAfterSeconds: z.number().int().min(1).default(2),
+  /**
+   * A directory of web UI files the router serves itself (local mode): `/` and
+   * `/index.html` give its index.html, `/app/<path>` its other files. Loaded into memory
+   * at start; absent: no static files, every path goes to the shards.
+   */
+  webDir: z.string().min(1).optional(),
 });
 
 const shardSchema = z.strictObject({

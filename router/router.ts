@@ -21,6 +21,7 @@ import { Exchange, type ExchangeOwner } from './forward.js';
 import { RouterMetrics } from './metrics.js';
 import { buildRequestHead, clientRequestId } from './request-head.js';
 import { headerValue, type ParsedRequest } from './request-parser.js';
+import { StaticFiles } from './static-files.js';
 import { UpstreamPool } from './upstream-pool.js';
 import { type RelayOwner, WebSocketRelay } from './websocket-relay.js';
 
@@ -45,6 +46,8 @@ export class Router implements ExchangeOwner, RelayOwner, ClientOwner {
   readonly limits: ClientLimits;
   readonly clock: DeadlineSweeper;
   private readonly sf: ShardFunction;
+  /** The web UI's files when router.webDir is set. */
+  private readonly web: StaticFiles | undefined;
   private readonly keyHeader: string;
   private readonly pools: UpstreamPool[];
   private readonly shardHeaders: string[];
@@ -80,6 +83,8 @@ export class Router implements ExchangeOwner, RelayOwner, ClientOwner {
         r.timeouts.requestMs,
       ]),
     );
+    // Before anything listens or connects: a bad webDir stops the start with StaticFilesError.
+    this.web = r.webDir === undefined ? undefined : StaticFiles.load(r.webDir);
     this.shards = shardCount(cfg);
     this.sf = new ShardFunction(cfg.shardSpec);
     this.keyHeader = cfg.shardSpec.header.toLowerCase();
@@ -168,6 +173,14 @@ export class Router implements ExchangeOwner, RelayOwner, ClientOwner {
 
   dispatch(conn: ClientConnection, req: ParsedRequest, body: Buffer | undefined): void {
     const startedAt = performance.now();
+    if (this.web) {
+      // The web UI's own paths (/, /index.html, /app/...) are answered here, before the shard function.
+      const status = this.web.handle(conn, req);
+      if (status !== undefined) {
+        this.metrics.request(undefined, status, undefined);
+        return;
+      }
+    }
     const t = this.target(req);
     if ('error' in t) {
       this.metrics.request(undefined, t.error.status, undefined);
@@ -337,6 +350,14 @@ export class Router implements ExchangeOwner, RelayOwner, ClientOwner {
 
   // --- lifecycle ---
 
+  /** Logs what the web UI directory holds. */
+  logWebDir(): void {
+    const web = this.web;
+    if (!web) return;
+    this.log.info({ webDir: web.dir, files: web.count, bytes: web.totalBytes }, 'serving web UI files');
+    if (!web.hasIndex) this.log.warn({ webDir: web.dir }, 'router.webDir has no index.html: / answers 404');
+  }
+
   async listen(): Promise<{ port: number }> {
     await new Promise<void>((resolve, reject) => {
       this.server.once('error', reject);
@@ -375,6 +396,7 @@ export class Router implements ExchangeOwner, RelayOwner, ClientOwner {
 export async function startRouter(cfg: Config, log: Logger): Promise<RunningRouter> {
   await initHash();
   const router = new Router(cfg, log);
+  router.logWebDir();
   const { port } = await router.listen();
   const admin = createAdminServer(router);
   const adminPort = await admin.listen(cfg.router.adminPort, cfg.router.host);

@@ -110,6 +110,12 @@ export function createApi(s: ShardServices): express.Express {
   app.disable('x-powered-by');
   app.set('etag', false);
   app.set('query parser', 'simple');
+  // Which shard served the answer (clients show it; the router sends the same header upstream).
+  const servedBy = `${own.ordinal}/${own.shards}`;
+  app.use((_req, res, next) => {
+    res.setHeader('x-shardchat-shard', servedBy);
+    next();
+  });
   // JSON bodies are parsed per route, after the ownership check, so that a misdirected
   // request is answered 421 even when its body is malformed or too large.
   const jsonParser = express.json({

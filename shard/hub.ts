@@ -191,6 +191,7 @@ export class GroupHub {
       epoch: row?.epoch,
       lastMsgId: row?.lastMsgId ?? 0,
       mode: 'push',
+      shard: this.o.own.ordinal,
     });
     if (before === 0)
       this.broadcast(groupId, { type: 'presence', groupId, userId, status: 'online' }, userId);

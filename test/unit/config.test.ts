@@ -527,6 +527,14 @@ describe('configuration files', () => {
     expect(shardCount(cfg)).toBe(2);
   });
 
+  it('router.webDir is optional: absent by default, a non-empty string when given', () => {
+    expect(parseConfig({}).router.webDir).toBeUndefined();
+    expect(loadConfig(file('router: { webDir: ./web }\n'), {}).router.webDir).toBe('./web');
+    expect(loadConfig(undefined, { SHARDCHAT__router__webDir: '/srv/web' }).router.webDir).toBe('/srv/web');
+    expect(invalid({ router: { webDir: '' } })).toContain('router.webDir');
+    expect(invalid({ router: { webDir: 3 } })).toContain('router.webDir');
+  });
+
   it('the schema is usable directly and agrees with parseConfig', () => {
     expect(configSchema.parse({})).toEqual(parseConfig({}));
     expect(configSchema.safeParse({ router: { port: 'x' } }).success).toBe(false);

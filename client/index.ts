@@ -1,0 +1,14 @@
+/** The shardchat client SDK for browsers and Node: the HTTP API and reliable group connections. */
+export { type ApiOptions, ChatApi, type Served, type TokenSource } from './api.js';
+export { Backoff, type BackoffOptions, DEFAULT_BACKOFF } from './backoff.js';
+export { ShardChatError } from './errors.js';
+export {
+  type ConnectionState,
+  GroupConnection,
+  type GroupConnectionOptions,
+  type GroupEvents,
+  type Outgoing,
+  type OutgoingState,
+} from './group-connection.js';
+export { randomId } from './ids.js';
+export type * from './types.js';

@@ -1,0 +1,209 @@
+/// <reference lib="dom" />
+/**
+ * The browser chat end to end: Debian's Chromium (playwright-core) against a real
+ * router serving the web UI in front of three real shards. Screenshots go to
+ * test-artifacts/browser/.
+ */
+import path from 'node:path';
+import type { Browser, BrowserContext, Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ChatApi, ShardChatError } from '../../client/index.js';
+import { HAVE_BROWSER, launchChromium, screenshot } from '../helpers/browser.js';
+import { type Cluster, startCluster } from '../helpers/cluster.js';
+import { defaultRegistry, REPO_ROOT, useProcessCleanup } from '../helpers/processes.js';
+
+useProcessCleanup();
+
+async function retryWhileUnavailable<T>(fn: () => Promise<T>, ms = 15_000): Promise<T> {
+  const until = Date.now() + ms;
+  for (;;) {
+    try {
+      return await fn();
+    } catch (err) {
+      if (!(err instanceof ShardChatError) || !err.retryable || Date.now() > until) throw err;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+}
+
+const WEB_DIR = path.join(REPO_ROOT, 'dist', 'web');
+
+describe.skipIf(!HAVE_BROWSER)('the browser chat', () => {
+  let c: Cluster;
+  let browser: Browser;
+  let owner: ChatApi;
+  const contexts: BrowserContext[] = [];
+
+  beforeAll(async () => {
+    c = await startCluster(await defaultRegistry.tempDir(), {
+      config: { router: { webDir: WEB_DIR } },
+    });
+    browser = await launchChromium();
+    owner = new ChatApi({ baseUrl: c.router.url, token: await c.token('owner') });
+    await owner.putUser('owner', { name: 'Olga Owner', email: 'olga@example.com' });
+    await owner.putGroup('lounge', { subject: 'The lounge' });
+    // Capacity 2: the owner and one more; the next user goes to tiny~1.
+    await owner.putGroup('tiny', { subject: 'Tiny room', capacity: 2, overflow: 'shard' });
+  }, 60_000);
+
+  afterAll(async () => {
+    for (const ctx of contexts) await ctx.close().catch(() => {});
+    await browser?.close();
+    await defaultRegistry.cleanup();
+  });
+
+  async function newPage(viewport = { width: 1100, height: 760 }): Promise<Page> {
+    const ctx = await browser.newContext({ viewport });
+    contexts.push(ctx);
+    const page = await ctx.newPage();
+    page.on('pageerror', (err) => process.stderr.write(`page error: ${err.message}\n`));
+    return page;
+  }
+
+  /** Opens the chat for `group` and enters as a new user through the form. */
+  async function enter(page: Page, group: string, name: string): Promise<void> {
+    await page.goto(`${c.router.url}/?group=${group}`);
+    await expect.poll(() => page.locator('#entry').isVisible()).toBe(true);
+    await page.fill('#entry-name', name);
+    await page.fill('#entry-email', `${name.toLowerCase()}@example.com`);
+    await page.click('#entry-submit');
+    await page.waitForSelector('#chat:not([hidden])');
+    await page.waitForSelector('#state[data-state="open"]');
+  }
+
+  const texts = (page: Page) => page.locator('#messages li[data-msg-id] .text').allTextContents();
+  const shardOf = async (groupId: string) => (await owner.getGroup(groupId)).shard as number;
+
+  it('two users exchange messages in real time, see each other typing and online, and a reload keeps the conversation', async () => {
+    const ada = await newPage();
+    const bob = await newPage();
+    await enter(ada, 'lounge', 'Ada');
+    await enter(bob, 'lounge', 'Bob');
+    const shard = await shardOf('lounge');
+    await expect.poll(() => ada.textContent('#where')).toContain(`served by shard ${shard}`);
+    await expect.poll(() => ada.textContent('#where')).toContain('lounge');
+
+    // Online: each sees both.
+    for (const p of [ada, bob]) {
+      await expect
+        .poll(() => p.locator('#online-list li').allTextContents())
+        .toEqual(expect.arrayContaining([expect.stringContaining('Ada'), expect.stringContaining('Bob')]));
+    }
+
+    // Typing, both ways.
+    await ada.type('#composer-input', 'hel');
+    await expect.poll(() => bob.textContent('#typing')).toBe('Ada is typing…');
+    await bob.type('#composer-input', 'h');
+    await expect.poll(() => ada.textContent('#typing')).toBe('Bob is typing…');
+    await bob.fill('#composer-input', '');
+
+    // Messages, both ways, with names.
+    await ada.fill('#composer-input', 'hello from Ada');
+    await ada.press('#composer-input', 'Enter');
+    await expect.poll(() => texts(bob)).toEqual(['hello from Ada']);
+    await expect.poll(() => bob.locator('#messages li[data-msg-id] .name').first().textContent()).toBe('Ada');
+    await bob.fill('#composer-input', 'hi Ada, Bob here');
+    await bob.click('#send');
+    await expect.poll(() => texts(ada)).toEqual(['hello from Ada', 'hi Ada, Bob here']);
+    await expect.poll(() => texts(bob)).toEqual(['hello from Ada', 'hi Ada, Bob here']);
+    // Sent by the other: typing indicator cleared by the message.
+    await expect.poll(() => bob.textContent('#typing')).toBe('');
+    await screenshot(ada, 'two-users-ada');
+    await screenshot(bob, 'two-users-bob');
+
+    // A reload restores the same user and conversation without the form.
+    await ada.reload();
+    await ada.waitForSelector('#state[data-state="open"]');
+    expect(await ada.locator('#entry').isVisible()).toBe(false);
+    await expect.poll(() => texts(ada)).toEqual(['hello from Ada', 'hi Ada, Bob here']);
+    await expect
+      .poll(() => ada.locator('#messages li.mine .text').allTextContents())
+      .toEqual(['hello from Ada']);
+  });
+
+  it('with capacity 2, the third member lands in tiny~1 and the page says so', async () => {
+    const first = await newPage();
+    await enter(first, 'tiny', 'Cleo');
+    await expect.poll(() => first.textContent('#where')).toContain('Conversation tiny ');
+    const second = await newPage();
+    await enter(second, 'tiny', 'Dan');
+    await expect.poll(() => second.textContent('#where')).toContain('tiny~1 (a sub-conversation of tiny)');
+    const shard = await shardOf('tiny~1');
+    await expect.poll(() => second.textContent('#where')).toContain(`served by shard ${shard}`);
+    await screenshot(second, 'sub-conversation');
+  });
+
+  it('while the shard is killed and restarted, the banner shows and afterwards every message appears once, in order', async () => {
+    await owner.putGroup('outage', { subject: 'Outage drill' });
+    const eve = await newPage();
+    const fay = await newPage();
+    await enter(eve, 'outage', 'Eve');
+    await enter(fay, 'outage', 'Fay');
+    await eve.fill('#composer-input', 'before');
+    await eve.press('#composer-input', 'Enter');
+    await expect.poll(() => texts(fay)).toEqual(['before']);
+
+    const i = await shardOf('outage');
+    await c.shards[i]?.proc.kill();
+    for (const p of [eve, fay]) await p.waitForSelector('#banner:not([hidden])');
+    await screenshot(eve, 'reconnecting');
+    // Sent while the shard is down: shown as sending, kept in the outbox.
+    for (const t of ['during 1', 'during 2']) {
+      await eve.fill('#composer-input', t);
+      await eve.press('#composer-input', 'Enter');
+    }
+    await expect.poll(() => eve.locator('#messages li[data-status="pending"]').count()).toBe(2);
+
+    await c.restartShard(i);
+    // Posted by someone else right after the restart, possibly before the pages are back.
+    // (The router sees the shard ready again within its probe interval: retry 503s until then.)
+    for (const t of ['after 1', 'after 2']) {
+      await retryWhileUnavailable(() => owner.post('outage', t, `owner-${t.replace(' ', '-')}`));
+    }
+
+    const expected = ['before', 'during 1', 'during 2', 'after 1', 'after 2'];
+    for (const p of [eve, fay]) {
+      await p.waitForSelector('#banner', { state: 'hidden', timeout: 20_000 });
+      await expect
+        .poll(async () => (await texts(p)).slice().sort(), { timeout: 20_000 })
+        .toEqual(expected.slice().sort());
+      const ids = (await p
+        .locator('#messages li[data-msg-id]')
+        .evaluateAll((els) => els.map((e) => Number((e as HTMLElement).dataset.msgId)))) as number[];
+      expect(ids).toEqual([1, 2, 3, 4, 5]);
+      const shown = await texts(p);
+      // Eve's two sends went out in order after the restart; the owner's may interleave.
+      expect(shown[0]).toBe('before');
+      expect(shown.indexOf('during 1')).toBeLessThan(shown.indexOf('during 2'));
+      expect(shown.indexOf('after 1')).toBeLessThan(shown.indexOf('after 2'));
+      expect(await p.locator('#messages li[data-status]').count()).toBe(0);
+    }
+    await screenshot(fay, 'after-restart');
+  });
+
+  it('works on a phone-sized screen and with the keyboard alone', async () => {
+    await owner.putGroup('pocket', { subject: 'Pocket chat' });
+    const page = await newPage({ width: 390, height: 760 });
+    await page.goto(`${c.router.url}/?group=pocket`);
+    await expect.poll(() => page.locator('#entry').isVisible()).toBe(true);
+    // The name field has focus; Tab moves through the form, Enter submits.
+    await page.keyboard.type('Gus');
+    await page.keyboard.press('Tab');
+    await page.keyboard.type('gus@example.com');
+    await page.keyboard.press('Tab');
+    await page.keyboard.press('Enter');
+    await page.waitForSelector('#state[data-state="open"]');
+    // Focus lands in the composer: type and send with Enter.
+    await page.keyboard.type('typed on a phone');
+    await page.keyboard.press('Enter');
+    await expect.poll(() => texts(page)).toEqual(['typed on a phone']);
+    // Nothing wider than the screen; the composer and the online toggle are visible.
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    expect(overflow).toBeLessThanOrEqual(0);
+    expect(await page.locator('#composer-input').isVisible()).toBe(true);
+    expect(await page.locator('#online').isVisible()).toBe(false);
+    await page.click('#toggle-online');
+    expect(await page.locator('#online').isVisible()).toBe(true);
+    await screenshot(page, 'phone');
+  });
+});

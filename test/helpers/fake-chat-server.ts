@@ -1,0 +1,317 @@
+/**
+ * A small in-process stand-in for a shardchat shard, for client SDK tests: node:http
+ * plus a `ws` WebSocketServer on 127.0.0.1 (port 0) speaking the protocol of
+ * shard/hub.ts (hello, message, typing, presence, ack, error; close codes), and the
+ * read routes the SDK uses (GET /groups/{id}/messages?after=|before=&limit=,
+ * GET /groups/{id}/presence). Tokens are user ids. The message log is controllable:
+ * tests append with or without pushing, push raw events, drop connections, refuse
+ * upgrades and restart the history (new epoch).
+ */
+import { randomBytes } from 'node:crypto';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { type WebSocket, WebSocketServer } from 'ws';
+import type { Message } from '../../client/types.js';
+
+export interface FakeConn {
+  ws: WebSocket;
+  groupId: string;
+  userId: string;
+  /** Every event the client sent on this connection, parsed. */
+  received: Record<string, unknown>[];
+}
+
+interface FakeGroup {
+  epoch: string;
+  log: Message[];
+}
+
+/** Decides what to do with a client's `message` event; return true when handled (default skipped). */
+export type MessageHook = (conn: FakeConn, ev: { contents: string; clientMsgId: string }) => boolean;
+
+const STATUS_TEXT: Record<number, string> = {
+  403: 'Forbidden',
+  404: 'Not Found',
+  503: 'Service Unavailable',
+};
+
+export class FakeChatServer {
+  readonly conns = new Set<FakeConn>();
+  /** Every event received from any client, with its connection's user. */
+  readonly received: { userId: string; ev: Record<string, unknown> }[] = [];
+  /** Every HTTP request path (with query) answered. */
+  readonly requests: string[] = [];
+  /** Upgrade requests seen (accepted or not). */
+  upgrades = 0;
+  /** When set, upgrades are refused with this status. */
+  refuseUpgrades: number | undefined;
+  /** When true, upgrades and HTTP routes are answered 403 forbidden. */
+  forbidden = false;
+  onMessage: MessageHook | undefined;
+  readonly shardOrdinal = 7;
+  private readonly groups = new Map<string, FakeGroup>();
+  private readonly http: http.Server;
+  private readonly wss: WebSocketServer;
+  private port = 0;
+
+  private constructor(maxPayload: number) {
+    this.wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload });
+    this.http = http.createServer((req, res) => this.onRequest(req, res));
+    this.http.on('upgrade', (req, socket, head) => this.onUpgrade(req, socket, head));
+  }
+
+  /** `maxPayload`: frames larger than this are refused with close 1009, as the shard does. */
+  static async start(opts: { maxPayload?: number } = {}): Promise<FakeChatServer> {
+    const s = new FakeChatServer(opts.maxPayload ?? 16_384);
+    await new Promise<void>((resolve, reject) => {
+      s.http.once('error', reject);
+      s.http.listen(0, '127.0.0.1', () => resolve());
+    });
+    s.port = (s.http.address() as AddressInfo).port;
+    return s;
+  }
+
+  get baseUrl(): string {
+    return `http://127.0.0.1:${this.port}`;
+  }
+
+  // --- the log ---
+
+  group(groupId: string): FakeGroup {
+    let g = this.groups.get(groupId);
+    if (!g) {
+      g = { epoch: newEpoch(), log: [] };
+      this.groups.set(groupId, g);
+    }
+    return g;
+  }
+
+  /**
+   * Stores a message (idempotent by user and clientMsgId, as the shard is); pushes it to
+   * the group's connections when new and `push` is true.
+   */
+  append(
+    groupId: string,
+    userId: string,
+    contents: string,
+    clientMsgId: string | null = null,
+    push = true,
+  ): { message: Message; created: boolean } {
+    const g = this.group(groupId);
+    if (clientMsgId !== null) {
+      const old = g.log.find((m) => m.userId === userId && m.clientMsgId === clientMsgId);
+      if (old) return { message: old, created: false };
+    }
+    const prev = g.log.at(-1)?.msgId ?? 0;
+    const message: Message = {
+      groupId,
+      msgId: prev + 1,
+      prevMsgId: prev,
+      epoch: g.epoch,
+      ts: Date.now(),
+      userId,
+      contents,
+      clientMsgId,
+    };
+    g.log.push(message);
+    if (push) this.broadcast(groupId, { type: 'message', ...message });
+    return { message, created: true };
+  }
+
+  /** The group's history begins again: a new epoch and an empty log. */
+  resetEpoch(groupId: string): string {
+    const g = this.group(groupId);
+    g.epoch = newEpoch();
+    g.log = [];
+    return g.epoch;
+  }
+
+  // --- connections ---
+
+  /** Sends an event to every connection of a group (except those of `exceptUser`). */
+  broadcast(groupId: string, event: object, exceptUser?: string): void {
+    const text = JSON.stringify(event);
+    for (const c of this.conns)
+      if (c.groupId === groupId && c.userId !== exceptUser && c.ws.readyState === c.ws.OPEN) c.ws.send(text);
+  }
+
+  send(conn: FakeConn, event: object): void {
+    if (conn.ws.readyState === conn.ws.OPEN) conn.ws.send(JSON.stringify(event));
+  }
+
+  /** Closes every connection with a code (1001 shutdown, 1008 policy, ...). */
+  closeAll(code: number, reason = ''): void {
+    for (const c of this.conns) c.ws.close(code, reason);
+  }
+
+  /** Drops every connection without a close frame (the client sees 1006). */
+  terminateAll(): void {
+    for (const c of this.conns) c.ws.terminate();
+  }
+
+  /** Closes everything: connections, then the server. */
+  async close(): Promise<void> {
+    for (const c of this.conns) c.ws.terminate();
+    this.http.closeAllConnections();
+    await new Promise<void>((resolve) => this.wss.close(() => resolve()));
+    await new Promise<void>((resolve) => this.http.close(() => resolve()));
+  }
+
+  private presenceOf(groupId: string): { userId: string; connections: number }[] {
+    const users = new Map<string, number>();
+    for (const c of this.conns)
+      if (c.groupId === groupId) users.set(c.userId, (users.get(c.userId) ?? 0) + 1);
+    return [...users].map(([userId, connections]) => ({ userId, connections }));
+  }
+
+  private isOnline(groupId: string, userId: string): boolean {
+    for (const c of this.conns) if (c.groupId === groupId && c.userId === userId) return true;
+    return false;
+  }
+
+  private onUpgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer): void {
+    this.upgrades++;
+    socket.on('error', () => socket.destroy());
+    const url = new URL(req.url ?? '/', 'http://fake');
+    const m = /^\/groups\/([^/]+)\/ws$/.exec(url.pathname);
+    const userId = url.searchParams.get('token') ?? '';
+    const refusal: [number, string, string] | undefined =
+      !m || !userId
+        ? [404, 'not_found', 'no WebSocket here']
+        : this.forbidden
+          ? [403, 'forbidden', 'only members may subscribe']
+          : this.refuseUpgrades !== undefined
+            ? [this.refuseUpgrades, 'unavailable', 'try again']
+            : undefined;
+    if (refusal || !m) {
+      const [status, code, message] = refusal ?? [404, 'not_found', 'no WebSocket here'];
+      refuse(socket, status, code, message);
+      return;
+    }
+    const groupId = decodeURIComponent(m[1] as string);
+    this.wss.handleUpgrade(req, socket, head, (ws) => {
+      const wasOnline = this.isOnline(groupId, userId);
+      const conn: FakeConn = { ws, groupId, userId, received: [] };
+      this.conns.add(conn);
+      // ws closes with 1009 itself on an oversized frame, and reports it here.
+      ws.on('error', () => {});
+      ws.on('message', (data) => this.onClientEvent(conn, data.toString()));
+      ws.on('close', () => {
+        this.conns.delete(conn);
+        if (!this.isOnline(groupId, userId))
+          this.broadcast(groupId, { type: 'presence', groupId, userId, status: 'offline' });
+      });
+      const g = this.group(groupId);
+      this.send(conn, {
+        type: 'hello',
+        groupId,
+        userId,
+        epoch: g.epoch,
+        lastMsgId: g.log.at(-1)?.msgId ?? 0,
+        mode: 'push',
+        shard: this.shardOrdinal,
+      });
+      if (!wasOnline)
+        this.broadcast(groupId, { type: 'presence', groupId, userId, status: 'online' }, userId);
+    });
+  }
+
+  private onClientEvent(conn: FakeConn, text: string): void {
+    let ev: Record<string, unknown>;
+    try {
+      ev = JSON.parse(text) as Record<string, unknown>;
+    } catch {
+      this.send(conn, { type: 'error', code: 'malformed_json', message: 'events are JSON objects' });
+      return;
+    }
+    conn.received.push(ev);
+    this.received.push({ userId: conn.userId, ev });
+    if (ev.type === 'typing') {
+      this.broadcast(
+        conn.groupId,
+        { type: 'typing', groupId: conn.groupId, userId: conn.userId },
+        conn.userId,
+      );
+      return;
+    }
+    if (ev.type !== 'message') {
+      this.send(conn, { type: 'error', code: 'unknown_type', message: "send 'message' or 'typing'" });
+      return;
+    }
+    const contents = ev.contents;
+    const clientMsgId = ev.clientMsgId;
+    if (typeof contents !== 'string' || contents === '' || typeof clientMsgId !== 'string') {
+      this.send(conn, { type: 'error', code: 'bad_field', clientMsgId, message: 'bad message' });
+      return;
+    }
+    if (this.onMessage?.(conn, { contents, clientMsgId })) return;
+    this.storeAndAck(conn, contents, clientMsgId);
+  }
+
+  /** What the shard does with a message event: store once, publish when new, ack the sender. */
+  storeAndAck(conn: FakeConn, contents: string, clientMsgId: string): Message {
+    const { message: m } = this.append(conn.groupId, conn.userId, contents, clientMsgId);
+    this.send(conn, {
+      type: 'ack',
+      clientMsgId,
+      msgId: m.msgId,
+      prevMsgId: m.prevMsgId,
+      epoch: m.epoch,
+      ts: m.ts,
+    });
+    return m;
+  }
+
+  private onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
+    this.requests.push(req.url ?? '');
+    const [status, body] = this.answer(req.method ?? 'GET', new URL(req.url ?? '/', 'http://fake'));
+    res.writeHead(status, {
+      'content-type': 'application/json',
+      'x-shardchat-shard': `${this.shardOrdinal}/8`,
+    });
+    res.end(JSON.stringify(body));
+  }
+
+  private answer(method: string, url: URL): [number, unknown] {
+    if (this.forbidden)
+      return [403, { error: { code: 'forbidden', message: 'only members may read this group' } }];
+    const m = /^\/groups\/([^/]+)\/(messages|presence)$/.exec(url.pathname);
+    if (method !== 'GET' || !m) return [404, { error: { code: 'not_found', message: 'no route' } }];
+    const groupId = decodeURIComponent(m[1] as string);
+    if (m[2] === 'presence') return [200, { presence: this.presenceOf(groupId) }];
+    const log = this.group(groupId).log;
+    const limit = Number(url.searchParams.get('limit') ?? 50);
+    const before = url.searchParams.get('before');
+    if (before !== null) {
+      const older = log.filter((x) => x.msgId < Number(before));
+      return [200, { messages: older.slice(Math.max(0, older.length - limit)) }];
+    }
+    const after = Number(url.searchParams.get('after') ?? 0);
+    return [200, { messages: log.filter((x) => x.msgId > after).slice(0, limit) }];
+  }
+}
+
+function refuse(socket: Duplex, status: number, code: string, message: string): void {
+  const body = JSON.stringify({ error: { code, message } });
+  socket.end(
+    `HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Error'}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+  );
+}
+
+function newEpoch(): string {
+  return randomBytes(8).toString('hex');
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/** Polls `fn` until it returns true (bounded); throws with `what` otherwise. */
+export async function until(fn: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!fn()) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(10);
+  }
+}
+
+export { sleep };

@@ -1,0 +1,233 @@
+/**
+ * The browser chat (seed: TalkJS "shard a group chat"): a form for name, email and
+ * picture on the first visit, then the conversation the join placed the user in, over
+ * the client SDK's reliable group connection.
+ */
+import {
+  ChatApi,
+  type ConnectionState,
+  GroupConnection,
+  randomId,
+  type ShardChatError,
+} from '../client/index.js';
+import { MessagesView, shortId } from './messages-view.js';
+import { avatar, Profiles } from './profiles.js';
+import { type ChatSession, clearSession, loadSession, requestedGroup, saveSession } from './session.js';
+import { toast } from './toasts.js';
+
+const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
+
+/** Errors the reconnect banner already explains. */
+const QUIET_WHILE_RECONNECTING = new Set(['network', 'timeout', 'shard_unavailable', 'closed']);
+
+function main(): void {
+  const group = requestedGroup();
+  const session = loadSession(group);
+  if (session) void enter(session);
+  else ask(group);
+}
+
+/** The entry form: creates the user (random UUID, as the seed does), gets a token and joins. */
+function ask(group: string): void {
+  const dialog = $<HTMLDialogElement>('entry');
+  const form = $<HTMLFormElement>('entry-form');
+  const error = $<HTMLParagraphElement>('entry-error');
+  const submit = $<HTMLButtonElement>('entry-submit');
+  $('entry-group').textContent = group;
+  // The form cannot be dismissed: there is nothing to see without a user.
+  dialog.addEventListener('cancel', (e) => e.preventDefault());
+  dialog.showModal();
+  $<HTMLInputElement>('entry-name').focus();
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    error.hidden = true;
+    if (!form.reportValidity()) return;
+    const data = new FormData(form);
+    const name = String(data.get('name') ?? '').trim();
+    const email = String(data.get('email') ?? '').trim();
+    const photoUrl = String(data.get('photoUrl') ?? '').trim();
+    if (!name) {
+      showFormError('Please enter your name.');
+      return;
+    }
+    submit.disabled = true;
+    submit.textContent = 'Entering…';
+    try {
+      const userId = randomId();
+      const api = new ChatApi({ baseUrl: '' });
+      api.token = await api.devToken(userId);
+      await api.putUser(userId, { name, email, ...(photoUrl ? { photoUrl } : {}) });
+      const conversation = await api.join(group, userId);
+      const s: ChatSession = { userId, name, group, conversation };
+      saveSession(s);
+      dialog.close();
+      await enter(s, api);
+    } catch (err) {
+      showFormError(describe(err as ShardChatError));
+      submit.disabled = false;
+      submit.textContent = 'Enter chat';
+    }
+  });
+
+  function showFormError(text: string): void {
+    error.textContent = text;
+    error.hidden = false;
+  }
+}
+
+async function enter(s: ChatSession, given?: ChatApi): Promise<void> {
+  const api = given ?? new ChatApi({ baseUrl: '' });
+  if (!given) {
+    try {
+      // Local mode issues tokens for any id; a fresh one on every load never expires mid-visit.
+      api.token = await api.devToken(s.userId);
+    } catch (err) {
+      toast(`Could not sign in again: ${describe(err as ShardChatError)}`);
+      return;
+    }
+  }
+  $('chat').hidden = false;
+  const profiles = new Profiles(api);
+  profiles.set({ userId: s.userId, name: s.name, photoUrl: null });
+  profiles.want(s.userId);
+  const view = new MessagesView(s.userId, profiles, (id) => conn.retry(id));
+  const where = $('where');
+  const describeWhere = (shard: number | undefined) => {
+    where.replaceChildren();
+    const conv = document.createElement('code');
+    conv.textContent = s.conversation;
+    where.append('Conversation ', conv);
+    if (s.conversation !== s.group) where.append(` (a sub-conversation of ${s.group})`);
+    if (shard !== undefined) where.append(` · served by shard ${shard}`);
+    where.append(` · you are ${s.name}`);
+  };
+  describeWhere(undefined);
+  api.getGroup(s.conversation).then(
+    (g) => {
+      $('subject').textContent = g.body.subject;
+      document.title = `${g.body.subject} · shardchat`;
+      describeWhere(g.shard);
+    },
+    (err: ShardChatError) => toast(describe(err)),
+  );
+
+  const conn = new GroupConnection({ api, groupId: s.conversation });
+  conn.on('hello', (h) => describeWhere(h.shard));
+  conn.on('message', (m) => {
+    view.addMessage(m);
+    stopTyping(m.userId);
+  });
+  conn.on('outgoing', (o) => view.updateOutgoing(o));
+  conn.on('reset', () => view.clear());
+  conn.on('state', (state) => showState(state));
+  conn.on('presence', (online) => showOnline(online, profiles, s.userId));
+  conn.on('typing', (userId) => startTyping(userId, profiles));
+  conn.on('error', (err) => {
+    if (conn.state !== 'open' && QUIET_WHILE_RECONNECTING.has(err.code)) return;
+    if (err.code === 'network' || err.code === 'timeout') return;
+    toast(describe(err));
+  });
+  profiles.onLoaded(() => showOnline(conn.onlineUsers, profiles, s.userId));
+
+  const form = $<HTMLFormElement>('composer');
+  const input = $<HTMLTextAreaElement>('composer-input');
+  form.addEventListener('submit', (e) => {
+    e.preventDefault();
+    const text = input.value.trim();
+    if (!text) return;
+    conn.send(text);
+    input.value = '';
+    input.focus();
+  });
+  input.addEventListener('keydown', (e) => {
+    if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
+      e.preventDefault();
+      form.requestSubmit();
+    }
+  });
+  input.addEventListener('input', () => conn.typing());
+  input.focus();
+
+  $('sign-out').addEventListener('click', () => {
+    conn.close();
+    clearSession();
+    location.reload();
+  });
+  const toggle = $<HTMLButtonElement>('toggle-online');
+  toggle.addEventListener('click', () => {
+    const open = $('online').classList.toggle('open');
+    toggle.setAttribute('aria-expanded', String(open));
+  });
+}
+
+function showState(state: ConnectionState): void {
+  const el = $('state');
+  el.dataset.state = state;
+  el.textContent = state === 'open' ? 'connected' : state;
+  $('banner').hidden = state !== 'reconnecting';
+  if (state === 'closed') toast('Disconnected. Reload the page to connect again.');
+}
+
+function showOnline(online: string[], profiles: Profiles, me: string): void {
+  const list = $('online-list');
+  list.replaceChildren();
+  const sorted = [...online].sort((a, b) => (a === me ? -1 : b === me ? 1 : a.localeCompare(b)));
+  for (const userId of sorted) {
+    profiles.want(userId);
+    const u = profiles.known(userId);
+    const li = document.createElement('li');
+    li.dataset.user = userId;
+    const name = document.createElement('span');
+    name.textContent = (u?.name ?? shortId(userId)) + (userId === me ? ' (you)' : '');
+    li.append(avatar(u, userId), name);
+    list.append(li);
+  }
+  $('online-count').textContent = String(online.length);
+}
+
+const typingTimers = new Map<string, ReturnType<typeof setTimeout>>();
+let typingProfiles: Profiles | undefined;
+
+function startTyping(userId: string, profiles: Profiles): void {
+  typingProfiles = profiles;
+  profiles.want(userId);
+  clearTimeout(typingTimers.get(userId));
+  typingTimers.set(
+    userId,
+    setTimeout(() => stopTyping(userId), 3500),
+  );
+  renderTyping();
+}
+
+function stopTyping(userId: string): void {
+  clearTimeout(typingTimers.get(userId));
+  if (typingTimers.delete(userId)) renderTyping();
+}
+
+function renderTyping(): void {
+  const names = [...typingTimers.keys()].map((id) => typingProfiles?.known(id)?.name ?? shortId(id));
+  $('typing').textContent =
+    names.length === 0
+      ? ''
+      : names.length === 1
+        ? `${names[0]} is typing…`
+        : names.length <= 3
+          ? `${names.slice(0, -1).join(', ')} and ${names.at(-1)} are typing…`
+          : 'Several people are typing…';
+}
+
+function describe(err: ShardChatError): string {
+  if (!err || typeof err !== 'object') return String(err);
+  switch (err.code) {
+    case 'network':
+      return 'The chat server cannot be reached.';
+    case 'group_full':
+      return 'This conversation is full.';
+    case 'rate_limited':
+      return 'You are sending too fast; slow down a little.';
+    default:
+      return err.message || err.code;
+  }
+}
+
+main();
