@@ -12,6 +12,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import yaml from 'js-yaml';
 import { seedDemo } from './demo-seed.js';
+import { humanLogLine } from './log-lines.js';
 
 export interface LocalOptions {
   shards: number;
@@ -61,7 +62,9 @@ function prefixLines(child: ChildProcess, name: string): void {
   const pad = name.padEnd(8);
   for (const stream of [child.stdout, child.stderr]) {
     if (!stream) continue;
-    createInterface({ input: stream }).on('line', (line) => process.stdout.write(`${pad}| ${line}\n`));
+    createInterface({ input: stream }).on('line', (line) =>
+      process.stdout.write(`${pad}| ${humanLogLine(line)}\n`),
+    );
   }
 }
 
@@ -139,6 +142,11 @@ export async function runLocal(o: LocalOptions): Promise<void> {
       `${o.shards} shards on ports ${o.port + 1}-${o.port + o.shards}, data in ${path.resolve(o.dataDir)}\n`,
   );
   const url = `http://127.0.0.1:${o.port}/`;
+  const admins = [o.port + 1010, ...Array.from({ length: o.shards }, (_, i) => o.port + 1011 + i)];
+  if (!(await allReady(admins, 60_000, () => stopping))) {
+    if (!stopping)
+      process.stdout.write('shardchat local: not every process is ready after 60 s; see the log above\n');
+  }
   if (o.demo !== false) {
     try {
       const demo = await seedDemo(url, o.dataDir);
@@ -154,4 +162,23 @@ export async function runLocal(o: LocalOptions): Promise<void> {
     }
   }
   if (!stopping) process.stdout.write(`shardchat local: ready: open ${url} in a browser; Ctrl-C stops\n`);
+}
+
+/** Waits until every admin port answers /readyz with 200 (the router's once it sees all shards ready). */
+async function allReady(ports: number[], timeoutMs: number, stopped: () => boolean): Promise<boolean> {
+  const until = Date.now() + timeoutMs;
+  const ready = async (port: number) => {
+    try {
+      const res = await fetch(`http://127.0.0.1:${port}/readyz`, { signal: AbortSignal.timeout(1000) });
+      const body = (await res.json()) as { notReadyShards?: unknown[] };
+      return res.ok && (body.notReadyShards === undefined || body.notReadyShards.length === 0);
+    } catch {
+      return false;
+    }
+  };
+  while (Date.now() < until && !stopped()) {
+    if ((await Promise.all(ports.map(ready))).every(Boolean)) return true;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return false;
 }

@@ -9,6 +9,7 @@ import { cp, mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ChatApi } from '../../client/index.js';
+import { freeLocalBase, groupAlive, killGroup } from '../helpers/local.js';
 import { canConnect, defaultRegistry, REPO_ROOT, useProcessCleanup } from '../helpers/processes.js';
 
 useProcessCleanup();
@@ -82,45 +83,16 @@ function run(child: ChildProcess, what: string, timeoutMs: number): Promise<stri
   });
 }
 
-/** A base port whose whole local-mode range (router, shards, admin ports) is free. */
-async function freeBase(shards: number): Promise<number> {
-  for (let attempt = 0; attempt < 50; attempt++) {
-    const base = 20_000 + Math.floor(Math.random() * 20_000);
-    const ports = [base, base + 1010];
-    for (let i = 0; i < shards; i++) ports.push(base + 1 + i, base + 1011 + i);
-    const busy = await Promise.all(ports.map((p) => canConnect(p)));
-    if (!busy.some(Boolean)) return base;
-  }
-  throw new Error('no free port range');
-}
-
-function groupAlive(pgid: number): boolean {
-  try {
-    process.kill(-pgid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 describe('npm start on a fresh copy', () => {
   let started: ChildProcess | undefined;
-  afterAll(() => {
-    if (started?.pid && started.exitCode === null) {
-      try {
-        process.kill(-started.pid, 'SIGKILL');
-      } catch {
-        // already gone
-      }
-    }
-  });
+  afterAll(() => killGroup(started?.pid));
 
   it('installs, starts router and shards with the web UI and the demo, and stops cleanly on Ctrl-C', async () => {
     const dir = await defaultRegistry.tempDir('file', 'shardchat-fresh-');
     await freshCopy(dir);
     await run(npm(['ci', '--prefer-offline'], dir), 'npm ci', 360_000);
 
-    const base = await freeBase(3);
+    const base = await freeLocalBase(3);
     const child = npm(['start', '--', '--port', String(base)], dir, true);
     started = child;
     let out = '';
