@@ -23,12 +23,11 @@ const shardSpecSchema = z.strictObject({
 });
 
 const topologySchema = z.strictObject({
-  mode: z
-    .enum(['static'], { error: "must be 'static' (the 'kubernetes' mode is not built yet)" })
-    .default('static'),
+  mode: z.enum(['static', 'kubernetes']).default('static'),
   targets: z.array(httpUrl).default([]),
   adminTargets: z.array(httpUrl).default([]),
-  shards: z.number().int().min(1).max(4096).default(3),
+  /** S. Static mode: used with targetTemplate when targets is empty (default 3). Kubernetes mode: required. */
+  shards: z.number().int().min(1).max(4096).optional(),
   targetTemplate: z
     .string()
     .default('http://shardchat-shard-{ordinal}.shardchat-shard.{namespace}.svc.cluster.local:8080'),
@@ -42,7 +41,24 @@ const topologySchema = z.strictObject({
   probeIntervalMs: positiveMs.default(2000),
   probeTimeoutMs: positiveMs.default(1000),
   probeFailureThreshold: z.number().int().min(1).default(2),
+  /** Kubernetes mode (DESIGN section 2): where the shards' pods are and which ports they serve on. */
+  kubernetes: z
+    .strictObject({
+      /** The shards' StatefulSet, in `namespace`; its pods are <statefulSet>-<ordinal>. */
+      statefulSet: z
+        .string()
+        .regex(/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/, 'must be a Kubernetes object name')
+        .max(253)
+        .default('shardchat-shard'),
+      /** The shard's public port on the pod IP. */
+      port: port.default(8080),
+      /** The shard's admin port on the pod IP (internal shard-to-shard calls). */
+      adminPort: port.default(9090),
+    })
+    .prefault({}),
 });
+
+const DEFAULT_SHARDS = 3;
 
 const routerSchema = z.strictObject({
   host: z.string().min(1).default('0.0.0.0'),
@@ -156,6 +172,23 @@ export const configSchema = z
       });
     }
     const t = cfg.topology;
+    if (t.mode === 'kubernetes') {
+      if (t.shards === undefined) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['topology', 'shards'],
+          message:
+            'is required in kubernetes mode: S is a deliberate setting (the StatefulSet replicas are never used for it)',
+        });
+      }
+      if (t.targets.length > 0 || t.adminTargets.length > 0) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['topology', t.targets.length > 0 ? 'targets' : 'adminTargets'],
+          message: 'must be empty in kubernetes mode: the addresses come from the pods of the StatefulSet',
+        });
+      }
+    }
     if (t.adminTargets.length > 0 && t.adminTargets.length !== t.targets.length) {
       ctx.addIssue({
         code: 'custom',
@@ -163,14 +196,14 @@ export const configSchema = z
         message: `has ${t.adminTargets.length} entries but targets has ${t.targets.length}; give one per target, in the same order`,
       });
     }
-    if (t.targets.length === 0 && !t.targetTemplate.includes('{ordinal}')) {
+    if (t.mode === 'static' && t.targets.length === 0 && !t.targetTemplate.includes('{ordinal}')) {
       ctx.addIssue({
         code: 'custom',
         path: ['topology', 'targetTemplate'],
         message: 'must contain {ordinal} when targets is empty',
       });
     }
-    const S = t.targets.length > 0 ? t.targets.length : t.shards;
+    const S = t.targets.length > 0 ? t.targets.length : (t.shards ?? DEFAULT_SHARDS);
     const onNoMatch = cfg.shardSpec.onNoMatch;
     if (typeof onNoMatch === 'number' && onNoMatch >= S) {
       ctx.addIssue({
@@ -179,7 +212,11 @@ export const configSchema = z
         message: `shard ${onNoMatch} does not exist: there are ${S} shards (0..${S - 1})`,
       });
     }
-  });
+  })
+  .transform((cfg) => ({
+    ...cfg,
+    topology: { ...cfg.topology, shards: cfg.topology.shards ?? DEFAULT_SHARDS },
+  }));
 
 export type Config = z.infer<typeof configSchema>;
 
@@ -284,5 +321,6 @@ export function loadConfig(file: string | undefined, env: NodeJS.ProcessEnv = pr
 
 /** The number of shards S, always from configuration (DESIGN section 2). */
 export function shardCount(cfg: Config): number {
+  if (cfg.topology.mode === 'kubernetes') return cfg.topology.shards;
   return cfg.topology.targets.length > 0 ? cfg.topology.targets.length : cfg.topology.shards;
 }

@@ -1,6 +1,8 @@
 /**
- * Static topology (DESIGN section 2): S, the address of every shard, and each shard's
+ * Topology (DESIGN section 2): S, the address of every shard, and each shard's
  * readiness. S comes from configuration only; readiness never changes where a key goes.
+ * This file holds the interface the router and the shards use, and the static mode;
+ * the kubernetes mode is common/kubernetes-topology.ts (loaded only in that mode).
  */
 import { EventEmitter } from 'node:events';
 import { type Config, shardCount } from './config.js';
@@ -55,7 +57,54 @@ export function staticEndpoints(cfg: Config): ShardEndpoint[] {
 }
 
 export interface TopologyEvents {
+  /** A shard's readiness changed. */
   change: [ShardState];
+  /** A shard's address changed (kubernetes mode: its pod got a new IP). */
+  address: [ShardState];
+  /** What the topology reports about the cluster changed (kubernetes mode: the StatefulSet's replicas). */
+  status: [TopologyStatus];
+}
+
+/** What /readyz reports about the topology, beyond the shards' readiness. */
+export interface TopologyStatus {
+  mode: 'static' | 'kubernetes';
+  /** False until the topology has been read once (kubernetes mode: first list of the StatefulSet and its pods). */
+  synced: boolean;
+  /** Problems an operator should see (e.g. the StatefulSet's replicas differ from S). */
+  warnings: string[];
+  /** Kubernetes mode: the StatefulSet's spec.replicas (null while unknown). */
+  statefulSetReplicas?: number | null;
+  /** Kubernetes mode: spec.replicas is known and differs from S (routing stays on S). */
+  replicasMismatch?: boolean;
+}
+
+/**
+ * What the router and the shards use, in either mode. `states[i]` is shard i; its
+ * host/port/target/admin may change over time in kubernetes mode ('address' events).
+ */
+export interface Topology {
+  readonly mode: 'static' | 'kubernetes';
+  readonly shards: number;
+  readonly states: readonly ShardState[];
+  /** True when readiness is known (probes, or pod conditions) and unready shards get 503 at once. */
+  readonly readinessKnown: boolean;
+  on<K extends keyof TopologyEvents>(event: K, listener: (...args: TopologyEvents[K]) => void): unknown;
+  start(): void;
+  stop(): void | Promise<void>;
+  isReady(ordinal: number): boolean;
+  /** The admin base URL of a shard now, if known. */
+  adminOf(ordinal: number): string | undefined;
+  /** A connection to the shard was refused. */
+  markRefused(ordinal: number, reason?: string): void;
+  /** A connection to the shard succeeded. */
+  markConnected(ordinal: number): void;
+  /** Re-reads what can be re-read now (after a 421). */
+  refresh(): void;
+  status(): TopologyStatus;
+  snapshot(): { mode: 'static' | 'kubernetes'; shards: number; members: ShardState[] } & Record<
+    string,
+    unknown
+  >;
 }
 
 /**
@@ -63,7 +112,8 @@ export interface TopologyEvents {
  * `probeFailureThreshold` times in a row; one good probe makes it ready again.
  * Without admin endpoints, a successful connection makes a shard ready again.
  */
-export class StaticTopology extends EventEmitter<TopologyEvents> {
+export class StaticTopology extends EventEmitter<TopologyEvents> implements Topology {
+  readonly mode = 'static' as const;
   readonly shards: number;
   readonly states: ShardState[];
   readonly probing: boolean;
@@ -103,8 +153,20 @@ export class StaticTopology extends EventEmitter<TopologyEvents> {
     this.timer = undefined;
   }
 
+  get readinessKnown(): boolean {
+    return this.probing;
+  }
+
   isReady(ordinal: number): boolean {
     return this.states[ordinal]?.ready ?? false;
+  }
+
+  adminOf(ordinal: number): string | undefined {
+    return this.states[ordinal]?.admin;
+  }
+
+  status(): TopologyStatus {
+    return { mode: 'static', synced: true, warnings: [] };
   }
 
   /** A connection to the shard was refused: not ready at once. */

@@ -23,15 +23,20 @@ export function createAdminServer(router: Router): AdminServer {
         sendJson(res, 200, { status: 'ok' });
         return;
       case '/readyz': {
-        const topo = router.topology.snapshot();
-        const notReady = topo.members.filter((m) => !m.ready).map((m) => m.ordinal);
-        // Ready once the topology is known; unready shards are reported, not fatal: the
-        // router still serves every other shard's keys.
-        const status = router.isDraining ? 503 : 200;
-        sendJson(res, status, {
-          status: router.isDraining ? 'draining' : 'ready',
+        const topo = router.topology;
+        const notReady = topo.states.filter((m) => !m.ready).map((m) => m.ordinal);
+        const st = topo.status();
+        // Ready once the topology is known (kubernetes mode: listed once); unready shards
+        // and a StatefulSet scaled away from S are reported, not fatal: the router still
+        // serves every other shard's keys, by S.
+        const status = router.isDraining ? 'draining' : st.synced ? 'ready' : 'syncing';
+        const { mode, synced, ...rest } = st;
+        sendJson(res, status === 'ready' ? 200 : 503, {
+          status,
           shards: topo.shards,
           notReadyShards: notReady,
+          mode,
+          ...rest,
         });
         return;
       }

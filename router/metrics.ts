@@ -1,5 +1,7 @@
 /** The router's Prometheus series (DESIGN section 8); the per-request ones live in fast-metrics.ts. */
-import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client';
+import { Counter, Gauge, Registry } from 'prom-client';
+import { collectProcessMetrics } from '../common/process-metrics.js';
+import type { TopologyStatus } from '../common/topology.js';
 import { ShardCodeCounter, ShardHistogram } from './fast-metrics.js';
 
 export class RouterMetrics {
@@ -12,11 +14,13 @@ export class RouterMetrics {
   private readonly websockets: Gauge<'shard'>;
   private readonly misdirected: Counter<'shard'>;
   private readonly wsChildren: Gauge.Internal<'shard'>[] = [];
+  private readonly stsReplicas: Gauge | undefined;
+  private readonly replicasMismatch: Gauge | undefined;
 
-  constructor(shards: number, defaultLabels: Record<string, string> = {}) {
+  constructor(shards: number, defaultLabels: Record<string, string> = {}, kubernetes = false) {
     const registers = [this.registry];
     this.registry.setDefaultLabels(defaultLabels);
-    collectDefaultMetrics({ register: this.registry });
+    collectProcessMetrics(this.registry);
     this.requests = new ShardCodeCounter(
       'shardchat_router_requests_total',
       'Requests answered by the router, by shard ("none" when no shard was chosen) and status code (0: the client went away).',
@@ -59,6 +63,18 @@ export class RouterMetrics {
       labelNames: ['shard'],
       registers,
     });
+    if (kubernetes) {
+      this.stsReplicas = new Gauge({
+        name: 'shardchat_router_topology_statefulset_replicas',
+        help: "The shards' StatefulSet spec.replicas as the router last saw it (kubernetes mode; -1 while unknown). Routing uses S, never this.",
+        registers,
+      });
+      this.replicasMismatch = new Gauge({
+        name: 'shardchat_router_topology_replicas_mismatch',
+        help: "1 when the StatefulSet's spec.replicas differs from the configured S (someone scaled it): routing stays on S.",
+        registers,
+      });
+    }
     this.shardsGauge.set(shards);
     for (let i = 0; i < shards; i++) {
       const s = String(i);
@@ -83,6 +99,11 @@ export class RouterMetrics {
 
   setReady(shard: number, ready: boolean): void {
     this.ready.labels(String(shard)).set(ready ? 1 : 0);
+  }
+
+  setTopologyStatus(st: TopologyStatus): void {
+    this.stsReplicas?.set(st.statefulSetReplicas ?? -1);
+    this.replicasMismatch?.set(st.replicasMismatch ? 1 : 0);
   }
 
   websocketOpened(shard: number): void {

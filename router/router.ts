@@ -12,7 +12,7 @@ import { type Config, shardCount } from '../common/config.js';
 import { initHash } from '../common/hash.js';
 import type { Logger } from '../common/logger.js';
 import { pathOf, ShardFunction } from '../common/shard-function.js';
-import { StaticTopology } from '../common/topology.js';
+import { StaticTopology, type Topology } from '../common/topology.js';
 import { createAdminServer } from './admin.js';
 import { ClientConnection, type ClientLimits, type ClientOwner } from './client-connection.js';
 import { DeadlineSweeper } from './deadlines.js';
@@ -41,7 +41,7 @@ export class Router implements ExchangeOwner, RelayOwner, ClientOwner {
   readonly upstreamMs: number;
   readonly connectMs: number;
   readonly shards: number;
-  readonly topology: StaticTopology;
+  readonly topology: Topology;
   readonly metrics: RouterMetrics;
   readonly limits: ClientLimits;
   readonly clock: DeadlineSweeper;
@@ -62,6 +62,8 @@ export class Router implements ExchangeOwner, RelayOwner, ClientOwner {
   constructor(
     readonly cfg: Config,
     readonly log: Logger,
+    /** The topology (default: static); kubernetes mode passes a KubernetesTopology. */
+    topology?: Topology,
   ) {
     const r = cfg.router;
     this.retryAfter = r.retryAfterSeconds;
@@ -88,8 +90,11 @@ export class Router implements ExchangeOwner, RelayOwner, ClientOwner {
     this.shards = shardCount(cfg);
     this.sf = new ShardFunction(cfg.shardSpec);
     this.keyHeader = cfg.shardSpec.header.toLowerCase();
-    this.topology = new StaticTopology(cfg);
-    this.metrics = new RouterMetrics(this.shards);
+    if (!topology && cfg.topology.mode !== 'static')
+      throw new Error(`topology.mode ${cfg.topology.mode} needs its topology passed to the router`);
+    this.topology = topology ?? new StaticTopology(cfg);
+    this.metrics = new RouterMetrics(this.shards, {}, cfg.topology.mode === 'kubernetes');
+    for (const s of this.topology.states) this.metrics.setReady(s.ordinal, s.ready);
     this.pools = this.topology.states.map(
       (s) =>
         new UpstreamPool({
@@ -106,7 +111,7 @@ export class Router implements ExchangeOwner, RelayOwner, ClientOwner {
     this.clock.watch(this.clients);
     for (const pool of this.pools) this.clock.watch(pool.all);
     this.shardHeaders = this.topology.states.map((s) => `${s.ordinal}/${this.shards}`);
-    this.shardHosts = this.topology.states.map((s) => new URL(s.target).host);
+    this.shardHosts = this.topology.states.map((s) => hostOf(s.target));
     this.wsPerShard = new Array(this.shards).fill(0);
     this.lastMisdirectedLog = new Array(this.shards).fill(0);
     this.topology.on('change', (s) => {
@@ -114,6 +119,14 @@ export class Router implements ExchangeOwner, RelayOwner, ClientOwner {
       if (s.ready) this.log.info({ shard: s.ordinal, target: s.target }, 'shard ready');
       else this.log.warn({ shard: s.ordinal, target: s.target, reason: s.reason }, 'shard not ready');
     });
+    this.topology.on('address', (s) => {
+      // A pod moved: new requests go to its new address; pooled sockets to the old one are dropped.
+      this.pools[s.ordinal]?.retarget(s.host, s.port);
+      this.shardHosts[s.ordinal] = hostOf(s.target);
+      this.log.info({ shard: s.ordinal, target: s.target }, 'shard address changed');
+    });
+    this.topology.on('status', (st) => this.metrics.setTopologyStatus(st));
+    this.metrics.setTopologyStatus(this.topology.status());
     this.server = net.createServer({ noDelay: true }, (socket) => {
       const conn = new ClientConnection(socket, this);
       this.clients.add(conn);
@@ -188,7 +201,7 @@ export class Router implements ExchangeOwner, RelayOwner, ClientOwner {
       return;
     }
     const shard = t.shard;
-    if (this.topology.probing && !this.topology.isReady(shard)) {
+    if (this.topology.readinessKnown && !this.topology.isReady(shard)) {
       this.upstreamFailure(shard, 'unready');
       conn.respondError(
         {
@@ -251,7 +264,7 @@ export class Router implements ExchangeOwner, RelayOwner, ClientOwner {
       this.answered(shard, e.status);
       writeRawError(socket, e, clientRequestId(req));
     };
-    if (this.topology.probing && !state.ready) {
+    if (this.topology.readinessKnown && !state.ready) {
       refuse('unready', {
         status: 503,
         code: 'shard_unavailable',
@@ -387,15 +400,34 @@ export class Router implements ExchangeOwner, RelayOwner, ClientOwner {
     clearTimeout(deadline);
     for (const relay of this.relays) relay.destroy();
     for (const pool of this.pools) pool.destroy();
-    this.topology.stop();
+    await this.topology.stop();
     this.clock.stop();
   }
+}
+
+/** host[:port] of a base URL, for a default Host header ('' while unknown). */
+function hostOf(target: string): string {
+  if (!target) return '';
+  try {
+    return new URL(target).host;
+  } catch {
+    return '';
+  }
+}
+
+/** The topology of the configured mode (kubernetes: loaded only then, it pulls in the Kubernetes client). */
+export async function createTopology(cfg: Config, log: Logger): Promise<Topology> {
+  if (cfg.topology.mode === 'kubernetes') {
+    const { KubernetesTopology } = await import('../common/kubernetes-topology.js');
+    return new KubernetesTopology(cfg, log);
+  }
+  return new StaticTopology(cfg);
 }
 
 /** Starts a router and its admin server as configured. */
 export async function startRouter(cfg: Config, log: Logger): Promise<RunningRouter> {
   await initHash();
-  const router = new Router(cfg, log);
+  const router = new Router(cfg, log, await createTopology(cfg, log));
   router.logWebDir();
   const { port } = await router.listen();
   const admin = createAdminServer(router);
@@ -406,7 +438,8 @@ export async function startRouter(cfg: Config, log: Logger): Promise<RunningRout
       adminPort,
       shards: router.shards,
       assignment: cfg.shardSpec.assignment,
-      probing: router.topology.probing,
+      mode: router.topology.mode,
+      readinessKnown: router.topology.readinessKnown,
     },
     'router listening',
   );

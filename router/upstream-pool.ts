@@ -30,6 +30,8 @@ export class UpstreamConnection implements Expirable {
     socket: net.Socket,
     maxHeadBytes: number,
     private readonly pool: UpstreamPool,
+    /** The pool's address generation this connection was opened for (see UpstreamPool.retarget). */
+    readonly generation = 0,
   ) {
     this.socket = socket;
     this.parser = new ResponseParser(maxHeadBytes);
@@ -88,8 +90,33 @@ export class UpstreamPool {
   private readonly waiting: AcquireCallback[] = [];
   private open = 0;
   private destroyed = false;
+  /** Where new connections go; changes with retarget(). */
+  private host: string;
+  private port: number;
+  /** Bumped by retarget(): connections of an older generation are never reused. */
+  private generation = 0;
 
-  constructor(readonly opts: PoolOptions) {}
+  constructor(readonly opts: PoolOptions) {
+    this.host = opts.host;
+    this.port = opts.port;
+  }
+
+  /**
+   * The shard moved (kubernetes mode: its pod has a new IP). New connections go to the
+   * new address; idle connections to the old one are closed now, busy ones when their
+   * exchange ends.
+   */
+  retarget(host: string, port: number): void {
+    if (host === this.host && port === this.port) return;
+    this.host = host;
+    this.port = port;
+    this.generation++;
+    for (const c of this.idle.splice(0)) c.socket.destroy();
+  }
+
+  get address(): { host: string; port: number } {
+    return { host: this.host, port: this.port };
+  }
 
   get openSockets(): number {
     return this.open;
@@ -130,7 +157,13 @@ export class UpstreamPool {
   /** Returns a connection whose exchange ended cleanly. */
   release(conn: UpstreamConnection): void {
     conn.sink = undefined;
-    if (conn.closed || this.destroyed || conn.socket.readableEnded || conn.socket.destroyed) {
+    if (
+      conn.closed ||
+      this.destroyed ||
+      conn.generation !== this.generation ||
+      conn.socket.readableEnded ||
+      conn.socket.destroyed
+    ) {
       conn.socket.destroy();
       this.next();
       return;
@@ -176,8 +209,16 @@ export class UpstreamPool {
   }
 
   private connect(cb: AcquireCallback): void {
+    if (!this.host) {
+      // No address known yet (kubernetes mode, no pod IP seen): as good as refused.
+      queueMicrotask(() =>
+        cb(Object.assign(new Error('no address known for this shard'), { code: 'ECONNREFUSED' })),
+      );
+      return;
+    }
     this.open++;
-    const socket = net.connect({ host: this.opts.host, port: this.opts.port, noDelay: true });
+    const generation = this.generation;
+    const socket = net.connect({ host: this.host, port: this.port, noDelay: true });
     socket.setTimeout(this.opts.connectMs);
     let state: 'connecting' | 'connected' | 'failed' = 'connecting';
     const fail = (err: NodeJS.ErrnoException) => {
@@ -207,7 +248,7 @@ export class UpstreamPool {
       socket.off('error', fail);
       socket.setTimeout(0);
       socket.setKeepAlive(true, 30_000);
-      const conn = new UpstreamConnection(socket, this.opts.maxHeadBytes, this);
+      const conn = new UpstreamConnection(socket, this.opts.maxHeadBytes, this, generation);
       this.all.add(conn);
       cb(null, conn, false);
     });

@@ -17,7 +17,7 @@ import type http from 'node:http';
 import type { Config } from '../common/config.js';
 import { sendJson } from '../common/http-json.js';
 import type { Logger } from '../common/logger.js';
-import { staticEndpoints } from '../common/topology.js';
+import { staticEndpoints, type Topology } from '../common/topology.js';
 import { ApiError } from './errors.js';
 import { isClientId, parseSubId } from './ids.js';
 import type { Ownership } from './ownership.js';
@@ -240,7 +240,8 @@ export class InternalCallError extends Error {
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 export class InternalClient {
-  private readonly admin: (string | undefined)[];
+  /** The admin base URL of a shard now (kubernetes mode: its pod IP, which may change). */
+  private readonly adminOf: (ordinal: number) => string | undefined;
   private readonly attempts: number;
   private readonly backoffMs: number;
   private readonly timeoutMs: number;
@@ -250,13 +251,20 @@ export class InternalClient {
     private readonly own: Ownership,
     private readonly token: string,
     private readonly log: Logger,
+    topology?: Pick<Topology, 'adminOf'>,
   ) {
-    try {
-      this.admin = staticEndpoints(cfg).map((e) => e.admin);
-    } catch (err) {
-      // no usable addresses: every call to another shard fails (503 to the client)
-      log.error({ err: (err as Error).message }, 'cannot tell the admin addresses of the other shards');
-      this.admin = [];
+    if (topology) {
+      this.adminOf = (o) => topology.adminOf(o);
+    } else {
+      let admin: (string | undefined)[];
+      try {
+        admin = staticEndpoints(cfg).map((e) => e.admin);
+      } catch (err) {
+        // no usable addresses: every call to another shard fails (503 to the client)
+        log.error({ err: (err as Error).message }, 'cannot tell the admin addresses of the other shards');
+        admin = [];
+      }
+      this.adminOf = (o) => admin[o];
     }
     this.attempts = cfg.shard.internal.attempts;
     this.backoffMs = cfg.shard.internal.backoffMs;
@@ -285,11 +293,15 @@ export class InternalClient {
 
   /** One idempotent call, retried (bounded by `attempts`) on network errors, timeouts and 5xx. */
   private async call(ordinal: number, method: string, path: string, body?: unknown): Promise<void> {
-    const base = this.admin[ordinal];
-    if (!base) throw new InternalCallError(`shard ${ordinal} has no known admin address`, undefined);
     let last = '';
     for (let attempt = 1; attempt <= this.attempts; attempt++) {
       if (attempt > 1) await sleep(this.backoffMs * 2 ** (attempt - 2));
+      // Looked up on every attempt: in kubernetes mode a restarted pod has a new IP.
+      const base = this.adminOf(ordinal);
+      if (!base) {
+        last = 'no known admin address';
+        continue;
+      }
       let status: number;
       let text: string;
       try {

@@ -1,5 +1,7 @@
 /** The shard's Prometheus series (DESIGN section 8: "shard load"), labelled with the ordinal. */
-import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { collectProcessMetrics } from '../common/process-metrics.js';
+import type { TopologyStatus } from '../common/topology.js';
 import type { Store } from './store.js';
 
 export class ShardMetrics {
@@ -11,10 +13,12 @@ export class ShardMetrics {
   readonly notificationsDropped: Counter;
   readonly notificationsSent: Counter;
   readonly slowConsumers: Counter;
+  private stsReplicas: Gauge | undefined;
+  private replicasMismatch: Gauge | undefined;
 
   constructor(ordinal: number, store: Store) {
     this.registry.setDefaultLabels({ shard: String(ordinal) });
-    collectDefaultMetrics({ register: this.registry });
+    collectProcessMetrics(this.registry);
     const registers = [this.registry];
     new Gauge({
       name: 'shardchat_shard_groups',
@@ -76,5 +80,24 @@ export class ShardMetrics {
       help: 'WebSocket connections closed because they did not keep up.',
       registers,
     });
+  }
+
+  /** Kubernetes mode: what the shard sees of its StatefulSet (registered on the first call). */
+  setTopologyStatus(st: TopologyStatus): void {
+    if (st.mode !== 'kubernetes') return;
+    if (!this.stsReplicas) {
+      this.stsReplicas = new Gauge({
+        name: 'shardchat_shard_topology_statefulset_replicas',
+        help: "The StatefulSet's spec.replicas as this shard last saw it (-1 while unknown). S never follows it.",
+        registers: [this.registry],
+      });
+      this.replicasMismatch = new Gauge({
+        name: 'shardchat_shard_topology_replicas_mismatch',
+        help: "1 when the StatefulSet's spec.replicas differs from the configured S (someone scaled it).",
+        registers: [this.registry],
+      });
+    }
+    this.stsReplicas.set(st.statefulSetReplicas ?? -1);
+    this.replicasMismatch?.set(st.replicasMismatch ? 1 : 0);
   }
 }

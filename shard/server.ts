@@ -11,6 +11,7 @@ import type { Config } from '../common/config.js';
 import { initHash } from '../common/hash.js';
 import { sendJson } from '../common/http-json.js';
 import type { Logger } from '../common/logger.js';
+import type { Topology } from '../common/topology.js';
 import { createApi } from './api.js';
 import { Authenticator } from './auth.js';
 import { GroupHub } from './hub.js';
@@ -67,13 +68,22 @@ export async function startShard(cfg: Config, log: Logger, secrets: ShardSecrets
   });
   const store = new Store(cfg.shard.dataDir, ordinal, cfg.shard.commit.maxBatch);
   const metrics = new ShardMetrics(ordinal, store);
+  // Kubernetes mode: the other shards' admin addresses come from their pods (loaded only then).
+  let topology: Topology | undefined;
+  if (cfg.topology.mode === 'kubernetes') {
+    const { KubernetesTopology } = await import('../common/kubernetes-topology.js');
+    topology = new KubernetesTopology(cfg, log);
+    topology.on('status', (st) => metrics.setTopologyStatus(st));
+    metrics.setTopologyStatus(topology.status());
+    topology.start();
+  }
   const waiters = new GroupWaiters(cfg.shard.limits.maxConnections);
   const membership = new Membership({
     cfg,
     log,
     store,
     own,
-    internal: new InternalClient(cfg, own, internalToken, log),
+    internal: new InternalClient(cfg, own, internalToken, log, topology),
   });
   store.onCommitted = (messages, seconds) => {
     metrics.writeDuration.observe(seconds);
@@ -148,13 +158,18 @@ export async function startShard(cfg: Config, log: Logger, secrets: ShardSecrets
       case '/healthz':
         sendJson(res, 200, { status: 'ok', shard: ordinal });
         return;
-      case '/readyz':
+      case '/readyz': {
+        // The topology is reported, never a reason to be unready: a shard serves its own
+        // keys whatever the API server or the StatefulSet's replicas say.
+        const { mode, synced, ...rest } = topology?.status() ?? { mode: 'static', synced: true };
         sendJson(res, draining ? 503 : 200, {
           status: draining ? 'draining' : 'ready',
           shard: ordinal,
           shards: own.shards,
+          ...(mode === 'kubernetes' ? { mode, topologySynced: synced, ...rest } : {}),
         });
         return;
+      }
       case '/metrics':
         metrics.registry.metrics().then(
           (text) => {
@@ -189,6 +204,7 @@ export async function startShard(cfg: Config, log: Logger, secrets: ShardSecrets
         admin.close(() => resolve());
         admin.closeAllConnections();
       });
+      await topology?.stop();
       // Flushes queued notifications (bounded by notifications.timeoutMs) while the store is open.
       await notifier.stop();
       store.close();
