@@ -197,8 +197,17 @@ export class ChatApi {
 
   /** The WebSocket address of a group, with the token as `?token=` (browsers cannot set headers). */
   async groupSocketUrl(groupId: string): Promise<string> {
+    return this.socketUrl(`/groups/${enc(groupId)}/ws`);
+  }
+
+  /** The address of a user's inbox WebSocket (on the user's session host), with the token as `?token=`. */
+  async userSocketUrl(userId: string): Promise<string> {
+    return this.socketUrl(`/users/${enc(userId)}/ws`);
+  }
+
+  private async socketUrl(path: string): Promise<string> {
     const base = this.baseUrl || (globalThis as { location?: { origin: string } }).location?.origin || '';
-    const url = new URL(`${base}/groups/${enc(groupId)}/ws`);
+    const url = new URL(`${base}${path}`);
     url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
     const token = await this.currentToken();
     if (token) url.searchParams.set('token', token);

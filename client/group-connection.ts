@@ -18,31 +18,13 @@ import type { ChatApi } from './api.js';
 import { Backoff, type BackoffOptions, DEFAULT_BACKOFF } from './backoff.js';
 import { Emitter } from './emitter.js';
 import { ShardChatError } from './errors.js';
-import { randomId } from './ids.js';
-import type { Ack, Message, ServerEvent, WebSocketFactory, WebSocketLike } from './types.js';
+import { asError, GroupSequencer } from './group-sequencer.js';
+import { Outbox, type OutboxEntry, type Outgoing } from './outbox.js';
+import type { Message, ServerEvent, WebSocketFactory, WebSocketLike } from './types.js';
+
+export type { Outgoing, OutgoingState } from './outbox.js';
 
 export type ConnectionState = 'connecting' | 'open' | 'reconnecting' | 'closed';
-
-export type OutgoingState = 'pending' | 'sent' | 'failed';
-
-/** A message handed to `send`, as the outbox tracks it. */
-export interface Outgoing {
-  readonly clientMsgId: string;
-  readonly contents: string;
-  state: OutgoingState;
-  /** Times it was written to a socket. */
-  attempts: number;
-  ack?: Ack;
-  error?: ShardChatError;
-  /** Resolves with the acknowledgement; rejects when the message failed for good or the connection was closed. */
-  readonly done: Promise<Ack>;
-}
-
-interface OutboxEntry extends Outgoing {
-  sentAt: number;
-  resolve(a: Ack): void;
-  reject(e: Error): void;
-}
 
 export interface GroupEvents extends Record<string, unknown[]> {
   /** A message, once, in msgId order. */
@@ -83,50 +65,38 @@ export interface GroupConnectionOptions {
   /** A connection that stayed open this long resets the backoff (default 5 s). */
   stableAfterMs?: number;
   random?: () => number;
+  /**
+   * Internal (InboxConnection's fallback sockets): a sequencer and an outbox owned by
+   * someone else. Messages then go to the sequencer's owner (no `message` event here),
+   * and only this group's entries of the outbox are written on this socket.
+   */
+  shared?: { sequencer: GroupSequencer; outbox: Outbox; userId: string };
 }
 
-const OPEN = 1;
-const CLIENT_MSG_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+export const OPEN = 1;
 /** The server closes with this when a frame is larger than it accepts. */
-const TOO_BIG = 1009;
+export const TOO_BIG = 1009;
 /** Close codes after which reconnecting cannot help. */
-const FATAL_CLOSE = new Set([1008]);
-/** Error codes that make a send fail for good rather than be retried. */
-const PERMANENT_SEND_ERRORS = new Set(['bad_field', 'forbidden', 'conflict', 'too_large', 'bad_request']);
+export const FATAL_CLOSE = new Set([1008]);
 
 export class GroupConnection extends Emitter<GroupEvents> {
   readonly groupId: string;
   private readonly api: ChatApi;
   private readonly WS: WebSocketFactory;
   private readonly backoff: Backoff;
-  private readonly o: Required<
-    Pick<
-      GroupConnectionOptions,
-      | 'initialHistory'
-      | 'ackTimeoutMs'
-      | 'maxSendAttempts'
-      | 'maxMessageBytes'
-      | 'typingIntervalMs'
-      | 'pageSize'
-      | 'stableAfterMs'
-    >
-  >;
+  private readonly o: Required<Pick<GroupConnectionOptions, 'typingIntervalMs' | 'stableAfterMs'>>;
   private ws: WebSocketLike | undefined;
   private stateNow: ConnectionState = 'connecting';
-  private epochNow: string | undefined;
-  private last: number | undefined;
   private userId: string | undefined;
   private shardNow: number | undefined;
   private modeNow = 'push';
-  /** Messages that arrived ahead of a gap, by msgId. */
-  private readonly ahead = new Map<number, Message>();
-  private syncing = false;
-  private syncAgain = false;
-  private readonly outbox = new Map<string, OutboxEntry>();
+  private readonly seq: GroupSequencer;
+  private readonly outbox: Outbox;
+  /** Whether the sequencer and outbox are this connection's own (not an InboxConnection's). */
+  private readonly owns: boolean;
   private readonly online = new Set<string>();
   private lastTypingAt = 0;
   private timer: ReturnType<typeof setTimeout> | undefined;
-  private syncTimer: ReturnType<typeof setTimeout> | undefined;
   private stableTimer: ReturnType<typeof setTimeout> | undefined;
   private ackTimer: ReturnType<typeof setInterval> | undefined;
   private userClosed = false;
@@ -142,17 +112,42 @@ export class GroupConnection extends Emitter<GroupEvents> {
     if (!WS) throw new Error('no WebSocket implementation: pass options.WebSocket (e.g. the ws package)');
     this.WS = WS;
     this.backoff = new Backoff(o.backoff ?? DEFAULT_BACKOFF, o.random);
-    this.epochNow = o.epoch;
-    this.last = o.epoch === undefined ? undefined : (o.lastMsgId ?? 0);
     this.o = {
-      initialHistory: o.initialHistory ?? 50,
-      ackTimeoutMs: o.ackTimeoutMs ?? 10_000,
-      maxSendAttempts: o.maxSendAttempts ?? 5,
-      maxMessageBytes: o.maxMessageBytes ?? 8192,
       typingIntervalMs: o.typingIntervalMs ?? 2000,
-      pageSize: o.pageSize ?? 100,
       stableAfterMs: o.stableAfterMs ?? 5000,
     };
+    this.owns = !o.shared;
+    if (o.shared) {
+      this.seq = o.shared.sequencer;
+      this.outbox = o.shared.outbox;
+      this.userId = o.shared.userId;
+    } else {
+      this.seq = new GroupSequencer(
+        {
+          api: o.api,
+          groupId: o.groupId,
+          epoch: o.epoch,
+          lastMsgId: o.lastMsgId,
+          initialHistory: o.initialHistory,
+          pageSize: o.pageSize,
+          backoff: o.backoff,
+          random: o.random,
+        },
+        {
+          deliver: (m) => {
+            this.outbox.delivered(m, this.userId);
+            this.emit('message', m);
+          },
+          reset: () => this.emit('reset'),
+          error: (e) => this.emit('error', e),
+          active: () => this.stateNow === 'open',
+        },
+      );
+      this.outbox = new Outbox(o, {
+        write: (e) => this.writeEntry(e),
+        changed: (e) => this.emit('outgoing', e),
+      });
+    }
     // Started on the next tick so that listeners added right after construction see everything.
     queueMicrotask(() => this.connect());
   }
@@ -162,12 +157,12 @@ export class GroupConnection extends Emitter<GroupEvents> {
   }
 
   get epoch(): string | undefined {
-    return this.epochNow;
+    return this.seq.epoch;
   }
 
   /** The msgId of the last message delivered (0 before the first). */
   get lastMsgId(): number {
-    return this.last ?? 0;
+    return this.seq.lastMsgId;
   }
 
   /** The shard that serves this group, as its hello said. */
@@ -185,61 +180,18 @@ export class GroupConnection extends Emitter<GroupEvents> {
 
   /** Messages not yet acknowledged (pending or failed), oldest first. */
   get unacknowledged(): Outgoing[] {
-    return [...this.outbox.values()];
+    return this.outbox.list(this.groupId);
   }
 
   /** Sends a message; it is resent with the same clientMsgId until acknowledged. */
-  send(contents: string, clientMsgId: string = randomId()): Outgoing {
-    if (!CLIENT_MSG_ID.test(clientMsgId)) {
-      throw new TypeError('clientMsgId must be 1 to 128 of A-Z a-z 0-9 . _ : -');
-    }
-    const existing = this.outbox.get(clientMsgId);
-    if (existing) return existing;
-    let resolve!: (a: Ack) => void;
-    let reject!: (e: Error) => void;
-    const done = new Promise<Ack>((res, rej) => {
-      resolve = res;
-      reject = rej;
-    });
-    // Callers that never await `done` must not see unhandled rejections.
-    done.catch(() => {});
-    const entry: OutboxEntry = {
-      clientMsgId,
-      contents,
-      state: 'pending',
-      attempts: 0,
-      sentAt: 0,
-      done,
-      resolve,
-      reject,
-    };
-    this.outbox.set(clientMsgId, entry);
-    if (contents.trim() === '' || new TextEncoder().encode(contents).length > this.o.maxMessageBytes) {
-      // The shard would refuse it (and an oversized frame closes the socket): fail now.
-      const err = new ShardChatError(
-        0,
-        'bad_field',
-        `contents must be 1 to ${this.o.maxMessageBytes} bytes of text`,
-      );
-      this.failSend(entry, err);
-      this.outbox.delete(clientMsgId);
-      reject(err);
-      return entry;
-    }
-    this.emit('outgoing', entry);
-    if (this.stateNow === 'open') this.write(entry);
-    return entry;
+  send(contents: string, clientMsgId?: string): Outgoing {
+    return this.outbox.add(this.groupId, contents, clientMsgId, this.stateNow === 'open');
   }
 
   /** Puts a failed message back in the outbox with its clientMsgId. */
   retry(clientMsgId: string): void {
-    const e = this.outbox.get(clientMsgId);
-    if (e?.state !== 'failed') return;
-    e.state = 'pending';
-    e.attempts = 0;
-    e.error = undefined;
-    this.emit('outgoing', e);
-    if (this.stateNow === 'open') this.write(e);
+    if (this.outbox.get(clientMsgId)?.groupId !== this.groupId) return;
+    this.outbox.retry(clientMsgId, this.stateNow === 'open');
   }
 
   /** Tells the others this user is typing; throttled, dropped while disconnected. */
@@ -255,8 +207,10 @@ export class GroupConnection extends Emitter<GroupEvents> {
     if (this.userClosed) return;
     this.userClosed = true;
     this.stop();
-    const err = new ShardChatError(0, 'closed', 'the connection was closed');
-    for (const e of this.outbox.values()) e.reject(err);
+    if (this.owns) {
+      this.seq.close();
+      this.outbox.rejectAll(new ShardChatError(0, 'closed', 'the connection was closed'));
+    }
     this.setState('closed');
   }
 
@@ -321,14 +275,7 @@ export class GroupConnection extends Emitter<GroupEvents> {
     if (code === TOO_BIG) {
       // A message written on this connection was too large for the shard: resending it
       // would only close the next connection too.
-      for (const e of [...this.outbox.values()]) {
-        if (e.state === 'pending' && e.attempts > 0 && e.sentAt >= this.openedAt) {
-          const err = new ShardChatError(413, 'too_large', 'the message is larger than the server accepts');
-          this.failSend(e, err);
-          this.outbox.delete(e.clientMsgId);
-          e.reject(err);
-        }
-      }
+      this.outbox.tooLarge(this.openedAt, this.groupId);
     }
     if (greeted) {
       this.scheduleReconnect();
@@ -374,8 +321,7 @@ export class GroupConnection extends Emitter<GroupEvents> {
 
   private clearTimers(): void {
     clearTimeout(this.stableTimer);
-    clearTimeout(this.syncTimer);
-    this.syncTimer = undefined;
+    this.seq.cancelRetry();
     clearInterval(this.ackTimer);
     this.stableTimer = undefined;
     this.ackTimer = undefined;
@@ -395,14 +341,17 @@ export class GroupConnection extends Emitter<GroupEvents> {
         this.onHello(e);
         return;
       case 'message':
-        if (e.groupId === this.groupId) this.receive(stripType(e));
+        if (e.groupId === this.groupId) this.seq.receive(stripType(e));
         return;
-      case 'ack': {
-        const entry = this.outbox.get(e.clientMsgId);
-        if (entry)
-          this.acknowledge(entry, { msgId: e.msgId, prevMsgId: e.prevMsgId, epoch: e.epoch, ts: e.ts });
+      case 'ack':
+        if (this.outbox.get(e.clientMsgId)?.groupId === this.groupId)
+          this.outbox.acknowledge(e.clientMsgId, {
+            msgId: e.msgId,
+            prevMsgId: e.prevMsgId,
+            epoch: e.epoch,
+            ts: e.ts,
+          });
         return;
-      }
       case 'typing':
         if (e.userId !== this.userId) this.emit('typing', e.userId);
         return;
@@ -421,40 +370,19 @@ export class GroupConnection extends Emitter<GroupEvents> {
     this.userId = h.userId;
     this.shardNow = h.shard;
     this.modeNow = h.mode;
-    const newHistory = this.epochNow !== undefined && this.epochNow !== h.epoch;
-    if (newHistory) this.restart(h.epoch);
-    const fresh = this.last === undefined;
-    this.epochNow = h.epoch;
+    // A new epoch emits reset before the state goes open.
+    this.seq.observeEpoch(h.epoch);
     this.openedAt = Date.now();
     this.setState('open');
     this.emit('hello', { epoch: h.epoch, lastMsgId: h.lastMsgId, mode: h.mode, shard: h.shard });
     const gen = this.generation;
     this.stableTimer = setTimeout(() => this.backoff.reset(), this.o.stableAfterMs);
-    this.ackTimer = setInterval(
-      () => this.checkAcks(),
-      Math.max(250, Math.min(1000, this.o.ackTimeoutMs / 4)),
-    );
-    for (const entry of this.outbox.values()) {
-      if (entry.state !== 'pending') continue;
-      if (entry.attempts >= this.o.maxSendAttempts) {
-        this.failSend(
-          entry,
-          entry.error ?? new ShardChatError(0, 'timeout', 'no acknowledgement from the server'),
-        );
-      } else {
-        this.write(entry);
-      }
-    }
+    this.ackTimer = setInterval(() => {
+      if (this.stateNow === 'open') this.outbox.checkAcks((g) => g === this.groupId);
+    }, this.outbox.checkIntervalMs);
+    this.outbox.flush(this.groupId);
     void this.loadPresence(gen);
-    if (fresh) void this.loadRecent(h.lastMsgId);
-    else if (h.lastMsgId > this.lastMsgId || this.ahead.size > 0) void this.sync();
-  }
-
-  private restart(epoch: string): void {
-    this.epochNow = epoch;
-    this.last = undefined;
-    this.ahead.clear();
-    this.emit('reset');
+    this.seq.head(h.epoch, h.lastMsgId);
   }
 
   private async loadPresence(gen: number): Promise<void> {
@@ -470,118 +398,11 @@ export class GroupConnection extends Emitter<GroupEvents> {
   }
 
   /** First connection without a resume point: the latest `initialHistory` messages, then live. */
-  private async loadRecent(lastMsgId: number): Promise<void> {
-    this.syncing = true;
-    try {
-      const recent =
-        lastMsgId > 0 && this.o.initialHistory > 0
-          ? await this.api.messagesBefore(this.groupId, lastMsgId + 1, this.o.initialHistory)
-          : [];
-      const first = recent[0];
-      // Deliver from just before the oldest fetched message (or from the hello's lastMsgId).
-      this.last = first ? first.prevMsgId : lastMsgId;
-      for (const m of recent) this.accept(m);
-    } catch (err) {
-      this.last ??= lastMsgId;
-      this.emit('error', asError(err));
-    } finally {
-      this.syncing = false;
-    }
-    await this.sync();
-  }
-
-  private receive(m: Message): void {
-    if (this.epochNow !== undefined && m.epoch !== this.epochNow) {
-      // The group's history began again under this connection.
-      this.restart(m.epoch);
-      void this.loadRecent(m.msgId);
-      return;
-    }
-    if (this.last === undefined || this.syncing) {
-      this.ahead.set(m.msgId, m);
-      return;
-    }
-    if (m.msgId <= this.last) return;
-    if (m.prevMsgId === this.last) {
-      this.accept(m);
-      this.drainAhead();
-      return;
-    }
-    this.ahead.set(m.msgId, m);
-    void this.sync();
-  }
-
-  /** Delivers a message that follows the last one delivered (or drops a duplicate). */
-  private accept(m: Message): void {
-    if (this.last !== undefined && m.msgId <= this.last) return;
-    this.last = m.msgId;
-    if (m.userId === this.userId && m.clientMsgId) {
-      const entry = this.outbox.get(m.clientMsgId);
-      if (entry)
-        this.acknowledge(entry, { msgId: m.msgId, prevMsgId: m.prevMsgId, epoch: m.epoch, ts: m.ts });
-    }
-    this.emit('message', m);
-  }
-
-  private drainAhead(): void {
-    for (;;) {
-      const next = this.ahead.get(this.lastMsgId + 1);
-      for (const id of this.ahead.keys()) if (id <= this.lastMsgId) this.ahead.delete(id);
-      if (!next || next.prevMsgId !== this.lastMsgId) return;
-      this.ahead.delete(next.msgId);
-      this.accept(next);
-    }
-  }
-
-  /** Reads from `lastMsgId` until nothing newer is missing; one at a time. */
-  private async sync(): Promise<void> {
-    if (this.syncing) {
-      this.syncAgain = true;
-      return;
-    }
-    if (this.last === undefined) return;
-    this.syncing = true;
-    const gen = this.generation;
-    try {
-      for (;;) {
-        this.syncAgain = false;
-        const page = await this.api.messagesAfter(this.groupId, this.lastMsgId, this.o.pageSize);
-        const other = page.find((m) => m.epoch !== this.epochNow);
-        if (other) {
-          // The group's history began again while we read: start over from the new epoch.
-          this.restart(other.epoch);
-          // After this sync's `finally` has run, so that loadRecent owns `syncing`.
-          queueMicrotask(() => void this.loadRecent(other.msgId));
-          return;
-        }
-        for (const m of page) {
-          if (m.prevMsgId === this.lastMsgId || m.msgId === this.lastMsgId + 1) this.accept(m);
-        }
-        this.drainAhead();
-        const missing = [...this.ahead.keys()].some((id) => id > this.lastMsgId);
-        if (page.length < this.o.pageSize && !this.syncAgain && (!missing || page.length === 0)) break;
-      }
-    } catch (err) {
-      const e = asError(err);
-      this.emit('error', e);
-      // Try again while this connection lives; a new connection syncs on its hello anyway.
-      if (gen === this.generation && e.retryable) {
-        clearTimeout(this.syncTimer);
-        this.syncTimer = setTimeout(() => {
-          if (gen === this.generation) void this.sync();
-        }, this.backoff.next());
-      }
-    } finally {
-      this.syncing = false;
-    }
-  }
-
   // --- sending ---
 
-  private write(entry: OutboxEntry): void {
-    if (!this.raw({ type: 'message', contents: entry.contents, clientMsgId: entry.clientMsgId })) return;
-    entry.attempts++;
-    entry.sentAt = Date.now();
+  /** Writes an outbox entry of this group on this socket (the outbox counts the attempt). */
+  writeEntry(entry: OutboxEntry): boolean {
+    return this.raw({ type: 'message', contents: entry.contents, clientMsgId: entry.clientMsgId });
   }
 
   private raw(event: object): boolean {
@@ -595,48 +416,10 @@ export class GroupConnection extends Emitter<GroupEvents> {
     }
   }
 
-  private acknowledge(entry: OutboxEntry, ack: Ack): void {
-    if (entry.state === 'sent') return;
-    entry.state = 'sent';
-    entry.ack = ack;
-    entry.error = undefined;
-    this.outbox.delete(entry.clientMsgId);
-    entry.resolve(ack);
-    this.emit('outgoing', entry);
-  }
-
-  private checkAcks(): void {
-    if (this.stateNow !== 'open') return;
-    const now = Date.now();
-    for (const e of this.outbox.values()) {
-      if (e.state !== 'pending' || e.attempts === 0 || now - e.sentAt < this.o.ackTimeoutMs) continue;
-      if (e.attempts >= this.o.maxSendAttempts) {
-        this.failSend(e, new ShardChatError(0, 'timeout', 'no acknowledgement from the server'));
-      } else {
-        this.write(e);
-      }
-    }
-  }
-
-  private failSend(e: OutboxEntry, err: ShardChatError): void {
-    e.state = 'failed';
-    e.error = err;
-    this.emit('outgoing', e);
-  }
-
   private onServerError(e: Extract<ServerEvent, { type: 'error' }>): void {
     const err = new ShardChatError(0, e.code, e.message);
-    const entry = e.clientMsgId === undefined ? undefined : this.outbox.get(e.clientMsgId);
-    if (entry) {
-      if (PERMANENT_SEND_ERRORS.has(e.code)) {
-        this.failSend(entry, err);
-        entry.reject(err);
-        this.outbox.delete(entry.clientMsgId);
-      } else {
-        // Transient (storage busy, shard draining): the ack timer writes it again.
-        entry.error = err;
-      }
-    }
+    if (e.clientMsgId !== undefined && this.outbox.get(e.clientMsgId)?.groupId === this.groupId)
+      this.outbox.serverError(e.clientMsgId, err);
     this.emit('error', err);
   }
 }
@@ -644,9 +427,4 @@ export class GroupConnection extends Emitter<GroupEvents> {
 function stripType(e: { type: 'message' } & Message): Message {
   const { type: _type, ...m } = e;
   return m;
-}
-
-function asError(err: unknown): ShardChatError {
-  if (err instanceof ShardChatError) return err;
-  return new ShardChatError(0, 'network', err instanceof Error ? err.message : String(err));
 }

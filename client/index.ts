@@ -10,5 +10,14 @@ export {
   type Outgoing,
   type OutgoingState,
 } from './group-connection.js';
+export { GroupSequencer, type SequencerHooks, type SequencerOptions } from './group-sequencer.js';
 export { randomId } from './ids.js';
+export {
+  InboxConnection,
+  type InboxConnectionOptions,
+  type InboxEvents,
+  type InboxMode,
+  type InboxStatus,
+} from './inbox-connection.js';
+export { Outbox, type OutboxOptions } from './outbox.js';
 export type * from './types.js';

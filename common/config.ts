@@ -131,6 +131,34 @@ const shardSchema = z.strictObject({
       timeoutMs: positiveMs.default(2000),
     })
     .prefault({}),
+  /** Cross-shard delivery (docs/delivery-protocol.md): batched fan-out to the session hosts. */
+  fanout: z
+    .strictObject({
+      /** A destination's batch leaves this long after its first record waited (plus jitter). */
+      batchMs: z.number().int().min(0).default(50),
+      /** Random extra delay per batch, up to this. */
+      jitterMs: z.number().int().min(0).default(20),
+      /** Records per batch at most (a full batch leaves at once). */
+      maxBatch: z.number().int().min(1).default(500),
+      /** Records waiting per destination at most; past it the oldest are dropped (counted). */
+      queueSize: z.number().int().min(1).default(10000),
+      /** Heads (anti-entropy) for recently active groups every this long. */
+      headsMs: positiveMs.default(1000),
+      retry: z
+        .strictObject({
+          minMs: positiveMs.default(100),
+          maxMs: positiveMs.default(5000),
+        })
+        .prefault({}),
+      /** Tests only: honoured when SHARDCHAT_TEST_FAULTS=1. */
+      faults: z
+        .strictObject({
+          dropRatio: z.number().min(0).max(1).default(0),
+          delayMs: z.number().int().min(0).default(0),
+        })
+        .prefault({}),
+    })
+    .prefault({}),
   notifications: z
     .strictObject({
       /** Webhook for members with no live connection; empty turns notifications off. */

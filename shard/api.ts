@@ -20,8 +20,8 @@ export interface ShardServices {
   auth: Authenticator;
   own: Ownership;
   waiters: GroupWaiters;
-  /** Who is connected to a group's WebSockets now. */
-  presence(groupId: string): { userId: string; connections: number }[];
+  /** Who is present in a group: group WebSocket users and users present through their inbox. */
+  presence(groupId: string): { userId: string; connections: number; status: 'online' | 'away' }[];
   /** Places a joining user (sub-conversations when the group is full); returns the conversation. */
   join(group: GroupRow, userId: string): Promise<string>;
   /** Removes a user from the group (and from its sub-conversation, when sharded). */

@@ -36,6 +36,12 @@ export interface HubOptions {
   metrics: ShardMetrics;
   /** Stores a message sent over a WebSocket, as POST …/messages does. */
   post(groupId: string, userId: string, contents: string, clientMsgId: string): Promise<Message>;
+  /**
+   * A user's first connection to a group opened (true) or their last closed (false).
+   * When given, the hub announces no presence itself: the caller does (shard/presence.ts,
+   * through `announcePresence`), counting users present through their inbox as well.
+   */
+  onPresence?(groupId: string, userId: string, connected: boolean): void;
 }
 
 interface Conn {
@@ -66,7 +72,7 @@ const STATUS_TEXT: Record<number, string> = {
   503: 'Service Unavailable',
 };
 
-function refuse(socket: Duplex, e: ApiError): void {
+export function refuse(socket: Duplex, e: ApiError): void {
   const body = JSON.stringify({ error: { code: e.code, message: e.message } });
   let head = `HTTP/1.1 ${e.status} ${STATUS_TEXT[e.status] ?? 'Error'}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n`;
   for (const [k, v] of Object.entries(e.headers)) head += `${k}: ${v}\r\n`;
@@ -193,8 +199,10 @@ export class GroupHub {
       mode: 'push',
       shard: this.o.own.ordinal,
     });
-    if (before === 0)
-      this.broadcast(groupId, { type: 'presence', groupId, userId, status: 'online' }, userId);
+    if (before === 0) {
+      if (this.o.onPresence) this.o.onPresence(groupId, userId, true);
+      else this.broadcast(groupId, { type: 'presence', groupId, userId, status: 'online' }, userId);
+    }
   }
 
   /** Unregisters a closed connection (once). */
@@ -208,7 +216,8 @@ export class GroupHub {
     if (left > 0) g.users.set(conn.userId, left);
     else g.users.delete(conn.userId);
     if (g.conns.size === 0) this.groups.delete(conn.groupId);
-    else if (left === 0)
+    if (left === 0 && this.o.onPresence) this.o.onPresence(conn.groupId, conn.userId, false);
+    else if (left === 0 && g.conns.size > 0)
       this.broadcast(conn.groupId, {
         type: 'presence',
         groupId: conn.groupId,
@@ -325,6 +334,11 @@ export class GroupHub {
           message: err.message,
         }),
     );
+  }
+
+  /** Tells a group's connections (except the user's own) that a user's presence changed. */
+  announcePresence(groupId: string, userId: string, status: 'online' | 'away' | 'offline'): void {
+    this.broadcast(groupId, { type: 'presence', groupId, userId, status }, userId);
   }
 
   /** Delivers a stored message to every connection of its group. */

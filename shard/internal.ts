@@ -18,13 +18,16 @@ import type { Config } from '../common/config.js';
 import { sendJson } from '../common/http-json.js';
 import type { Logger } from '../common/logger.js';
 import { staticEndpoints, type Topology } from '../common/topology.js';
+import type { DeliveryRecord } from './delivery-sequencer.js';
 import { ApiError } from './errors.js';
-import { isClientId, parseSubId } from './ids.js';
+import { isClientId, isGroupId, parseSubId } from './ids.js';
 import type { Ownership } from './ownership.js';
-import type { GroupRow, Store } from './store.js';
+import type { GroupRow, Message, Store } from './store.js';
 
 export const INTERNAL_TOKEN_HEADER = 'x-shardchat-internal-token';
 const MAX_INTERNAL_BODY = 16 * 1024;
+/** POST /internal/deliver bodies at most (senders cap a batch at 4 MiB of records). */
+export const MAX_DELIVER_BODY = 16 * 1024 * 1024;
 
 /** What the parent tells a sub-conversation's shard when it creates it. */
 export interface SubSpec {
@@ -84,9 +87,30 @@ export interface InternalDeps {
   log: Logger;
   store: Store;
   own: Ownership;
+  /** Cross-shard delivery (docs/delivery-protocol.md); absent: those routes answer 404. */
+  delivery?: DeliveryHandlers;
 }
 
-function readJson(req: http.IncomingMessage): Promise<Record<string, unknown>> {
+/** What the delivery routes do on this shard. */
+export interface DeliveryHandlers {
+  /** Stores a message for a member (membership already checked), as the public POST does. */
+  post(
+    groupId: string,
+    userId: string,
+    contents: string,
+    clientMsgId: string,
+  ): Promise<{ message: Message; created: boolean }>;
+  /** Fans a typing event out to the group's other members. */
+  typing(groupId: string, userId: string): void;
+  /** A session host's presence report for a member (membership already checked). */
+  presence(groupId: string, userId: string, status: 'online' | 'away' | 'offline', host: number): void;
+  /** The members of a group whose session host is `host`. */
+  recipientsOn(groupId: string, host: number): string[];
+  /** Hands received records to this session host's sequencer. */
+  deliver(from: number, seq: number, records: DeliveryRecord[]): void;
+}
+
+function readJson(req: http.IncomingMessage, max = MAX_INTERNAL_BODY): Promise<Record<string, unknown>> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
@@ -94,7 +118,7 @@ function readJson(req: http.IncomingMessage): Promise<Record<string, unknown>> {
     req.on('data', (c: Buffer) => {
       if (failed) return;
       size += c.length;
-      if (size > MAX_INTERNAL_BODY) {
+      if (size > max) {
         failed = true;
         reject(new ApiError(413, 'body_too_large', 'the request body is too large'));
         return;
@@ -162,6 +186,143 @@ function parseSpec(deps: InternalDeps, body: Record<string, unknown>, parent: st
   return { subject, owner, capacity, parent, closed: closed === true };
 }
 
+const CLIENT_MSG_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/** A group id from the path, owned by this shard (421 otherwise), existing (404) and the user a member (403). */
+function memberGroup(
+  deps: InternalDeps,
+  raw: string,
+  shardHeader: string | undefined,
+  userId: string | undefined,
+): GroupRow {
+  const id = decodeSegment(raw);
+  if (!isGroupId(id)) throw new ApiError(400, 'bad_id', 'malformed group id');
+  deps.own.check(id, shardHeader);
+  const g = deps.store.getGroup(id);
+  if (!g) throw new ApiError(404, 'not_found', `group ${id} does not exist`);
+  if (userId !== undefined && !deps.store.isMember(id, userId))
+    throw new ApiError(403, 'forbidden', `only members of ${id} may do this`);
+  return g;
+}
+
+function bodyUserId(body: Record<string, unknown>): string {
+  const userId = body.userId;
+  if (typeof userId !== 'string' || !isClientId(userId))
+    throw new ApiError(400, 'bad_field', 'userId must be a valid id');
+  return userId;
+}
+
+function queryInt(q: URLSearchParams, name: string, min: number, max: number, dflt: number): number {
+  const v = q.get(name);
+  if (v === null) return dflt;
+  if (!/^\d{1,15}$/.test(v)) throw new ApiError(400, 'bad_parameter', `${name} must be a whole number`);
+  const n = Number(v);
+  if (n < min || n > max)
+    throw new ApiError(400, 'bad_parameter', `${name} must be between ${min} and ${max}`);
+  return n;
+}
+
+const isStr = (v: unknown): v is string => typeof v === 'string';
+const isInt = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+
+/** Checks the records of a delivered batch (400 on the first bad one). */
+export function parseRecords(raw: unknown): DeliveryRecord[] {
+  if (!Array.isArray(raw)) throw new ApiError(400, 'bad_field', 'records must be a list');
+  return raw.map((r: unknown, i) => {
+    const bad = (why: string) => new ApiError(400, 'bad_field', `records[${i}]: ${why}`);
+    if (typeof r !== 'object' || r === null) throw bad('not an object');
+    const o = r as Record<string, unknown>;
+    if (!isStr(o.groupId) || !isGroupId(o.groupId)) throw bad('groupId');
+    if (o.kind === 'head') {
+      if (!isStr(o.epoch) || !isInt(o.lastMsgId)) throw bad('epoch, lastMsgId');
+      return { kind: 'head', groupId: o.groupId, epoch: o.epoch, lastMsgId: o.lastMsgId };
+    }
+    if (!Array.isArray(o.recipients) || !o.recipients.every(isStr)) throw bad('recipients');
+    if (typeof o.event !== 'object' || o.event === null || Array.isArray(o.event)) throw bad('event');
+    const event = o.event as Record<string, unknown>;
+    if (o.kind === 'typing' || o.kind === 'presence')
+      return { kind: o.kind, groupId: o.groupId, recipients: o.recipients, event };
+    if (o.kind !== 'message') throw bad('kind');
+    if (!isStr(o.epoch) || !isInt(o.msgId) || !isInt(o.prevMsgId)) throw bad('epoch, msgId, prevMsgId');
+    return {
+      kind: 'message',
+      groupId: o.groupId,
+      epoch: o.epoch,
+      msgId: o.msgId,
+      prevMsgId: o.prevMsgId,
+      recipients: o.recipients,
+      event,
+    };
+  });
+}
+
+async function dispatchDelivery(
+  deps: InternalDeps,
+  req: http.IncomingMessage,
+  segs: string[],
+  shardHeader: string | undefined,
+): Promise<[number, unknown] | undefined> {
+  const d = deps.delivery;
+  if (!d) return undefined;
+  // ['', 'internal', 'deliver']
+  if (segs.length === 3 && segs[2] === 'deliver') {
+    if (req.method !== 'POST') throw new ApiError(405, 'method_not_allowed', 'use POST to deliver');
+    const body = await readJson(req, MAX_DELIVER_BODY);
+    if (!isInt(body.from) || !isInt(body.seq))
+      throw new ApiError(400, 'bad_field', 'from and seq must be whole numbers');
+    const records = parseRecords(body.records);
+    d.deliver(body.from, body.seq, records);
+    return [200, { accepted: records.length }];
+  }
+  // ['', 'internal', 'groups', g, 'messages' | 'typing' | 'presence']
+  if (segs.length !== 5 || segs[2] !== 'groups') return undefined;
+  const raw = segs[3] as string;
+  if (segs[4] === 'messages' && req.method === 'GET') {
+    const g = memberGroup(deps, raw, shardHeader, undefined);
+    const q = new URL(req.url ?? '/', 'http://shard').searchParams;
+    const after = queryInt(q, 'after', 0, Number.MAX_SAFE_INTEGER, 0);
+    const limit = queryInt(q, 'limit', 1, 1000, 200);
+    const host = q.get('for') === null ? undefined : queryInt(q, 'for', 0, deps.own.shards - 1, 0);
+    const messages = deps.store.messagesAfter(g.id, after, limit);
+    return [200, { messages, ...(host === undefined ? {} : { recipients: d.recipientsOn(g.id, host) }) }];
+  }
+  if (segs[4] === 'messages' && req.method === 'POST') {
+    const body = await readJson(req);
+    const userId = bodyUserId(body);
+    const g = memberGroup(deps, raw, shardHeader, userId);
+    const { contents, clientMsgId } = body;
+    const max = deps.cfg.shard.limits.maxMessageBytes;
+    if (typeof contents !== 'string' || contents.trim() === '' || Buffer.byteLength(contents) > max)
+      throw new ApiError(400, 'bad_field', `contents must be 1 to ${max} bytes of text`);
+    if (typeof clientMsgId !== 'string' || !CLIENT_MSG_ID.test(clientMsgId))
+      throw new ApiError(400, 'bad_field', 'clientMsgId must be 1 to 128 of A-Z a-z 0-9 . _ : -');
+    const { message, created } = await d.post(g.id, userId, contents, clientMsgId);
+    return [created ? 201 : 200, message];
+  }
+  if (segs[4] === 'presence' && req.method === 'POST') {
+    const body = await readJson(req);
+    const userId = bodyUserId(body);
+    const { status, host } = body;
+    if (status !== 'online' && status !== 'away' && status !== 'offline')
+      throw new ApiError(400, 'bad_field', "status must be 'online', 'away' or 'offline'");
+    if (!isInt(host) || host >= deps.own.shards)
+      throw new ApiError(400, 'bad_field', 'host must be the ordinal of a shard');
+    const g = memberGroup(deps, raw, shardHeader, undefined);
+    // Non-members are ignored (the host reports what its clients follow, unchecked).
+    const accepted = deps.store.isMember(g.id, userId);
+    if (accepted) d.presence(g.id, userId, status, host);
+    return [202, { groupId: g.id, accepted }];
+  }
+  if (segs[4] === 'typing' && req.method === 'POST') {
+    const body = await readJson(req);
+    const userId = bodyUserId(body);
+    const g = memberGroup(deps, raw, shardHeader, userId);
+    d.typing(g.id, userId);
+    return [202, { groupId: g.id }];
+  }
+  return undefined;
+}
+
 async function dispatch(
   deps: InternalDeps,
   req: http.IncomingMessage,
@@ -170,6 +331,8 @@ async function dispatch(
   const header = req.headers['x-shardchat-shard'];
   const shardHeader = typeof header === 'string' ? header : undefined;
   const segs = path.split('/');
+  const delivered = await dispatchDelivery(deps, req, segs, shardHeader);
+  if (delivered) return delivered;
   // ['', 'internal', 'groups', subId] or ['', 'internal', 'groups', subId, 'members', userId]
   if (segs.length === 4 && segs[2] === 'groups') {
     if (req.method !== 'POST')
@@ -232,6 +395,8 @@ export class InternalCallError extends Error {
   constructor(
     message: string,
     readonly status: number | undefined,
+    /** The error code the other shard answered, if any. */
+    readonly code?: string,
   ) {
     super(message);
   }
@@ -291,10 +456,77 @@ export class InternalClient {
     );
   }
 
+  /** POST /internal/groups/{g}/messages on the group's shard: the stored message. */
+  postMessage(
+    ordinal: number,
+    groupId: string,
+    body: { userId: string; contents: string; clientMsgId: string },
+  ): Promise<Message> {
+    return this.callJson<Message>(
+      ordinal,
+      'POST',
+      `/internal/groups/${encodeURIComponent(groupId)}/messages`,
+      body,
+    );
+  }
+
+  /** POST /internal/groups/{g}/typing: one attempt (typing is ephemeral). */
+  async typing(ordinal: number, groupId: string, userId: string): Promise<void> {
+    await this.callJson(
+      ordinal,
+      'POST',
+      `/internal/groups/${encodeURIComponent(groupId)}/typing`,
+      { userId },
+      1,
+    );
+  }
+
+  /** POST /internal/groups/{g}/presence: a presence report (retried: it is idempotent). */
+  async presence(
+    ordinal: number,
+    groupId: string,
+    body: { userId: string; status: 'online' | 'away' | 'offline'; host: number },
+  ): Promise<void> {
+    await this.callJson(ordinal, 'POST', `/internal/groups/${encodeURIComponent(groupId)}/presence`, body);
+  }
+
+  /** GET /internal/groups/{g}/messages?after=&limit=&for=: a repair page. */
+  messagesAfter(
+    ordinal: number,
+    groupId: string,
+    after: number,
+    limit: number,
+    host: number,
+  ): Promise<{ messages: Message[]; recipients?: string[] }> {
+    return this.callJson(
+      ordinal,
+      'GET',
+      `/internal/groups/${encodeURIComponent(groupId)}/messages?after=${after}&limit=${limit}&for=${host}`,
+      undefined,
+      1,
+    );
+  }
+
+  /** POST /internal/deliver: one attempt (the fan-out retries the batch itself). */
+  async deliver(ordinal: number, body: unknown): Promise<void> {
+    await this.callJson(ordinal, 'POST', '/internal/deliver', body, 1);
+  }
+
   /** One idempotent call, retried (bounded by `attempts`) on network errors, timeouts and 5xx. */
   private async call(ordinal: number, method: string, path: string, body?: unknown): Promise<void> {
+    await this.callJson(ordinal, method, path, body);
+  }
+
+  /** One idempotent call with a JSON answer, retried on network errors, timeouts and 5xx. */
+  async callJson<T = unknown>(
+    ordinal: number,
+    method: string,
+    path: string,
+    body?: unknown,
+    attempts = this.attempts,
+  ): Promise<T> {
     let last = '';
-    for (let attempt = 1; attempt <= this.attempts; attempt++) {
+    for (let attempt = 1; attempt <= attempts; attempt++) {
       if (attempt > 1) await sleep(this.backoffMs * 2 ** (attempt - 2));
       // Looked up on every attempt: in kubernetes mode a restarted pod has a new IP.
       const base = this.adminOf(ordinal);
@@ -322,18 +554,32 @@ export class InternalClient {
         last = e.cause?.code ?? e.name;
         continue;
       }
-      if (status >= 200 && status < 300) return;
+      if (status >= 200 && status < 300) return (text ? JSON.parse(text) : undefined) as T;
       last = `${status} ${text.slice(0, 200)}`;
       if (status < 500 && status !== 429) {
-        // 400/401/404/409/421: a retry gets the same answer
-        this.log.error(
-          { shard: ordinal, method, path, status, body: text.slice(0, 200) },
-          'internal call refused',
+        // 400/401/403/404/409/421: a retry gets the same answer
+        let code: string | undefined;
+        let message = last;
+        try {
+          const e = (JSON.parse(text) as { error?: { code?: string; message?: string } }).error;
+          code = e?.code;
+          if (e?.message) message = e.message;
+        } catch {
+          // not JSON
+        }
+        if (status !== 403 && status !== 404)
+          this.log.error(
+            { shard: ordinal, method, path, status, body: text.slice(0, 200) },
+            'internal call refused',
+          );
+        throw new InternalCallError(
+          message === last ? `shard ${ordinal} answered ${last}` : message,
+          status,
+          code,
         );
-        throw new InternalCallError(`shard ${ordinal} answered ${last}`, status);
       }
     }
-    this.log.warn({ shard: ordinal, method, path, attempts: this.attempts, last }, 'internal call failed');
+    if (attempts > 1) this.log.warn({ shard: ordinal, method, path, attempts, last }, 'internal call failed');
     throw new InternalCallError(`shard ${ordinal} did not answer ${method} ${path} (${last})`, undefined);
   }
 }

@@ -13,6 +13,14 @@ export class ShardMetrics {
   readonly notificationsDropped: Counter;
   readonly notificationsSent: Counter;
   readonly slowConsumers: Counter;
+  readonly fanoutBatches: Counter<'dest'>;
+  readonly fanoutBatchRecords: Histogram;
+  readonly fanoutQueueDepth: Gauge<'dest'>;
+  readonly fanoutDropped: Counter<'dest' | 'reason'>;
+  readonly fanoutRetries: Counter<'dest'>;
+  readonly deliveryLag: Histogram;
+  readonly gapRepairs: Counter;
+  readonly inboxConnections: Gauge;
   private stsReplicas: Gauge | undefined;
   private replicasMismatch: Gauge | undefined;
 
@@ -78,6 +86,53 @@ export class ShardMetrics {
     this.slowConsumers = new Counter({
       name: 'shardchat_shard_slow_consumers_total',
       help: 'WebSocket connections closed because they did not keep up.',
+      registers,
+    });
+    // Cross-shard delivery (docs/delivery-protocol.md section 4).
+    this.fanoutBatches = new Counter({
+      name: 'shardchat_shard_fanout_batches_total',
+      help: 'Fan-out batches sent (or handed over locally) per destination shard.',
+      labelNames: ['dest'],
+      registers,
+    });
+    this.fanoutBatchRecords = new Histogram({
+      name: 'shardchat_shard_fanout_batch_records',
+      help: 'Records per fan-out batch.',
+      buckets: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000],
+      registers,
+    });
+    this.fanoutQueueDepth = new Gauge({
+      name: 'shardchat_shard_fanout_queue_depth',
+      help: 'Fan-out records waiting per destination shard (the batch in flight included).',
+      labelNames: ['dest'],
+      registers,
+    });
+    this.fanoutDropped = new Counter({
+      name: 'shardchat_shard_fanout_dropped_total',
+      help: 'Fan-out records dropped per destination (queue_full, fault, rejected).',
+      labelNames: ['dest', 'reason'],
+      registers,
+    });
+    this.fanoutRetries = new Counter({
+      name: 'shardchat_shard_fanout_retries_total',
+      help: 'Fan-out batches retried after a failed delivery, per destination.',
+      labelNames: ['dest'],
+      registers,
+    });
+    this.deliveryLag = new Histogram({
+      name: 'shardchat_shard_delivery_lag_seconds',
+      help: "Time from a message's store to its delivery on this session host.",
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers,
+    });
+    this.gapRepairs = new Counter({
+      name: 'shardchat_shard_gap_repairs_total',
+      help: "Gaps this session host repaired by fetching from the group's shard.",
+      registers,
+    });
+    this.inboxConnections = new Gauge({
+      name: 'shardchat_shard_inbox_connections',
+      help: 'Open inbox WebSockets (/users/{id}/ws) on this session host.',
       registers,
     });
   }

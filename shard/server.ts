@@ -14,13 +14,18 @@ import type { Logger } from '../common/logger.js';
 import type { Topology } from '../common/topology.js';
 import { createApi } from './api.js';
 import { Authenticator } from './auth.js';
+import { DeliverySequencer } from './delivery-sequencer.js';
+import { ApiError } from './errors.js';
+import { BatchRejected, Fanout, MemberCache } from './fanout.js';
 import { GroupHub } from './hub.js';
-import { handleInternal, InternalClient } from './internal.js';
+import { InboxHub } from './inbox.js';
+import { type DeliveryHandlers, handleInternal, InternalCallError, InternalClient } from './internal.js';
 import { Membership } from './membership.js';
 import { ShardMetrics } from './metrics.js';
 import { Notifier } from './notifier.js';
 import { Ownership, resolveOrdinal } from './ownership.js';
-import { Store } from './store.js';
+import { GroupPresence } from './presence.js';
+import { type Message, Store } from './store.js';
 import { GroupWaiters } from './waiters.js';
 
 export interface RunningShard {
@@ -78,16 +83,101 @@ export async function startShard(cfg: Config, log: Logger, secrets: ShardSecrets
     topology.start();
   }
   const waiters = new GroupWaiters(cfg.shard.limits.maxConnections);
-  const membership = new Membership({
+  const internal = new InternalClient(cfg, own, internalToken, log, topology);
+  const membership = new Membership({ cfg, log, store, own, internal });
+
+  // --- cross-shard delivery (docs/delivery-protocol.md) ---
+  const members = new MemberCache(store, own, cfg.shard.limits.maxCapacity);
+  store.onMembersChanged = (groupId) => members.invalidate(groupId);
+  // The inbox hub is created below; the sequencer delivers to it.
+  let inbox: InboxHub | undefined;
+  const sequencer = new DeliverySequencer({
+    fetch: async (groupId, after, limit) => {
+      const owner = own.ownerOf(groupId);
+      if (owner === ordinal)
+        return {
+          messages: store.messagesAfter(groupId, after, limit),
+          recipients: members.on(groupId, ordinal),
+        };
+      const page = await internal.messagesAfter(owner, groupId, after, limit, ordinal);
+      return { messages: page.messages, recipients: page.recipients ?? [] };
+    },
+    deliver: (recipients, event) => {
+      if (event.type === 'message' && typeof event.ts === 'number')
+        metrics.deliveryLag.observe(Math.max(0, Date.now() - event.ts) / 1000);
+      inbox?.deliver(recipients, event);
+    },
+    onRepair: () => metrics.gapRepairs.inc(),
+    onRepairError: (groupId, err) =>
+      log.debug({ groupId, err: (err as Error).message }, 'gap repair failed; retrying'),
+    retryMinMs: cfg.shard.fanout.retry.minMs,
+    retryMaxMs: cfg.shard.fanout.retry.maxMs,
+  });
+  const fanout = new Fanout({
     cfg,
     log,
-    store,
     own,
-    internal: new InternalClient(cfg, own, internalToken, log, topology),
+    metrics,
+    members,
+    local: (record) => sequencer.accept(record),
+    send: async (dest, body) => {
+      try {
+        await internal.deliver(dest, body);
+      } catch (err) {
+        const status = err instanceof InternalCallError ? err.status : undefined;
+        if (status !== undefined && status >= 400 && status < 500 && status !== 429 && status !== 421)
+          throw new BatchRejected((err as Error).message);
+        throw err;
+      }
+    },
+    faultsEnabled: process.env.SHARDCHAT_TEST_FAULTS === '1',
   });
+  if (process.env.SHARDCHAT_TEST_FAULTS === '1')
+    log.warn({ faults: cfg.shard.fanout.faults }, 'fan-out fault injection on');
   store.onCommitted = (messages, seconds) => {
     metrics.writeDuration.observe(seconds);
     metrics.messages.inc(messages.length);
+    // Every path that stores a message ends here, in commit order.
+    for (const m of messages) fanout.published(m);
+  };
+  /** Stores a message on this shard (the group is here), as the public POST does. */
+  const postLocal = async (groupId: string, userId: string, contents: string, clientMsgId: string) => {
+    const r = await store.append(groupId, userId, contents, clientMsgId);
+    if (r.created) published(r.message);
+    return r;
+  };
+  // Presence across shards (docs/delivery-protocol.md section 6); the hub is created below.
+  let hubRef: GroupHub | undefined;
+  const presence = new GroupPresence({
+    local: (groupId) => hubRef?.presence(groupId) ?? [],
+    isConnected: (groupId, userId) => hubRef?.isConnected(groupId, userId) ?? false,
+    changed: (groupId, userId, status) => {
+      hubRef?.announcePresence(groupId, userId, status);
+      fanout.presence(groupId, userId, status);
+    },
+  });
+  const delivery: DeliveryHandlers = {
+    post: postLocal,
+    typing: (groupId, userId) => fanout.typing(groupId, userId),
+    presence: (groupId, userId, status, host) => presence.report(groupId, userId, status, host),
+    recipientsOn: (groupId, host) => members.on(groupId, host),
+    deliver: (_from, _seq, records) => {
+      for (const r of records) sequencer.accept(r);
+    },
+  };
+  /** Checks a local group and membership for the inbox (as /internal/* does for remote ones). */
+  const localMember = (groupId: string, userId: string): void => {
+    if (!store.getGroup(groupId)) throw new ApiError(404, 'not_found', `group ${groupId} does not exist`);
+    if (!store.isMember(groupId, userId))
+      throw new ApiError(403, 'forbidden', `only members of ${groupId} may do this`);
+  };
+  const remoteError = (err: unknown): Error & { code?: string } => {
+    if (err instanceof InternalCallError) {
+      const code =
+        err.code ?? (err.status === 403 ? 'forbidden' : err.status === 404 ? 'not_found' : 'unavailable');
+      return Object.assign(new Error(err.message), { code });
+    }
+    return err as Error;
   };
   const hub: GroupHub = new GroupHub({
     cfg,
@@ -96,12 +186,56 @@ export async function startShard(cfg: Config, log: Logger, secrets: ShardSecrets
     auth,
     own,
     metrics,
-    post: async (groupId, userId, contents, clientMsgId) => {
-      const { message, created } = await store.append(groupId, userId, contents, clientMsgId);
-      if (created) published(message);
-      return message;
+    post: async (groupId, userId, contents, clientMsgId) =>
+      (await postLocal(groupId, userId, contents, clientMsgId)).message,
+    onPresence: (groupId, userId, connected) => presence.localChanged(groupId, userId, connected),
+  });
+  hubRef = hub;
+  inbox = new InboxHub({
+    cfg,
+    log,
+    auth,
+    own,
+    metrics,
+    otherConnections: () => hub.connections,
+    forward: {
+      post: async (groupId, userId, contents, clientMsgId): Promise<Message> => {
+        const owner = own.ownerOf(groupId);
+        if (owner === ordinal) {
+          localMember(groupId, userId);
+          return (await postLocal(groupId, userId, contents, clientMsgId)).message;
+        }
+        try {
+          return await internal.postMessage(owner, groupId, { userId, contents, clientMsgId });
+        } catch (err) {
+          throw remoteError(err);
+        }
+      },
+      typing: async (groupId, userId) => {
+        const owner = own.ownerOf(groupId);
+        if (owner === ordinal) {
+          localMember(groupId, userId);
+          fanout.typing(groupId, userId);
+          return;
+        }
+        try {
+          await internal.typing(owner, groupId, userId);
+        } catch (err) {
+          throw remoteError(err);
+        }
+      },
+      presence: async (groupId, userId, status) => {
+        const owner = own.ownerOf(groupId);
+        if (owner === ordinal) {
+          if (store.getGroup(groupId) && store.isMember(groupId, userId))
+            presence.report(groupId, userId, status, ordinal);
+          return;
+        }
+        await internal.presence(owner, groupId, { userId, status, host: ordinal });
+      },
     },
   });
+  const inboxHub = inbox;
   const notifier = new Notifier({
     cfg,
     log,
@@ -110,7 +244,10 @@ export async function startShard(cfg: Config, log: Logger, secrets: ShardSecrets
     isConnected: (groupId, userId) => hub.isConnected(groupId, userId),
   });
   // A member who leaves (or is removed) stops receiving on the sockets already open.
-  store.onMemberRemoved = (groupId, userId) => hub.kick(groupId, userId);
+  store.onMemberRemoved = (groupId, userId) => {
+    hub.kick(groupId, userId);
+    presence.removed(groupId, userId);
+  };
   const published = (m: Parameters<GroupHub['publish']>[0]) => {
     hub.publish(m);
     waiters.notify(m.groupId);
@@ -123,7 +260,7 @@ export async function startShard(cfg: Config, log: Logger, secrets: ShardSecrets
     auth,
     own,
     waiters,
-    presence: (groupId) => hub.presence(groupId),
+    presence: (groupId) => presence.list(groupId),
     join: (g, userId) => membership.join(g, userId),
     leave: (g, userId) => membership.leave(g, userId),
     published,
@@ -133,7 +270,10 @@ export async function startShard(cfg: Config, log: Logger, secrets: ShardSecrets
     { maxHeaderSize: 16384, keepAliveTimeout: 5000, requestTimeout: 120_000 },
     app,
   );
-  server.on('upgrade', (req, socket, head) => hub.handleUpgrade(req, socket, head));
+  server.on('upgrade', (req, socket, head) => {
+    if (InboxHub.matches(req.url)) inboxHub.handleUpgrade(req, socket, head);
+    else hub.handleUpgrade(req, socket, head);
+  });
   server.maxConnections = cfg.shard.limits.maxConnections + 1000;
 
   let draining = false;
@@ -147,7 +287,7 @@ export async function startShard(cfg: Config, log: Logger, secrets: ShardSecrets
         });
         return;
       }
-      handleInternal({ cfg, log, store, own }, req, res, path);
+      handleInternal({ cfg, log, store, own, delivery }, req, res, path);
       return;
     }
     if (req.method !== 'GET' && req.method !== 'HEAD') {
@@ -195,6 +335,10 @@ export async function startShard(cfg: Config, log: Logger, secrets: ShardSecrets
     async stop() {
       draining = true;
       hub.close();
+      inboxHub.close();
+      fanout.stop();
+      sequencer.stop();
+      presence.stop();
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeIdleConnections();

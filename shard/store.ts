@@ -10,6 +10,17 @@ import { mkdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 
+/**
+ * Every better-sqlite3 Database and Statement this process creates, kept reachable for
+ * the life of the process. better-sqlite3 12 wraps them in node::ObjectWrap, and on
+ * Node.js 24.19+ an ObjectWrap finalized by a garbage collection that runs outside a
+ * JavaScript context aborts the process (`RemoveEnvironmentCleanupHook: Assertion
+ * failed: (env) != nullptr`; better-sqlite3 13 fixes it but needs Node 22). Seen here:
+ * a shard aborted at start while a large module loaded. So no statement is ever left
+ * to the collector: statements are prepared once and kept, pragmas go through exec().
+ */
+const NATIVE_OBJECTS = new Set<object>();
+
 export interface UserRow {
   id: string;
   name: string;
@@ -206,6 +217,8 @@ export class Store {
   private readonly st: Statements;
   /** Called after a membership was removed (every path: leave, owner removal, internal calls). */
   onMemberRemoved: ((groupId: string, userId: string) => void) | undefined;
+  /** Called after a group's members changed (join, leave, creation with a first member). */
+  onMembersChanged: ((groupId: string) => void) | undefined;
   /** Called after each committed batch with the new messages, in commit order. */
   onCommitted: ((messages: Message[], seconds: number) => void) | undefined;
 
@@ -217,20 +230,24 @@ export class Store {
     mkdirSync(dataDir, { recursive: true });
     this.file = path.join(dataDir, `shard-${ordinal}.sqlite`);
     this.db = new Database(this.file);
-    this.db.pragma('journal_mode = WAL');
-    this.db.pragma('synchronous = FULL');
-    this.db.pragma('foreign_keys = ON');
-    this.db.pragma('busy_timeout = 5000');
+    NATIVE_OBJECTS.add(this.db);
+    // Pragmas through exec(): db.pragma() prepares a throwaway statement (see NATIVE_OBJECTS).
+    this.db.exec(
+      'PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000',
+    );
     this.migrate();
     this.st = prepareStatements(this.db);
+    for (const stmt of Object.values(this.st)) NATIVE_OBJECTS.add(stmt);
   }
 
   private migrate(): void {
-    const version = this.db.pragma('user_version', { simple: true }) as number;
+    const read = this.db.prepare('PRAGMA user_version').pluck();
+    NATIVE_OBJECTS.add(read);
+    const version = read.get() as number;
     for (let v = version; v < MIGRATIONS.length; v++) {
       this.db.transaction(() => {
         this.db.exec(MIGRATIONS[v] as string);
-        this.db.pragma(`user_version = ${v + 1}`);
+        this.db.exec(`PRAGMA user_version = ${v + 1}`);
       })();
     }
   }
@@ -305,7 +322,7 @@ export class Store {
     parent: string | null;
     firstMember: string | null;
   }): { group: GroupRow; created: boolean } {
-    return this.write(() => {
+    const r = this.write(() => {
       const existing = this.getGroup(g.id);
       if (existing) return { group: existing, created: false };
       const now = Date.now();
@@ -325,6 +342,8 @@ export class Store {
       if (g.firstMember) this.addMemberTx(g.id, g.firstMember, now);
       return { group: this.getGroup(g.id) as GroupRow, created: true };
     });
+    if (r.created) this.onMembersChanged?.(g.id);
+    return r;
   }
 
   updateGroup(
@@ -355,7 +374,9 @@ export class Store {
 
   /** Adds a member; false when already one. */
   addMember(groupId: string, userId: string): boolean {
-    return this.write(() => this.addMemberTx(groupId, userId, Date.now()));
+    const added = this.write(() => this.addMemberTx(groupId, userId, Date.now()));
+    if (added) this.onMembersChanged?.(groupId);
+    return added;
   }
 
   /** Removes a member; false when not one. */
@@ -368,7 +389,10 @@ export class Store {
       }
       return false;
     });
-    if (removed) this.onMemberRemoved?.(groupId, userId);
+    if (removed) {
+      this.onMembersChanged?.(groupId);
+      this.onMemberRemoved?.(groupId, userId);
+    }
     return removed;
   }
 

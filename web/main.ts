@@ -1,12 +1,13 @@
 /**
  * The browser chat (seed: TalkJS "shard a group chat"): a form for name, email and
  * picture on the first visit, then the conversation the join placed the user in, over
- * the client SDK's reliable group connection.
+ * the client SDK's InboxConnection (the user's inbox on its session host, following
+ * this one conversation; the conversation's own WebSocket while the inbox is down).
  */
 import {
   ChatApi,
-  type ConnectionState,
-  GroupConnection,
+  InboxConnection,
+  type InboxStatus,
   randomId,
   type ShardChatError,
 } from '../client/index.js';
@@ -90,44 +91,72 @@ async function enter(s: ChatSession, given?: ChatApi): Promise<void> {
   const profiles = new Profiles(api);
   profiles.set({ userId: s.userId, name: s.name, photoUrl: null });
   profiles.want(s.userId);
-  const view = new MessagesView(s.userId, profiles, (id) => conn.retry(id));
   const where = $('where');
-  const describeWhere = (shard: number | undefined) => {
+  let groupShard: number | undefined;
+  let route = '';
+  const describeWhere = () => {
     where.replaceChildren();
     const conv = document.createElement('code');
     conv.textContent = s.conversation;
     where.append('Conversation ', conv);
     if (s.conversation !== s.group) where.append(` (a sub-conversation of ${s.group})`);
-    if (shard !== undefined) where.append(` · served by shard ${shard}`);
+    if (groupShard !== undefined) where.append(` · served by shard ${groupShard}`);
+    if (route) where.append(` · ${route}`);
     where.append(` · you are ${s.name}`);
   };
-  describeWhere(undefined);
+  describeWhere();
   api.getGroup(s.conversation).then(
     (g) => {
       $('subject').textContent = g.body.subject;
       document.title = `${g.body.subject} · shardchat`;
-      describeWhere(g.shard);
+      groupShard = g.shard;
+      describeWhere();
     },
     (err: ShardChatError) => toast(describe(err)),
   );
 
-  const conn = new GroupConnection({ api, groupId: s.conversation });
-  conn.on('hello', (h) => describeWhere(h.shard));
+  const here = s.conversation;
+  const conn = new InboxConnection({ api, userId: s.userId, groups: [here] });
+  const view = new MessagesView(s.userId, profiles, (id) => conn.retry(id));
+  conn.on('hello', (h) => {
+    route = h.shard === undefined ? 'inbox' : `your inbox on shard ${h.shard}`;
+    describeWhere();
+  });
   conn.on('message', (m) => {
+    if (m.groupId !== here) return;
     view.addMessage(m);
     stopTyping(m.userId);
   });
-  conn.on('outgoing', (o) => view.updateOutgoing(o));
-  conn.on('reset', () => view.clear());
-  conn.on('state', (state) => showState(state));
-  conn.on('presence', (online) => showOnline(online, profiles, s.userId));
-  conn.on('typing', (userId) => startTyping(userId, profiles));
-  conn.on('error', (err) => {
+  conn.on('outgoing', (o) => {
+    if (o.groupId === here) view.updateOutgoing(o);
+  });
+  conn.on('reset', (g) => {
+    if (g === here) view.clear();
+  });
+  conn.on('state', (status) => {
+    if (status.mode === 'fallback' && route !== 'direct connection (inbox unavailable)') {
+      route = 'direct connection (inbox unavailable)';
+      describeWhere();
+    }
+    showState(status);
+  });
+  conn.on('presence', (g, online) => {
+    if (g === here) showOnline(online, profiles, s.userId);
+  });
+  conn.on('typing', (g, userId) => {
+    if (g === here) startTyping(userId, profiles);
+  });
+  conn.on('error', (err, g) => {
+    if (g !== undefined && g !== here) return;
     if (conn.state !== 'open' && QUIET_WHILE_RECONNECTING.has(err.code)) return;
     if (err.code === 'network' || err.code === 'timeout') return;
     toast(describe(err));
   });
-  profiles.onLoaded(() => showOnline(conn.onlineUsers, profiles, s.userId));
+  profiles.onLoaded(() => {
+    showOnline(conn.onlineUsers(here), profiles, s.userId);
+    // A name that arrives after its typing indicator replaces the short id.
+    renderTyping();
+  });
 
   const form = $<HTMLFormElement>('composer');
   const input = $<HTMLTextAreaElement>('composer-input');
@@ -135,7 +164,7 @@ async function enter(s: ChatSession, given?: ChatApi): Promise<void> {
     e.preventDefault();
     const text = input.value.trim();
     if (!text) return;
-    conn.send(text);
+    conn.send(here, text);
     input.value = '';
     input.focus();
   });
@@ -145,7 +174,7 @@ async function enter(s: ChatSession, given?: ChatApi): Promise<void> {
       form.requestSubmit();
     }
   });
-  input.addEventListener('input', () => conn.typing());
+  input.addEventListener('input', () => conn.typing(here));
   input.focus();
 
   $('sign-out').addEventListener('click', () => {
@@ -160,8 +189,15 @@ async function enter(s: ChatSession, given?: ChatApi): Promise<void> {
   });
 }
 
-function showState(state: ConnectionState): void {
+/**
+ * The page depends on one conversation: it is connected while the inbox is open, or
+ * while the inbox is down but the conversation's own socket delivers (fallback). The
+ * banner shows when neither does.
+ */
+function showState(status: InboxStatus): void {
+  const { state } = status;
   const el = $('state');
+  el.dataset.mode = status.mode;
   el.dataset.state = state;
   el.textContent = state === 'open' ? 'connected' : state;
   $('banner').hidden = state !== 'reconnecting';

@@ -73,6 +73,13 @@ describe.skipIf(!HAVE_BROWSER)('the browser chat', () => {
 
   const texts = (page: Page) => page.locator('#messages li[data-msg-id] .text').allTextContents();
   const shardOf = async (groupId: string) => (await owner.getGroup(groupId)).shard as number;
+  /** The shard that serves the page's user (its session host, where its inbox is). */
+  const sessionHostOf = async (page: Page) => {
+    const userId = await page.evaluate(
+      () => (JSON.parse(sessionStorage.getItem('shardchat.session') ?? '{}') as { userId: string }).userId,
+    );
+    return (await owner.request('GET', `/users/${encodeURIComponent(userId)}`)).shard as number;
+  };
 
   it('two users exchange messages in real time, see each other typing and online, and a reload keeps the conversation', async () => {
     const ada = await newPage();
@@ -143,8 +150,14 @@ describe.skipIf(!HAVE_BROWSER)('the browser chat', () => {
     await eve.press('#composer-input', 'Enter');
     await expect.poll(() => texts(fay)).toEqual(['before']);
 
+    // The pages get the conversation over their users' inboxes (on the users' session
+    // hosts), or over the conversation's own socket while an inbox is down: the banner
+    // shows when neither delivers, i.e. with the conversation's shard and the session
+    // hosts all down. Kill every one of them.
     const i = await shardOf('outage');
-    await c.shards[i]?.proc.kill();
+    const hosts = new Set([i]);
+    for (const p of [eve, fay]) hosts.add(await sessionHostOf(p));
+    for (const h of hosts) await c.shards[h]?.proc.kill();
     for (const p of [eve, fay]) await p.waitForSelector('#banner:not([hidden])');
     await screenshot(eve, 'reconnecting');
     // Sent while the shard is down: shown as sending, kept in the outbox.
@@ -154,7 +167,7 @@ describe.skipIf(!HAVE_BROWSER)('the browser chat', () => {
     }
     await expect.poll(() => eve.locator('#messages li[data-status="pending"]').count()).toBe(2);
 
-    await c.restartShard(i);
+    for (const h of hosts) await c.restartShard(h);
     // Posted by someone else right after the restart, possibly before the pages are back.
     // (The router sees the shard ready again within its probe interval: retry 503s until then.)
     for (const t of ['after 1', 'after 2']) {
@@ -179,6 +192,45 @@ describe.skipIf(!HAVE_BROWSER)('the browser chat', () => {
       expect(await p.locator('#messages li[data-status]').count()).toBe(0);
     }
     await screenshot(fay, 'after-restart');
+  });
+
+  it('while only the user’s session host is down, the page falls back to the conversation’s socket: no banner, messages keep coming', async () => {
+    await owner.putGroup('detour', { subject: 'Detour' });
+    const groupShard = await shardOf('detour');
+    // A user whose session host is another shard than the conversation's (2 in 3 are).
+    let page: Page | undefined;
+    let host = groupShard;
+    for (let i = 0; i < 8 && host === groupShard; i++) {
+      page = await newPage();
+      await enter(page, 'detour', `Hal${i}`);
+      host = await sessionHostOf(page);
+    }
+    expect(host).not.toBe(groupShard);
+    const p = page as Page;
+    await expect.poll(() => p.textContent('#where')).toContain(`your inbox on shard ${host}`);
+    await retryWhileUnavailable(() => owner.post('detour', 'before', 'detour-before'));
+    await expect.poll(() => texts(p)).toEqual(['before']);
+
+    await c.shards[host]?.proc.kill();
+    // After the fallback delay the conversation's own socket delivers: connected, no banner.
+    await p.waitForSelector('#state[data-mode="fallback"][data-state="open"]', { timeout: 20_000 });
+    expect(await p.locator('#banner').isHidden()).toBe(true);
+    await expect.poll(() => p.textContent('#where')).toContain('direct connection');
+    await owner.post('detour', 'during', 'detour-during');
+    await p.fill('#composer-input', 'mine during');
+    await p.press('#composer-input', 'Enter');
+    await expect.poll(() => texts(p)).toEqual(['before', 'during', 'mine during']);
+    await screenshot(p, 'fallback');
+
+    await c.restartShard(host);
+    await p.waitForSelector('#state[data-mode="inbox"][data-state="open"]', { timeout: 30_000 });
+    await retryWhileUnavailable(() => owner.post('detour', 'after', 'detour-after'));
+    await expect.poll(() => texts(p)).toEqual(['before', 'during', 'mine during', 'after']);
+    const ids = (await p
+      .locator('#messages li[data-msg-id]')
+      .evaluateAll((els) => els.map((e) => Number((e as HTMLElement).dataset.msgId)))) as number[];
+    expect(ids).toEqual([1, 2, 3, 4]);
+    expect(await p.locator('#messages li[data-status]').count()).toBe(0);
   });
 
   it('works on a phone-sized screen and with the keyboard alone', async () => {

@@ -6,6 +6,11 @@
  * GET /groups/{id}/presence). Tokens are user ids. The message log is controllable:
  * tests append with or without pushing, push raw events, drop connections, refuse
  * upgrades and restart the history (new epoch).
+ *
+ * It also plays a user's session host (docs/delivery-protocol.md): the inbox WebSocket
+ * `/users/{userId}/ws` (hello, message, tick, typing, presence, ack and error with
+ * groupId), fed with the messages of the groups the user `join`ed; its upgrades can be
+ * refused separately (`refuseInbox`) to drive the SDK's fallback to group sockets.
  */
 import { randomBytes } from 'node:crypto';
 import http from 'node:http';
@@ -27,10 +32,24 @@ interface FakeGroup {
   log: Message[];
 }
 
+/** A user's inbox connection (`/users/{userId}/ws`). */
+export interface FakeInboxConn {
+  ws: WebSocket;
+  userId: string;
+  received: Record<string, unknown>[];
+}
+
+/** Decides what to do with an inbox `message` event; return true when handled. */
+export type InboxMessageHook = (
+  conn: FakeInboxConn,
+  ev: { groupId: string; contents: string; clientMsgId: string },
+) => boolean;
+
 /** Decides what to do with a client's `message` event; return true when handled (default skipped). */
 export type MessageHook = (conn: FakeConn, ev: { contents: string; clientMsgId: string }) => boolean;
 
 const STATUS_TEXT: Record<number, string> = {
+  401: 'Unauthorized',
   403: 'Forbidden',
   404: 'Not Found',
   503: 'Service Unavailable',
@@ -42,7 +61,7 @@ export class FakeChatServer {
   readonly received: { userId: string; ev: Record<string, unknown> }[] = [];
   /** Every HTTP request path (with query) answered. */
   readonly requests: string[] = [];
-  /** Upgrade requests seen (accepted or not). */
+  /** Group WebSocket upgrade requests seen (accepted or not). */
   upgrades = 0;
   /** When set, upgrades are refused with this status. */
   refuseUpgrades: number | undefined;
@@ -50,6 +69,21 @@ export class FakeChatServer {
   forbidden = false;
   onMessage: MessageHook | undefined;
   readonly shardOrdinal = 7;
+  // --- the inbox side ---
+  readonly inboxes = new Set<FakeInboxConn>();
+  /** Every event received on any inbox, with its user. */
+  readonly inboxReceived: { userId: string; ev: Record<string, unknown> }[] = [];
+  /** follow, unfollow and status events the inboxes sent (presence; not in inboxReceived). */
+  readonly inboxPresenceReceived: { userId: string; ev: Record<string, unknown> }[] = [];
+  /** Inbox upgrade requests seen (accepted or not). */
+  inboxUpgrades = 0;
+  /** When set, inbox upgrades are refused with this status (group sockets are not affected). */
+  refuseInbox: number | undefined;
+  /** When false, stored messages are not pushed to inboxes (group sockets still get them). */
+  inboxPush = true;
+  onInboxMessage: InboxMessageHook | undefined;
+  /** Who is in which group (for inbox delivery and presence). */
+  private readonly members = new Map<string, Set<string>>();
   private readonly groups = new Map<string, FakeGroup>();
   private readonly http: http.Server;
   private readonly wss: WebSocketServer;
@@ -115,8 +149,44 @@ export class FakeChatServer {
       clientMsgId,
     };
     g.log.push(message);
-    if (push) this.broadcast(groupId, { type: 'message', ...message });
+    if (push) {
+      this.broadcast(groupId, { type: 'message', ...message });
+      if (this.inboxPush) this.broadcastInbox(groupId, { type: 'message', ...message });
+    }
     return { message, created: true };
+  }
+
+  /** Makes a user a member of a group: its inbox gets the group's events. */
+  join(groupId: string, userId: string): void {
+    let m = this.members.get(groupId);
+    if (!m) {
+      m = new Set();
+      this.members.set(groupId, m);
+    }
+    m.add(userId);
+  }
+
+  /** Sends an event to the inboxes of a group's members (except `exceptUser`'s). */
+  broadcastInbox(groupId: string, event: object, exceptUser?: string): void {
+    const members = this.members.get(groupId);
+    if (!members) return;
+    const text = JSON.stringify(event);
+    for (const c of this.inboxes)
+      if (members.has(c.userId) && c.userId !== exceptUser && c.ws.readyState === c.ws.OPEN) c.ws.send(text);
+  }
+
+  sendInbox(conn: FakeInboxConn, event: object): void {
+    if (conn.ws.readyState === conn.ws.OPEN) conn.ws.send(JSON.stringify(event));
+  }
+
+  /** Closes every inbox connection with a code. */
+  closeInboxes(code: number, reason = ''): void {
+    for (const c of this.inboxes) c.ws.close(code, reason);
+  }
+
+  /** Drops every inbox connection without a close frame. */
+  terminateInboxes(): void {
+    for (const c of this.inboxes) c.ws.terminate();
   }
 
   /** The group's history begins again: a new epoch and an empty log. */
@@ -153,6 +223,7 @@ export class FakeChatServer {
   /** Closes everything: connections, then the server. */
   async close(): Promise<void> {
     for (const c of this.conns) c.ws.terminate();
+    for (const c of this.inboxes) c.ws.terminate();
     this.http.closeAllConnections();
     await new Promise<void>((resolve) => this.wss.close(() => resolve()));
     await new Promise<void>((resolve) => this.http.close(() => resolve()));
@@ -162,6 +233,9 @@ export class FakeChatServer {
     const users = new Map<string, number>();
     for (const c of this.conns)
       if (c.groupId === groupId) users.set(c.userId, (users.get(c.userId) ?? 0) + 1);
+    const members = this.members.get(groupId);
+    for (const c of this.inboxes)
+      if (members?.has(c.userId)) users.set(c.userId, (users.get(c.userId) ?? 0) + 1);
     return [...users].map(([userId, connections]) => ({ userId, connections }));
   }
 
@@ -171,9 +245,14 @@ export class FakeChatServer {
   }
 
   private onUpgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer): void {
-    this.upgrades++;
     socket.on('error', () => socket.destroy());
     const url = new URL(req.url ?? '/', 'http://fake');
+    const inbox = /^\/users\/([^/]+)\/ws$/.exec(url.pathname);
+    if (inbox) {
+      this.onInboxUpgrade(req, socket, head, decodeURIComponent(inbox[1] as string), url);
+      return;
+    }
+    this.upgrades++;
     const m = /^\/groups\/([^/]+)\/ws$/.exec(url.pathname);
     const userId = url.searchParams.get('token') ?? '';
     const refusal: [number, string, string] | undefined =
@@ -217,6 +296,86 @@ export class FakeChatServer {
     });
   }
 
+  private onInboxUpgrade(
+    req: http.IncomingMessage,
+    socket: Duplex,
+    head: Buffer,
+    userId: string,
+    url: URL,
+  ): void {
+    this.inboxUpgrades++;
+    const token = url.searchParams.get('token') ?? '';
+    const refusal: [number, string, string] | undefined = !token
+      ? [401, 'unauthorized', 'a token is required']
+      : this.forbidden || token !== userId
+        ? [403, 'forbidden', 'not your inbox']
+        : this.refuseInbox !== undefined
+          ? [this.refuseInbox, 'unavailable', 'try again']
+          : undefined;
+    if (refusal) {
+      refuse(socket, ...refusal);
+      return;
+    }
+    this.wss.handleUpgrade(req, socket, head, (ws) => {
+      const conn: FakeInboxConn = { ws, userId, received: [] };
+      this.inboxes.add(conn);
+      ws.on('error', () => {});
+      ws.on('message', (data) => this.onInboxEvent(conn, data.toString()));
+      ws.on('close', () => this.inboxes.delete(conn));
+      this.sendInbox(conn, { type: 'hello', userId, shard: this.shardOrdinal });
+    });
+  }
+
+  private onInboxEvent(conn: FakeInboxConn, text: string): void {
+    let ev: Record<string, unknown>;
+    try {
+      ev = JSON.parse(text) as Record<string, unknown>;
+    } catch {
+      this.sendInbox(conn, { type: 'error', code: 'malformed_json', message: 'events are JSON objects' });
+      return;
+    }
+    // Presence reports (follow, unfollow, status): recorded apart, nothing else.
+    if (ev.type === 'follow' || ev.type === 'unfollow' || ev.type === 'status') {
+      this.inboxPresenceReceived.push({ userId: conn.userId, ev });
+      return;
+    }
+    conn.received.push(ev);
+    this.inboxReceived.push({ userId: conn.userId, ev });
+    const groupId = ev.groupId;
+    if (typeof groupId !== 'string') {
+      this.sendInbox(conn, { type: 'error', code: 'bad_field', message: 'groupId is required' });
+      return;
+    }
+    if (ev.type === 'typing') {
+      this.broadcast(groupId, { type: 'typing', groupId, userId: conn.userId }, conn.userId);
+      this.broadcastInbox(groupId, { type: 'typing', groupId, userId: conn.userId }, conn.userId);
+      return;
+    }
+    const contents = ev.contents;
+    const clientMsgId = ev.clientMsgId;
+    if (ev.type !== 'message' || typeof contents !== 'string' || typeof clientMsgId !== 'string') {
+      this.sendInbox(conn, { type: 'error', code: 'bad_field', groupId, clientMsgId, message: 'bad event' });
+      return;
+    }
+    if (this.onInboxMessage?.(conn, { groupId, contents, clientMsgId })) return;
+    this.storeAndAckInbox(conn, groupId, contents, clientMsgId);
+  }
+
+  /** What the session host does with an inbox message: store once (at the group), ack with groupId. */
+  storeAndAckInbox(conn: FakeInboxConn, groupId: string, contents: string, clientMsgId: string): Message {
+    const { message: m } = this.append(groupId, conn.userId, contents, clientMsgId);
+    this.sendInbox(conn, {
+      type: 'ack',
+      groupId,
+      clientMsgId,
+      msgId: m.msgId,
+      prevMsgId: m.prevMsgId,
+      epoch: m.epoch,
+      ts: m.ts,
+    });
+    return m;
+  }
+
   private onClientEvent(conn: FakeConn, text: string): void {
     let ev: Record<string, unknown>;
     try {
@@ -228,11 +387,9 @@ export class FakeChatServer {
     conn.received.push(ev);
     this.received.push({ userId: conn.userId, ev });
     if (ev.type === 'typing') {
-      this.broadcast(
-        conn.groupId,
-        { type: 'typing', groupId: conn.groupId, userId: conn.userId },
-        conn.userId,
-      );
+      const typing = { type: 'typing', groupId: conn.groupId, userId: conn.userId };
+      this.broadcast(conn.groupId, typing, conn.userId);
+      this.broadcastInbox(conn.groupId, typing, conn.userId);
       return;
     }
     if (ev.type !== 'message') {
@@ -263,7 +420,15 @@ export class FakeChatServer {
     return m;
   }
 
+  /** Reads of these groups' messages wait until the group is taken out again. */
+  readonly holdReads = new Set<string>();
+
   private onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
+    const held = /^\/groups\/([^/]+)\/messages/.exec(req.url ?? '');
+    if (held && this.holdReads.has(decodeURIComponent(held[1] as string))) {
+      setTimeout(() => this.onRequest(req, res), 10);
+      return;
+    }
     this.requests.push(req.url ?? '');
     const [status, body] = this.answer(req.method ?? 'GET', new URL(req.url ?? '/', 'http://fake'));
     res.writeHead(status, {
@@ -276,6 +441,8 @@ export class FakeChatServer {
   private answer(method: string, url: URL): [number, unknown] {
     if (this.forbidden)
       return [403, { error: { code: 'forbidden', message: 'only members may read this group' } }];
+    const user = /^\/users\/([^/]+)$/.exec(url.pathname);
+    if (method === 'GET' && user) return [200, { userId: decodeURIComponent(user[1] as string), name: 'x' }];
     const m = /^\/groups\/([^/]+)\/(messages|presence)$/.exec(url.pathname);
     if (method !== 'GET' || !m) return [404, { error: { code: 'not_found', message: 'no route' } }];
     const groupId = decodeURIComponent(m[1] as string);

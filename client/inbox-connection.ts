@@ -1,0 +1,689 @@
+/**
+ * All of a user's conversations over one WebSocket: the inbox on the user's session
+ * host (`GET /users/{userId}/ws`, docs/delivery-protocol.md).
+ *
+ * - Per followed group a GroupSequencer keeps `(epoch, lastMsgId)`: every message is
+ *   delivered once and in msgId order per group; a gap in one group is filled from
+ *   `GET /groups/{id}/messages?after=` without holding up the others. On every hello
+ *   (and on `follow`) each group catches up from its lastMsgId (or loads its recent
+ *   history); a `tick` (pull mode) reads what it announces.
+ * - Sends go through the same outbox as GroupConnection's (one clientMsgId over every
+ *   resend), now with a groupId; `ack` and `error` events name group and clientMsgId.
+ * - Reconnects with exponential backoff and jitter; refusals (401, 403, close 1008) end it.
+ * - Fallback (DESIGN 6): when the inbox cannot be reached for `fallbackAfterMs`, every
+ *   followed group gets its own group WebSocket (fed into the same sequencers and
+ *   outbox, so nothing is delivered or stored twice across the switch) while the inbox
+ *   is retried in the background; once it says hello again the group sockets close.
+ * - Presence per group: a snapshot from `GET /groups/{id}/presence` on hello and every
+ *   `presencePollMs`, updated by `presence` events. The inbox tells the session host
+ *   what this user follows (`follow` with every followed group after each hello, then
+ *   `follow` / `unfollow` as they change) and the user's status (`setStatus`), so that
+ *   the others see this user present in those groups.
+ */
+import type { ChatApi } from './api.js';
+import { Backoff, type BackoffOptions, DEFAULT_BACKOFF } from './backoff.js';
+import { Emitter } from './emitter.js';
+import { ShardChatError } from './errors.js';
+import { type ConnectionState, FATAL_CLOSE, GroupConnection, OPEN, TOO_BIG } from './group-connection.js';
+import { asError, GroupSequencer } from './group-sequencer.js';
+import { Outbox, type OutboxEntry, type Outgoing } from './outbox.js';
+import type { Message, WebSocketFactory, WebSocketLike } from './types.js';
+
+export type InboxMode = 'inbox' | 'fallback';
+
+/** Group ids per `follow` event at most (events stay far below the payload limit). */
+const FOLLOW_CHUNK = 200;
+
+export interface InboxStatus {
+  /** Whether messages are being delivered: `open` in inbox mode when the inbox is open, in fallback mode when every group socket is. */
+  state: ConnectionState;
+  /** `inbox`: one WebSocket to the session host; `fallback`: one per group, while the inbox is unreachable. */
+  mode: InboxMode;
+  /** The inbox WebSocket itself. */
+  inbox: ConnectionState;
+}
+
+export interface InboxEvents extends Record<string, unknown[]> {
+  /** A message of a followed group (`m.groupId`), once, in msgId order per group. */
+  message: [Message];
+  typing: [groupId: string, userId: string];
+  /** Users online in a group now. */
+  presence: [groupId: string, online: string[]];
+  state: [InboxStatus];
+  /** A sent message changed state (pending, sent, failed). */
+  outgoing: [Outgoing];
+  /** A group's history began again (new epoch): drop what was shown of it. */
+  reset: [groupId: string];
+  /** The inbox said hello. */
+  hello: [{ userId: string; shard?: number }];
+  /** An error; `groupId` when it concerns one group. */
+  error: [ShardChatError, groupId?: string];
+}
+
+export interface ResumePoint {
+  epoch: string;
+  lastMsgId: number;
+}
+
+export interface InboxConnectionOptions {
+  api: ChatApi;
+  /** The user the token is for; the inbox is `/users/{userId}/ws`. */
+  userId: string;
+  /** Groups to follow from the start (more with `follow`). */
+  groups?: string[];
+  /** Resume points per group (e.g. kept in sessionStorage). */
+  resume?: Record<string, ResumePoint>;
+  /** Defaults to the global WebSocket (browsers, Node 22+); pass `ws`'s on older Node. */
+  WebSocket?: WebSocketFactory;
+  /** Without a resume point: how many recent messages of a group to deliver first (default 50). */
+  initialHistory?: number;
+  backoff?: BackoffOptions;
+  /** Resend a message that got no ack for this long while connected (default 10 s). */
+  ackTimeoutMs?: number;
+  /** Writes of one message before it is marked failed (default 5). */
+  maxSendAttempts?: number;
+  /** Contents longer than this many UTF-8 bytes fail at once (default 8192). */
+  maxMessageBytes?: number;
+  /** At most one typing event per group per this interval (default 2 s). */
+  typingIntervalMs?: number;
+  /** Page size for catch-up reads (default 100). */
+  pageSize?: number;
+  /** A connection that stayed open this long resets the backoff (default 5 s). */
+  stableAfterMs?: number;
+  /** How long the inbox may be unreachable before the group sockets take over (default 3 s). */
+  fallbackAfterMs?: number;
+  /** Presence snapshots per group this often while in inbox mode (default 10 s; 0: only on hello). */
+  presencePollMs?: number;
+  random?: () => number;
+}
+
+interface Followed {
+  groupId: string;
+  seq: GroupSequencer;
+  online: Set<string>;
+  lastTypingAt: number;
+  /** The group's own socket, in fallback mode. */
+  gc?: GroupConnection;
+  /** The group socket was refused for good during this fallback (not reopened until the next one). */
+  refused: boolean;
+  lastError?: ShardChatError;
+}
+
+type InboxServerEvent =
+  | { type: 'hello'; userId: string; shard?: number }
+  | ({ type: 'message' } & Message)
+  | { type: 'tick'; groupId: string; epoch: string; lastMsgId: number }
+  | { type: 'typing'; groupId: string; userId: string }
+  | { type: 'presence'; groupId: string; userId: string; status: 'online' | 'away' | 'offline' }
+  | {
+      type: 'ack';
+      groupId?: string;
+      clientMsgId: string;
+      msgId: number;
+      prevMsgId: number;
+      epoch: string;
+      ts: number;
+    }
+  | { type: 'error'; code: string; message: string; groupId?: string; clientMsgId?: string };
+
+export class InboxConnection extends Emitter<InboxEvents> {
+  readonly userId: string;
+  private readonly api: ChatApi;
+  private readonly WS: WebSocketFactory;
+  private readonly backoff: Backoff;
+  private readonly o: InboxConnectionOptions & {
+    typingIntervalMs: number;
+    stableAfterMs: number;
+    fallbackAfterMs: number;
+    presencePollMs: number;
+  };
+  private readonly outbox: Outbox;
+  private readonly groups = new Map<string, Followed>();
+  private ws: WebSocketLike | undefined;
+  private inboxState: ConnectionState = 'connecting';
+  private modeNow: InboxMode = 'inbox';
+  private shardNow: number | undefined;
+  private lastStatus: InboxStatus | undefined;
+  private timer: ReturnType<typeof setTimeout> | undefined;
+  private stableTimer: ReturnType<typeof setTimeout> | undefined;
+  private ackTimer: ReturnType<typeof setInterval> | undefined;
+  private pollTimer: ReturnType<typeof setInterval> | undefined;
+  private fallbackTimer: ReturnType<typeof setTimeout> | undefined;
+  private userClosed = false;
+  private statusNow: 'online' | 'away' = 'online';
+  private openedAt = 0;
+  private generation = 0;
+
+  constructor(o: InboxConnectionOptions) {
+    super();
+    this.api = o.api;
+    this.userId = o.userId;
+    const WS = o.WebSocket ?? (globalThis as { WebSocket?: WebSocketFactory }).WebSocket;
+    if (!WS) throw new Error('no WebSocket implementation: pass options.WebSocket (e.g. the ws package)');
+    this.WS = WS;
+    this.backoff = new Backoff(o.backoff ?? DEFAULT_BACKOFF, o.random);
+    this.o = {
+      ...o,
+      typingIntervalMs: o.typingIntervalMs ?? 2000,
+      stableAfterMs: o.stableAfterMs ?? 5000,
+      fallbackAfterMs: o.fallbackAfterMs ?? 3000,
+      presencePollMs: o.presencePollMs ?? 10_000,
+    };
+    this.outbox = new Outbox(o, {
+      write: (e) => this.writeEntry(e),
+      changed: (e) => this.emit('outgoing', e),
+    });
+    for (const g of o.groups ?? []) this.follow(g, o.resume?.[g]);
+    // Started on the next tick so that listeners added right after construction see everything.
+    queueMicrotask(() => {
+      this.armFallback();
+      void this.connect();
+    });
+  }
+
+  // --- what the application sees ---
+
+  /** Whether messages are being delivered (see InboxStatus.state). */
+  get state(): ConnectionState {
+    return this.computeStatus().state;
+  }
+
+  /** State, mode and the inbox socket's own state. */
+  get status(): InboxStatus {
+    return this.computeStatus();
+  }
+
+  get mode(): InboxMode {
+    return this.modeNow;
+  }
+
+  /** The session host's ordinal, as the inbox's hello said. */
+  get shard(): number | undefined {
+    return this.shardNow;
+  }
+
+  get followed(): string[] {
+    return [...this.groups.keys()];
+  }
+
+  /** Whether a group's messages are being delivered now (by the inbox or its own socket). */
+  isLive(groupId: string): boolean {
+    if (!this.groups.has(groupId)) return false;
+    return this.modeNow === 'inbox'
+      ? this.inboxState === 'open'
+      : this.groups.get(groupId)?.gc?.state === 'open';
+  }
+
+  epoch(groupId: string): string | undefined {
+    return this.groups.get(groupId)?.seq.epoch;
+  }
+
+  /** The msgId of the last message delivered of a group (0 before the first). */
+  lastMsgId(groupId: string): number {
+    return this.groups.get(groupId)?.seq.lastMsgId ?? 0;
+  }
+
+  onlineUsers(groupId: string): string[] {
+    return [...(this.groups.get(groupId)?.online ?? [])];
+  }
+
+  /** Messages not yet acknowledged (pending or failed), oldest first; of one group when given. */
+  unacknowledged(groupId?: string): Outgoing[] {
+    return this.outbox.list(groupId);
+  }
+
+  /** Starts delivering a group's messages (from `resume`, or its recent history). */
+  follow(groupId: string, resume?: ResumePoint): void {
+    if (this.userClosed || this.groups.has(groupId)) return;
+    const f: Followed = {
+      groupId,
+      online: new Set(),
+      lastTypingAt: 0,
+      refused: false,
+      seq: new GroupSequencer(
+        {
+          api: this.api,
+          groupId,
+          epoch: resume?.epoch,
+          lastMsgId: resume?.lastMsgId,
+          initialHistory: this.o.initialHistory,
+          pageSize: this.o.pageSize,
+          backoff: this.o.backoff,
+          random: this.o.random,
+        },
+        {
+          deliver: (m) => {
+            this.outbox.delivered(m, this.userId);
+            this.emit('message', m);
+          },
+          reset: () => this.emit('reset', groupId),
+          error: (e) => this.emit('error', e, groupId),
+          active: () => this.isLive(groupId),
+        },
+      ),
+    };
+    this.groups.set(groupId, f);
+    if (this.inboxState === 'open') this.raw({ type: 'follow', groupIds: [groupId] });
+    if (this.modeNow === 'fallback') {
+      this.openGroupSocket(f);
+    } else if (this.inboxState === 'open') {
+      f.seq.catchUp();
+      void this.loadPresence(f, this.generation);
+    }
+    this.emitStatus();
+  }
+
+  /** Stops delivering a group; its unacknowledged sends reject. */
+  unfollow(groupId: string): void {
+    const f = this.groups.get(groupId);
+    if (!f) return;
+    this.groups.delete(groupId);
+    if (this.inboxState === 'open') this.raw({ type: 'unfollow', groupIds: [groupId] });
+    f.seq.close();
+    f.gc?.close();
+    this.outbox.rejectAll(new ShardChatError(0, 'closed', `${groupId} is no longer followed`), groupId);
+    this.emitStatus();
+  }
+
+  /** This user's status as the others see it (while the inbox is open): online or away. */
+  get presenceStatus(): 'online' | 'away' {
+    return this.statusNow;
+  }
+
+  /** Sets this user's status in every followed group (sent now and after every reconnect). */
+  setStatus(status: 'online' | 'away'): void {
+    if (status !== 'online' && status !== 'away') throw new TypeError("status is 'online' or 'away'");
+    if (this.userClosed || status === this.statusNow) return;
+    this.statusNow = status;
+    if (this.inboxState === 'open') this.raw({ type: 'status', status });
+  }
+
+  /** Sends a message to a followed group; resent with the same clientMsgId until acknowledged. */
+  send(groupId: string, contents: string, clientMsgId?: string): Outgoing {
+    if (!this.groups.has(groupId)) throw new TypeError(`${groupId} is not followed`);
+    return this.outbox.add(groupId, contents, clientMsgId, this.isLive(groupId));
+  }
+
+  /** Puts a failed message back in the outbox with its clientMsgId. */
+  retry(clientMsgId: string): void {
+    const e = this.outbox.get(clientMsgId);
+    if (e) this.outbox.retry(clientMsgId, this.isLive(e.groupId));
+  }
+
+  /** Tells a group's others this user is typing; throttled, dropped while disconnected. */
+  typing(groupId: string): void {
+    const f = this.groups.get(groupId);
+    if (!f) return;
+    if (this.modeNow === 'fallback') {
+      f.gc?.typing();
+      return;
+    }
+    const now = Date.now();
+    if (this.inboxState !== 'open' || now - f.lastTypingAt < this.o.typingIntervalMs) return;
+    f.lastTypingAt = now;
+    this.raw({ type: 'typing', groupId });
+  }
+
+  /** Closes for good (inbox and group sockets); unacknowledged sends reject. */
+  close(): void {
+    if (this.userClosed) return;
+    this.userClosed = true;
+    this.stop();
+    clearTimeout(this.fallbackTimer);
+    for (const f of this.groups.values()) {
+      f.seq.close();
+      f.gc?.close();
+      f.gc = undefined;
+    }
+    this.outbox.rejectAll(new ShardChatError(0, 'closed', 'the connection was closed'));
+    this.inboxState = 'closed';
+    this.emitStatus();
+  }
+
+  // --- the inbox socket ---
+
+  private async connect(): Promise<void> {
+    if (this.userClosed) return;
+    const gen = ++this.generation;
+    let url: string;
+    try {
+      url = await this.api.userSocketUrl(this.userId);
+    } catch (err) {
+      this.emit('error', asError(err));
+      this.scheduleReconnect();
+      return;
+    }
+    if (gen !== this.generation || this.userClosed) return;
+    let ws: WebSocketLike;
+    try {
+      ws = new this.WS(url);
+    } catch (err) {
+      this.emit('error', asError(err));
+      this.scheduleReconnect();
+      return;
+    }
+    this.ws = ws;
+    let greeted = false;
+    /** The upgrade's HTTP status when the WebSocket implementation tells it (the ws package does). */
+    let refusedWith: number | undefined;
+    ws.addEventListener('message', (ev) => {
+      if (gen !== this.generation) return;
+      const text = typeof ev.data === 'string' ? ev.data : new TextDecoder().decode(ev.data as ArrayBuffer);
+      let e: InboxServerEvent;
+      try {
+        e = JSON.parse(text) as InboxServerEvent;
+      } catch {
+        return;
+      }
+      if (e.type === 'hello') greeted = true;
+      this.onEvent(e);
+    });
+    ws.addEventListener('close', (ev) => {
+      if (gen !== this.generation) return;
+      this.onClose(ev.code, ev.reason, greeted, refusedWith);
+    });
+    ws.addEventListener('error', (ev) => {
+      const m = /Unexpected server response: (\d{3})/.exec(
+        String((ev as { message?: unknown })?.message ?? ''),
+      );
+      if (m) refusedWith = Number(m[1]);
+    });
+  }
+
+  private onClose(code: number, reason: string, greeted: boolean, refusedWith: number | undefined): void {
+    this.ws = undefined;
+    this.clearTimers();
+    for (const f of this.groups.values()) {
+      if (this.modeNow === 'inbox' && f.online.size > 0) {
+        // Who is online is unknown until the next hello (or the group sockets say it).
+        f.online.clear();
+        this.emit('presence', f.groupId, []);
+      }
+    }
+    if (this.userClosed) return;
+    if (FATAL_CLOSE.has(code)) {
+      this.fatal(new ShardChatError(403, 'forbidden', reason || 'the server ended the inbox'));
+      return;
+    }
+    if (code === TOO_BIG) this.outbox.tooLarge(this.openedAt);
+    this.inboxState = this.inboxState === 'connecting' && !greeted ? 'connecting' : 'reconnecting';
+    this.armFallback();
+    this.emitStatus();
+    if (greeted) {
+      this.scheduleReconnect();
+      return;
+    }
+    if (refusedWith === 401 || refusedWith === 403) {
+      this.fatal(
+        new ShardChatError(
+          refusedWith,
+          refusedWith === 401 ? 'unauthorized' : 'forbidden',
+          `the inbox of ${this.userId} was refused (${refusedWith})`,
+        ),
+      );
+      return;
+    }
+    if (refusedWith !== undefined) {
+      // Unavailable, misdirected, not there (an older server): the group sockets cover it.
+      this.scheduleReconnect();
+      return;
+    }
+    // The upgrade was refused or never answered and the WebSocket does not say why (a
+    // browser): ask the session host over HTTP whether the token is good.
+    this.api.getUser(this.userId).then(
+      () => this.scheduleReconnect(),
+      (err: unknown) => {
+        const e = asError(err);
+        if (e.status === 401 || e.status === 403) this.fatal(e);
+        else this.scheduleReconnect(e.retryAfter);
+      },
+    );
+  }
+
+  private scheduleReconnect(retryAfterSeconds?: number): void {
+    if (this.userClosed) return;
+    if (this.inboxState === 'open') this.inboxState = 'reconnecting';
+    this.emitStatus();
+    const delay = Math.max(this.backoff.next(), (retryAfterSeconds ?? 0) * 1000);
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => void this.connect(), delay);
+  }
+
+  private fatal(e: ShardChatError): void {
+    this.emit('error', e);
+    this.close();
+  }
+
+  private stop(): void {
+    this.generation++;
+    this.clearTimers();
+    clearTimeout(this.timer);
+    const ws = this.ws;
+    this.ws = undefined;
+    if (ws && ws.readyState <= OPEN) ws.close(1000, 'closed by the client');
+  }
+
+  private clearTimers(): void {
+    clearTimeout(this.stableTimer);
+    clearInterval(this.ackTimer);
+    clearInterval(this.pollTimer);
+    this.stableTimer = undefined;
+    this.ackTimer = undefined;
+    this.pollTimer = undefined;
+    if (this.modeNow === 'inbox') for (const f of this.groups.values()) f.seq.cancelRetry();
+  }
+
+  private raw(event: object): boolean {
+    const ws = this.ws;
+    if (!ws || ws.readyState !== OPEN) return false;
+    try {
+      ws.send(JSON.stringify(event));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Writes an outbox entry where its group is served now: the inbox, or the group's socket. */
+  private writeEntry(e: OutboxEntry): boolean {
+    if (this.modeNow === 'inbox') {
+      if (this.inboxState !== 'open') return false;
+      return this.raw({
+        type: 'message',
+        groupId: e.groupId,
+        contents: e.contents,
+        clientMsgId: e.clientMsgId,
+      });
+    }
+    const gc = this.groups.get(e.groupId)?.gc;
+    return gc?.state === 'open' ? gc.writeEntry(e) : false;
+  }
+
+  // --- inbox events ---
+
+  private onEvent(e: InboxServerEvent): void {
+    switch (e.type) {
+      case 'hello':
+        this.onHello(e);
+        return;
+      case 'message': {
+        const { type: _type, ...m } = e;
+        this.groups.get(m.groupId)?.seq.receive(m);
+        return;
+      }
+      case 'tick':
+        this.groups.get(e.groupId)?.seq.head(e.epoch, e.lastMsgId);
+        return;
+      case 'typing':
+        if (e.userId !== this.userId && this.groups.has(e.groupId)) this.emit('typing', e.groupId, e.userId);
+        return;
+      case 'presence': {
+        const f = this.groups.get(e.groupId);
+        if (!f) return;
+        if (e.status === 'offline') f.online.delete(e.userId);
+        else f.online.add(e.userId);
+        this.emit('presence', e.groupId, [...f.online]);
+        return;
+      }
+      case 'ack': {
+        const entry = this.outbox.get(e.clientMsgId);
+        if (entry && (e.groupId === undefined || e.groupId === entry.groupId))
+          this.outbox.acknowledge(e.clientMsgId, {
+            msgId: e.msgId,
+            prevMsgId: e.prevMsgId,
+            epoch: e.epoch,
+            ts: e.ts,
+          });
+        return;
+      }
+      case 'error': {
+        const err = new ShardChatError(0, e.code, e.message);
+        if (e.clientMsgId !== undefined) this.outbox.serverError(e.clientMsgId, err);
+        this.emit('error', err, e.groupId);
+        return;
+      }
+    }
+  }
+
+  private onHello(h: { userId: string; shard?: number }): void {
+    this.shardNow = h.shard;
+    this.inboxState = 'open';
+    this.openedAt = Date.now();
+    clearTimeout(this.fallbackTimer);
+    this.fallbackTimer = undefined;
+    if (this.modeNow === 'fallback') this.leaveFallback();
+    this.emitStatus();
+    // Presence: the status first (a host starts every connection online), then what is followed.
+    if (this.statusNow !== 'online') this.raw({ type: 'status', status: this.statusNow });
+    const ids = [...this.groups.keys()];
+    this.raw({ type: 'follow', groupIds: ids.slice(0, FOLLOW_CHUNK) });
+    for (let i = FOLLOW_CHUNK; i < ids.length; i += FOLLOW_CHUNK)
+      this.raw({ type: 'follow', groupIds: ids.slice(i, i + FOLLOW_CHUNK) });
+    this.emit('hello', { userId: h.userId, shard: h.shard });
+    const gen = this.generation;
+    this.stableTimer = setTimeout(() => this.backoff.reset(), this.o.stableAfterMs);
+    this.ackTimer = setInterval(() => {
+      if (this.modeNow === 'inbox' && this.inboxState === 'open') this.outbox.checkAcks(() => true);
+    }, this.outbox.checkIntervalMs);
+    this.outbox.flush();
+    for (const f of this.groups.values()) {
+      f.seq.catchUp();
+      void this.loadPresence(f, gen);
+    }
+    if (this.o.presencePollMs > 0) {
+      this.pollTimer = setInterval(() => {
+        for (const f of this.groups.values()) void this.loadPresence(f, gen);
+      }, this.o.presencePollMs);
+    }
+  }
+
+  private async loadPresence(f: Followed, gen: number): Promise<void> {
+    try {
+      const p = await this.api.presence(f.groupId);
+      if (gen !== this.generation || this.modeNow !== 'inbox' || this.groups.get(f.groupId) !== f) return;
+      f.online.clear();
+      for (const e of p) f.online.add(e.userId);
+      // This user is online in the group through this inbox.
+      f.online.add(this.userId);
+      this.emit('presence', f.groupId, [...f.online]);
+    } catch (err) {
+      this.emit('error', asError(err), f.groupId);
+    }
+  }
+
+  // --- fallback: the groups' own sockets ---
+
+  /** Starts the countdown to fallback mode unless it runs already (or fallback is on). */
+  private armFallback(): void {
+    if (this.userClosed || this.modeNow === 'fallback' || this.fallbackTimer !== undefined) return;
+    this.fallbackTimer = setTimeout(() => {
+      this.fallbackTimer = undefined;
+      if (this.userClosed || this.inboxState === 'open') return;
+      this.enterFallback();
+    }, this.o.fallbackAfterMs);
+  }
+
+  private enterFallback(): void {
+    this.modeNow = 'fallback';
+    for (const f of this.groups.values()) {
+      f.seq.cancelRetry();
+      this.openGroupSocket(f);
+    }
+    this.emitStatus();
+  }
+
+  private leaveFallback(): void {
+    this.modeNow = 'inbox';
+    for (const f of this.groups.values()) {
+      const gc = f.gc;
+      f.gc = undefined;
+      f.refused = false;
+      gc?.close();
+    }
+  }
+
+  private openGroupSocket(f: Followed): void {
+    if (f.gc || f.refused) return;
+    const gc = new GroupConnection({
+      api: this.api,
+      groupId: f.groupId,
+      WebSocket: this.WS,
+      backoff: this.o.backoff,
+      typingIntervalMs: this.o.typingIntervalMs,
+      stableAfterMs: this.o.stableAfterMs,
+      random: this.o.random,
+      shared: { sequencer: f.seq, outbox: this.outbox, userId: this.userId },
+    });
+    f.gc = gc;
+    gc.on('state', (s) => {
+      if (f.gc !== gc) return;
+      if (s === 'closed') {
+        // Refused for good (not a member, removed): its sends cannot succeed.
+        f.gc = undefined;
+        f.refused = true;
+        this.outbox.rejectAll(
+          f.lastError ?? new ShardChatError(403, 'forbidden', `${f.groupId} refused the connection`),
+          f.groupId,
+        );
+      }
+      this.emitStatus();
+    });
+    gc.on('typing', (userId) => this.emit('typing', f.groupId, userId));
+    gc.on('presence', (online) => {
+      if (f.gc !== gc) return;
+      f.online = new Set(online);
+      this.emit('presence', f.groupId, online);
+    });
+    gc.on('error', (e) => {
+      if (f.gc !== gc) return;
+      f.lastError = e;
+      this.emit('error', e, f.groupId);
+    });
+  }
+
+  // --- state ---
+
+  private computeStatus(): InboxStatus {
+    let state: ConnectionState;
+    if (this.userClosed) state = 'closed';
+    else if (this.modeNow === 'inbox') state = this.inboxState;
+    else {
+      const live = [...this.groups.values()].filter((f) => !f.refused);
+      state =
+        live.length > 0 && live.every((f) => f.gc?.state === 'open')
+          ? 'open'
+          : this.inboxState === 'connecting' && !live.some((f) => f.gc?.state === 'reconnecting')
+            ? 'connecting'
+            : 'reconnecting';
+    }
+    return { state, mode: this.modeNow, inbox: this.inboxState };
+  }
+
+  private emitStatus(): void {
+    const s = this.computeStatus();
+    const l = this.lastStatus;
+    if (l && l.state === s.state && l.mode === s.mode && l.inbox === s.inbox) return;
+    this.lastStatus = s;
+    this.emit('state', s);
+  }
+}

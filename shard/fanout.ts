@@ -1,0 +1,351 @@
+/**
+ * Fan-out from a group's shard to the members' session hosts (docs/delivery-protocol.md
+ * section 2). After a message is stored, one record per destination shard (the
+ * session hosts `shard(userId)` of the members, with the recipients there) is queued;
+ * each destination's queue leaves in batches (`batchMs` + random jitter, sooner at
+ * `maxBatch`), one POST /internal/deliver in flight per destination, a failed batch
+ * retried with capped exponential backoff while later records wait behind it. Queues
+ * are bounded (the oldest records are dropped and counted) and never block the posting
+ * client or the other destinations. The local session host gets its records without
+ * HTTP. Heads (anti-entropy) go every `headsMs` for groups active in the last 10 s.
+ */
+import type { Config } from '../common/config.js';
+import type { Logger } from '../common/logger.js';
+import type { DeliveryRecord, HeadRecord } from './delivery-sequencer.js';
+import type { ShardMetrics } from './metrics.js';
+import type { Ownership } from './ownership.js';
+import type { Message, Store } from './store.js';
+
+/** Groups whose member lists are cached at most. */
+const MEMBER_CACHE_GROUPS = 10_000;
+const MEMBER_PAGE = 1000;
+/** How long after its last message a group still gets heads. */
+export const HEADS_WINDOW_MS = 10_000;
+/** Bytes of records per batch at most (the receiver refuses bodies past MAX_DELIVER_BODY). */
+export const MAX_BATCH_BYTES = 4 * 1024 * 1024;
+
+/**
+ * Members of a group grouped by their session host, cached (least recently used
+ * forgotten first) and invalidated when the group's membership changes.
+ */
+export class MemberCache {
+  private readonly cache = new Map<string, Map<number, string[]>>();
+
+  constructor(
+    private readonly store: Pick<Store, 'listMembers'>,
+    private readonly own: Pick<Ownership, 'ownerOf'>,
+    private readonly maxMembers: number,
+  ) {}
+
+  invalidate(groupId: string): void {
+    this.cache.delete(groupId);
+  }
+
+  /** Session host ordinal -> the members it hosts. */
+  byHost(groupId: string): Map<number, string[]> {
+    const hit = this.cache.get(groupId);
+    if (hit) {
+      this.cache.delete(groupId);
+      this.cache.set(groupId, hit);
+      return hit;
+    }
+    const byHost = new Map<number, string[]>();
+    let after = '';
+    for (let seen = 0; seen < this.maxMembers; ) {
+      const page = this.store.listMembers(groupId, after, MEMBER_PAGE);
+      for (const { userId } of page) {
+        const host = this.own.ownerOf(userId);
+        let list = byHost.get(host);
+        if (!list) {
+          list = [];
+          byHost.set(host, list);
+        }
+        list.push(userId);
+        after = userId;
+      }
+      seen += page.length;
+      if (page.length < MEMBER_PAGE) break;
+    }
+    this.cache.set(groupId, byHost);
+    if (this.cache.size > MEMBER_CACHE_GROUPS) this.cache.delete(this.cache.keys().next().value as string);
+    return byHost;
+  }
+
+  /** The members of a group hosted by `host`. */
+  on(groupId: string, host: number): string[] {
+    return this.byHost(groupId).get(host) ?? [];
+  }
+}
+
+/** Sends one batch to a destination's /internal/deliver; rejects when it was not accepted. */
+export type BatchSender = (
+  dest: number,
+  body: { from: number; seq: number; records: DeliveryRecord[] },
+) => Promise<void>;
+
+/** A batch the destination refused for good (4xx): retrying cannot help. */
+export class BatchRejected extends Error {
+  override name = 'BatchRejected';
+}
+
+export interface FanoutOptions {
+  cfg: Config;
+  log: Logger;
+  own: Ownership;
+  metrics: ShardMetrics;
+  members: MemberCache;
+  send: BatchSender;
+  /** The local session host (no HTTP). */
+  local(record: DeliveryRecord): void;
+  /** SHARDCHAT_TEST_FAULTS=1: honour cfg.shard.fanout.faults. */
+  faultsEnabled: boolean;
+  random?: () => number;
+}
+
+interface Queued {
+  record: DeliveryRecord;
+  bytes: number;
+}
+
+interface Destination {
+  dest: number;
+  label: string;
+  queue: Queued[];
+  /** The batch being sent (kept until it is accepted, dropped or given up). */
+  inFlight: Queued[] | undefined;
+  timer: NodeJS.Timeout | undefined;
+  seq: number;
+  failures: number;
+}
+
+interface Recent {
+  epoch: string;
+  lastMsgId: number;
+  at: number;
+  dests: Set<number>;
+}
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref?.());
+
+export class Fanout {
+  private readonly dests = new Map<number, Destination>();
+  private readonly recent = new Map<string, Recent>();
+  private readonly headsTimer: NodeJS.Timeout;
+  private readonly random: () => number;
+  private stopped = false;
+
+  constructor(private readonly o: FanoutOptions) {
+    this.random = o.random ?? Math.random;
+    this.headsTimer = setInterval(() => this.heads(), o.cfg.shard.fanout.headsMs);
+    this.headsTimer.unref();
+  }
+
+  /** Queues a stored message for every session host of the group's members. Never throws. */
+  published(m: Message): void {
+    if (this.stopped) return;
+    let byHost: Map<number, string[]>;
+    try {
+      byHost = this.o.members.byHost(m.groupId);
+    } catch (err) {
+      this.o.log.warn({ err: (err as Error).message, groupId: m.groupId }, 'fan-out: cannot read members');
+      return;
+    }
+    let rec = this.recent.get(m.groupId);
+    if (!rec) {
+      rec = { epoch: m.epoch, lastMsgId: m.msgId, at: Date.now(), dests: new Set() };
+      this.recent.set(m.groupId, rec);
+    }
+    rec.epoch = m.epoch;
+    rec.lastMsgId = Math.max(rec.lastMsgId, m.msgId);
+    rec.at = Date.now();
+    const event = { type: 'message', ...m };
+    const bytes = Buffer.byteLength(m.contents) + 400;
+    for (const [host, recipients] of byHost) {
+      rec.dests.add(host);
+      this.enqueue(
+        host,
+        {
+          kind: 'message',
+          groupId: m.groupId,
+          epoch: m.epoch,
+          msgId: m.msgId,
+          prevMsgId: m.prevMsgId,
+          recipients,
+          event,
+        },
+        bytes + recipients.length * 40,
+      );
+    }
+  }
+
+  /** Queues a typing event for every session host of the group's members except the typist. */
+  typing(groupId: string, userId: string): void {
+    if (this.stopped) return;
+    const event = { type: 'typing', groupId, userId };
+    for (const [host, members] of this.o.members.byHost(groupId)) {
+      const recipients = members.filter((u) => u !== userId);
+      if (recipients.length === 0) continue;
+      this.enqueue(host, { kind: 'typing', groupId, recipients, event }, 200 + recipients.length * 40);
+    }
+  }
+
+  /** Queues a presence change for every session host of the group's members except the user's own inboxes. */
+  presence(groupId: string, userId: string, status: 'online' | 'away' | 'offline'): void {
+    if (this.stopped) return;
+    let byHost: Map<number, string[]>;
+    try {
+      byHost = this.o.members.byHost(groupId);
+    } catch (err) {
+      this.o.log.warn({ err: (err as Error).message, groupId }, 'fan-out: cannot read members');
+      return;
+    }
+    const event = { type: 'presence', groupId, userId, status };
+    for (const [host, members] of byHost) {
+      const recipients = members.filter((u) => u !== userId);
+      if (recipients.length === 0) continue;
+      this.enqueue(host, { kind: 'presence', groupId, recipients, event }, 200 + recipients.length * 40);
+    }
+  }
+
+  /** Records waiting for a destination (the batch in flight included). */
+  depth(dest: number): number {
+    const d = this.dests.get(dest);
+    return d ? d.queue.length + (d.inFlight?.length ?? 0) : 0;
+  }
+
+  private dest(dest: number): Destination {
+    let d = this.dests.get(dest);
+    if (!d) {
+      d = {
+        dest,
+        label: String(dest),
+        queue: [],
+        inFlight: undefined,
+        timer: undefined,
+        seq: 0,
+        failures: 0,
+      };
+      this.dests.set(dest, d);
+    }
+    return d;
+  }
+
+  private enqueue(dest: number, record: DeliveryRecord, bytes: number): void {
+    if (dest === this.o.own.ordinal) {
+      // The local session host: no HTTP, no batching, no faults.
+      this.o.metrics.fanoutBatches.inc({ dest: String(dest) });
+      this.o.metrics.fanoutBatchRecords.observe(1);
+      try {
+        this.o.local(record);
+      } catch (err) {
+        this.o.log.warn({ err: (err as Error).message }, 'local delivery failed');
+      }
+      return;
+    }
+    const d = this.dest(dest);
+    const cfg = this.o.cfg.shard.fanout;
+    d.queue.push({ record, bytes });
+    if (d.queue.length > cfg.queueSize) {
+      const over = d.queue.length - cfg.queueSize;
+      d.queue.splice(0, over);
+      this.o.metrics.fanoutDropped.inc({ dest: d.label, reason: 'queue_full' }, over);
+    }
+    this.o.metrics.fanoutQueueDepth.set({ dest: d.label }, this.depth(dest));
+    this.schedule(d);
+  }
+
+  private schedule(d: Destination): void {
+    if (this.stopped || d.inFlight || d.queue.length === 0) return;
+    const cfg = this.o.cfg.shard.fanout;
+    if (d.queue.length >= cfg.maxBatch) {
+      if (d.timer) clearTimeout(d.timer);
+      d.timer = undefined;
+      this.sendNext(d);
+      return;
+    }
+    if (d.timer) return;
+    const wait = cfg.batchMs + this.random() * cfg.jitterMs;
+    d.timer = setTimeout(() => {
+      d.timer = undefined;
+      this.sendNext(d);
+    }, wait);
+    d.timer.unref();
+  }
+
+  private sendNext(d: Destination): void {
+    if (this.stopped || d.inFlight || d.queue.length === 0) return;
+    const cfg = this.o.cfg.shard.fanout;
+    let n = 0;
+    let bytes = 0;
+    while (n < d.queue.length && n < cfg.maxBatch) {
+      bytes += (d.queue[n] as Queued).bytes;
+      if (n > 0 && bytes > MAX_BATCH_BYTES) break;
+      n++;
+    }
+    d.inFlight = d.queue.splice(0, n);
+    d.seq++;
+    void this.run(d, d.inFlight, d.seq);
+  }
+
+  /** Sends one batch until it is accepted (or dropped by a fault or a refusal), then the next. */
+  private async run(d: Destination, batch: Queued[], seq: number): Promise<void> {
+    const cfg = this.o.cfg.shard.fanout;
+    const records = batch.map((q) => q.record);
+    this.o.metrics.fanoutBatches.inc({ dest: d.label });
+    this.o.metrics.fanoutBatchRecords.observe(records.length);
+    for (;;) {
+      if (this.stopped) return;
+      if (this.o.faultsEnabled) {
+        if (cfg.faults.delayMs > 0) await sleep(this.random() * cfg.faults.delayMs);
+        if (this.random() < cfg.faults.dropRatio) {
+          // As if the network ate it: the sender believes it was delivered.
+          this.o.metrics.fanoutDropped.inc({ dest: d.label, reason: 'fault' }, records.length);
+          break;
+        }
+      }
+      try {
+        await this.o.send(d.dest, { from: this.o.own.ordinal, seq, records });
+        d.failures = 0;
+        break;
+      } catch (err) {
+        if (err instanceof BatchRejected) {
+          this.o.metrics.fanoutDropped.inc({ dest: d.label, reason: 'rejected' }, records.length);
+          this.o.log.error({ dest: d.dest, err: err.message }, 'fan-out batch refused: dropped');
+          break;
+        }
+        d.failures++;
+        this.o.metrics.fanoutRetries.inc({ dest: d.label });
+        const delay = Math.min(cfg.retry.maxMs, cfg.retry.minMs * 2 ** Math.min(20, d.failures - 1));
+        if (d.failures === 1 || d.failures % 10 === 0)
+          this.o.log.warn(
+            { dest: d.dest, failures: d.failures, err: (err as Error).message, retryInMs: delay },
+            'fan-out batch failed; retrying',
+          );
+        await sleep(delay * (0.75 + this.random() / 4));
+      }
+    }
+    d.inFlight = undefined;
+    this.o.metrics.fanoutQueueDepth.set({ dest: d.label }, this.depth(d.dest));
+    this.schedule(d);
+  }
+
+  /** Anti-entropy: the head of every recently active group to every destination that received it. */
+  private heads(): void {
+    if (this.stopped) return;
+    const now = Date.now();
+    for (const [groupId, r] of this.recent) {
+      if (now - r.at > HEADS_WINDOW_MS) {
+        this.recent.delete(groupId);
+        continue;
+      }
+      const head: HeadRecord = { kind: 'head', groupId, epoch: r.epoch, lastMsgId: r.lastMsgId };
+      for (const dest of r.dests) this.enqueue(dest, head, 200);
+    }
+  }
+
+  stop(): void {
+    this.stopped = true;
+    clearInterval(this.headsTimer);
+    for (const d of this.dests.values()) if (d.timer) clearTimeout(d.timer);
+  }
+}
