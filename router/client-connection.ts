@@ -95,7 +95,9 @@ export class ClientConnection implements Expirable {
   committed = false;
   /** The status of the last response head produced. */
   status = 0;
-  /** When the current wait (idle, head, body, last flush) ends; see DeadlineSweeper. */
+  /** Whether a write waits for the client to read (see onceDrain). */
+  private stalled = false;
+  /** When the current wait (idle, head, body, a stalled or last flush) ends; see DeadlineSweeper. */
   deadline = 0;
 
   constructor(
@@ -282,8 +284,8 @@ export class ClientConnection implements Expirable {
       this.socket.destroy();
     } else if (this.phase === Phase.Head || this.phase === Phase.Body) {
       this.reject(new RequestError(408, 'request_timeout', 'the request took too long to arrive'));
-    } else if (this.phase === Phase.Closed) {
-      // A client that never read its last response.
+    } else if (this.phase === Phase.Closed || (this.phase === Phase.Busy && this.stalled)) {
+      // A client that does not read its response.
       this.socket.destroy();
     }
   }
@@ -360,16 +362,31 @@ export class ClientConnection implements Expirable {
       return true;
     }
     let ok = true;
-    if (out.length === 1) ok = this.socket.write(out[0] as string | Buffer, 'latin1');
-    else if (out.length > 1) ok = this.socket.write(gather(out));
+    if (out.length === 1) {
+      const only = out[0] as string | Buffer;
+      // A buffer may be a view into the upstream read buffer (UpstreamPool): the socket
+      // may keep it past this call, so it is copied.
+      ok =
+        typeof only === 'string' ? this.socket.write(only, 'latin1') : this.socket.write(Buffer.from(only));
+    } else if (out.length > 1) ok = this.socket.write(gather(out));
     this.out = [];
     if (this.headSent) this.committed = true;
     if (this.responseDone) this.finishResponse();
     return ok;
   }
 
+  /**
+   * Calls `fn` once the client has taken what was written. Meanwhile the wait is bounded
+   * by requestTimeoutMs: a client that stops reading its response is cut off.
+   */
   onceDrain(fn: () => void): void {
-    this.socket.once('drain', fn);
+    this.stalled = true;
+    this.deadline = this.owner.clock.now + this.owner.limits.requestTimeoutMs;
+    this.socket.once('drain', () => {
+      this.stalled = false;
+      if (this.phase === Phase.Busy) this.deadline = 0;
+      fn();
+    });
   }
 
   /** A complete JSON error answer from the router itself. */

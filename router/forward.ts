@@ -115,9 +115,15 @@ export class Exchange implements ExchangeSink, ResponseCallbacks, ExchangeHooks 
     // One write for whatever this chunk produced (often the whole response).
     const ok = this.client.flush();
     if (!ok && !this.done && this.conn === conn) {
+      // The client is slower than the shard: stop reading the shard until it catches up.
+      // The shard is not late meanwhile; the client's wait has its own bound (onceDrain).
       const socket = conn.socket;
       socket.pause();
-      this.client.onceDrain(() => socket.resume());
+      conn.deadline = 0;
+      this.client.onceDrain(() => {
+        if (this.conn === conn) conn.deadline = this.owner.clock.now + this.owner.upstreamMs;
+        socket.resume();
+      });
     }
   }
 

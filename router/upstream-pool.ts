@@ -7,6 +7,14 @@ import net from 'node:net';
 import type { DeadlineSweeper, Expirable } from './deadlines.js';
 import { ParseError, ResponseParser } from './response-parser.js';
 
+/**
+ * Every upstream socket reads into this one buffer (`onread`), which spares a Buffer and
+ * a trip through the stream layer per read. What is read is consumed before the callback
+ * returns: the response parser copies a partial head, and the client connection copies
+ * what it writes (ClientConnection.flush), so nothing keeps a view into this buffer.
+ */
+const READ_BUFFER = Buffer.allocUnsafe(65536);
+
 /** What an in-flight exchange is told about its connection. */
 export interface ExchangeSink {
   onData(chunk: Buffer): void;
@@ -35,11 +43,6 @@ export class UpstreamConnection implements Expirable {
   ) {
     this.socket = socket;
     this.parser = new ResponseParser(maxHeadBytes);
-    socket.on('data', (chunk: Buffer) => {
-      const sink = this.sink;
-      if (sink) sink.onData(chunk);
-      else this.socket.destroy(); // bytes on an idle connection: never reuse it
-    });
     socket.on('error', (err: NodeJS.ErrnoException) => {
       this.sink?.onSocketError(err);
     });
@@ -53,6 +56,13 @@ export class UpstreamConnection implements Expirable {
       this.pool.forget(this);
       this.sink?.onSocketClose();
     });
+  }
+
+  /** Bytes read into READ_BUFFER: valid only until this returns. */
+  onRead(chunk: Buffer): void {
+    const sink = this.sink;
+    if (sink) sink.onData(chunk);
+    else this.socket.destroy(); // bytes on an idle connection: never reuse it
   }
 
   expire(): void {
@@ -218,7 +228,20 @@ export class UpstreamPool {
     }
     this.open++;
     const generation = this.generation;
-    const socket = net.connect({ host: this.host, port: this.port, noDelay: true });
+    let conn: UpstreamConnection | undefined;
+    const socket = net.connect({
+      host: this.host,
+      port: this.port,
+      noDelay: true,
+      onread: {
+        buffer: READ_BUFFER,
+        callback: (n: number): boolean => {
+          if (conn) conn.onRead(READ_BUFFER.subarray(0, n));
+          else socket.destroy();
+          return true;
+        },
+      },
+    });
     socket.setTimeout(this.opts.connectMs);
     let state: 'connecting' | 'connected' | 'failed' = 'connecting';
     const fail = (err: NodeJS.ErrnoException) => {
@@ -248,7 +271,7 @@ export class UpstreamPool {
       socket.off('error', fail);
       socket.setTimeout(0);
       socket.setKeepAlive(true, 30_000);
-      const conn = new UpstreamConnection(socket, this.opts.maxHeadBytes, this, generation);
+      conn = new UpstreamConnection(socket, this.opts.maxHeadBytes, this, generation);
       this.all.add(conn);
       cb(null, conn, false);
     });

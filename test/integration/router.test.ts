@@ -9,6 +9,7 @@
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
+import net from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -913,6 +914,81 @@ describe('HTTP/1.1 details (raw connections)', () => {
       expect(echo.pad.length).toBe(3_000_000);
       expect(/^p+$/.test(echo.pad)).toBe(true);
     }
+  });
+
+  it('concurrent large responses from every shard arrive intact, none mixed with another', async () => {
+    // Upstream reads share one buffer; what the router writes to a slow client must be its own copy.
+    const variedPad = (seed: string, n: number) => {
+      const parts: string[] = [];
+      let size = 0;
+      for (let i = 0; size < n; i++) {
+        const part = `${seed}.${i};`.padEnd(4096, seed);
+        parts.push(part);
+        size += part.length;
+      }
+      return parts.join('').slice(0, n);
+    };
+    // Clients that do not read for a while: the router's writes to them stay queued while
+    // the other responses are read.
+    const slowGet = (url: string, pauseMs: number) =>
+      new Promise<{ status: number; text: string }>((resolve, reject) => {
+        const req = http.get(url, { agent: false }, (res) => {
+          const chunks: Buffer[] = [];
+          res.pause();
+          setTimeout(() => res.resume(), pauseMs);
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('error', reject);
+          res.on('end', () =>
+            resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString() }),
+          );
+        });
+        req.setTimeout(30_000, () => req.destroy(new Error(`no complete response from ${url}`)));
+        req.on('error', reject);
+      });
+    const size = 12_000_000;
+    const runs = Array.from({ length: 8 }, (_, i) => {
+      const seed = `s${i}`;
+      const key = keyOn(i % 4, 4);
+      const url = `${main.url}${groupPath(key)}?pad=${size}&vary=${seed}${i % 2 ? '&chunked' : ''}`;
+      return slowGet(url, 200 * i).then((res) => ({ res, seed, shard: i % 4 }));
+    });
+    for (const { res, seed, shard } of await Promise.all(runs)) {
+      expect(res.status).toBe(200);
+      const echo = JSON.parse(res.text) as { name: string; pad: string };
+      expect(echo.name).toBe(`shard-${shard}`);
+      expect(echo.pad === variedPad(seed, size)).toBe(true);
+    }
+  });
+
+  it('a client that stops reading its response is cut off after router.timeouts.requestMs', async () => {
+    const r = await startRouter(dir, routerConfig(backends, { router: { timeouts: { requestMs: 1500 } } }), {
+      scope: 'test',
+    });
+    const key = keyOn(2, 4);
+    const size = 30_000_000;
+    const socket = net.connect(r.port, '127.0.0.1');
+    socket.on('error', () => {});
+    socket.write(`GET ${groupPath(key)}?pad=${size} HTTP/1.1\r\nHost: x\r\n\r\n`);
+    socket.pause();
+    // The router gives up on it: the exchange ends with no status for the client (code 0).
+    await waitFor(
+      async () => {
+        const m = await request(`${r.adminUrl}/metrics`);
+        return (metricValue(m.text, 'shardchat_router_requests_total', { shard: '2', code: '0' }) ?? 0) >= 1;
+      },
+      { timeoutMs: 20_000, what: 'the stalled client to be cut off' },
+    );
+    // What the client can still read is the part already sent, not the whole response.
+    let received = 0;
+    socket.on('data', (c: Buffer) => {
+      received += c.length;
+    });
+    socket.resume();
+    await new Promise((resolve) => socket.once('close', resolve));
+    expect(received).toBeGreaterThan(0);
+    expect(received).toBeLessThan(size);
+    // The router and the shard serve as before.
+    expect(echoOf(await request(`${r.url}${groupPath(key)}`)).name).toBe('shard-2');
   });
 
   it('an upstream response delimited by the end of the connection arrives intact', async () => {
