@@ -962,6 +962,8 @@ function tableRows(results) {
       nginx ? fmt.ratio(r.requestsPerSec / nginx.requestsPerSec) : '-',
       direct && r.target !== 'direct' ? fmt.delta(r.p50Ms - direct.p50Ms) : '-',
       fmt.cores(r.proxyCpuCores),
+      cpuPerRequest(r) === null ? '-' : `${cpuPerRequest(r).toFixed(1)} us`,
+      nginx && cpuPerRequest(r) && cpuPerRequest(nginx) ? fmt.ratio(cpuPerRequest(nginx) / cpuPerRequest(r)) : '-',
       fmt.cores(r.backendCpuCores),
       fmt.cores(r.wrkCpuCores),
       fmt.cores(r.otherCpuCores),
@@ -969,6 +971,11 @@ function tableRows(results) {
     ];
   });
 }
+/** The proxy's CPU time per request in microseconds (null for `direct`). */
+const cpuPerRequest = (r) =>
+  r.proxyCpuCores === null || r.proxyCpuCores === undefined || !r.requestsPerSec
+    ? null
+    : (r.proxyCpuCores / r.requestsPerSec) * 1e6;
 const errorsCell = (r) => {
   const errs = r.non2xx + Object.values(r.socketErrors).reduce((a, b) => a + b, 0);
   return errs === 0 ? '0' : `${r.non2xx} non-2xx, ${JSON.stringify(r.socketErrors)}`;
@@ -1000,6 +1007,8 @@ const HEADER = [
   'vs nginx (req/s)',
   'p50 added vs direct',
   'proxy CPU',
+  'proxy CPU/request',
+  'vs nginx (CPU/request)',
   'backend CPU',
   'wrk CPU',
   'other CPU',
@@ -1237,6 +1246,9 @@ ${machineLines(v, date)}
 - CPU columns: user+system CPU seconds per wall second over the measured run (1.00 = one core busy), for the
   proxy's and the backends' process groups, wrk, and everything else on the machine (\`other\`: /proc/stat busy
   time minus the rest; high values mean the run shared the machine with other work and is less reliable).
+- \`proxy CPU/request\`: the proxy's CPU time per request (proxy CPU / requests/s), and \`vs nginx (CPU/request)\`
+  nginx's CPU per request divided by the target's: how many requests the target serves per CPU second relative to
+  nginx. When the load side, not the proxy, limits requests/s, this ratio still compares the proxies themselves.
 - CPU pinning (\`taskset\`): ${pinningText()}.
 ${
   PIN.enabled
