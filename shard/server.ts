@@ -351,7 +351,7 @@ export async function startShard(cfg: Config, log: Logger, secrets: ShardSecrets
       await topology?.stop();
       // Flushes queued notifications (bounded by notifications.timeoutMs) while the store is open.
       await notifier.stop();
-      store.close();
+      await store.close();
     },
   };
 }

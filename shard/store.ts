@@ -1,14 +1,18 @@
 /**
  * The shard's durable state in SQLite (better-sqlite3, WAL, synchronous=FULL): users,
  * groups, members, messages and the roster of sharded conversations. Messages are
- * appended through a group-commit queue: every append waiting when the queue drains
- * goes into one transaction (one fsync), and each caller is answered only after that
- * transaction committed.
+ * appended with group commit on a writer thread (MessageWriter): every append waiting
+ * while a batch commits goes into the next transaction (one fsync), and each caller is
+ * answered only after the transaction holding its message committed.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
+import { type AppendResult, type Message, toMessage, type WireError } from './message-sql.js';
+import { MessageWriter } from './message-writer.js';
+
+export type { AppendResult, Message } from './message-sql.js';
 
 /**
  * Every better-sqlite3 Database and Statement this process creates, kept reachable for
@@ -46,23 +50,6 @@ export interface GroupRow {
   updatedAt: number;
 }
 
-export interface Message {
-  groupId: string;
-  msgId: number;
-  prevMsgId: number;
-  epoch: string;
-  ts: number;
-  userId: string;
-  contents: string;
-  clientMsgId: string;
-}
-
-export interface AppendResult {
-  message: Message;
-  /** False when the clientMsgId was already stored: the first result is returned. */
-  created: boolean;
-}
-
 export class StorageError extends Error {
   override name = 'StorageError';
   constructor(
@@ -71,15 +58,6 @@ export class StorageError extends Error {
   ) {
     super(message);
   }
-}
-
-interface PendingAppend {
-  groupId: string;
-  userId: string;
-  contents: string;
-  clientMsgId: string;
-  resolve(r: AppendResult): void;
-  reject(e: Error): void;
 }
 
 const MIGRATIONS: string[] = [
@@ -104,19 +82,6 @@ const MIGRATIONS: string[] = [
      PRIMARY KEY (parent_id, user_id)) STRICT, WITHOUT ROWID;
    CREATE INDEX roster_conversation ON roster (parent_id, conversation);`,
 ];
-
-function toMessage(r: Record<string, unknown>): Message {
-  return {
-    groupId: r.group_id as string,
-    msgId: r.msg_id as number,
-    prevMsgId: r.prev_msg_id as number,
-    epoch: r.epoch as string,
-    ts: r.ts as number,
-    userId: r.user_id as string,
-    contents: r.contents as string,
-    clientMsgId: r.client_msg_id as string,
-  };
-}
 
 function toGroup(r: Record<string, unknown>): GroupRow {
   return {
@@ -158,6 +123,12 @@ function storageError(err: unknown): Error {
   return err as Error;
 }
 
+/** An error from the writer thread: ours (no_group) or SQLite's, mapped as storageError does. */
+function wireError(e: WireError): Error {
+  if (e.code === 'no_group') return new StorageError(e.message, 'no_group');
+  return storageError(Object.assign(new Error(e.message), { code: e.code }));
+}
+
 function prepareStatements(db: Database.Database) {
   return {
     getUser: db.prepare('SELECT * FROM users WHERE id = ?'),
@@ -182,13 +153,6 @@ function prepareStatements(db: Database.Database) {
     listMembers: db.prepare(
       'SELECT user_id, joined_at FROM members WHERE group_id = ? AND user_id > ? ORDER BY user_id LIMIT ?',
     ),
-    groupHead: db.prepare('SELECT last_msg_id, epoch FROM groups WHERE id = ?'),
-    byClientId: db.prepare('SELECT * FROM messages WHERE group_id = ? AND user_id = ? AND client_msg_id = ?'),
-    insertMessage: db.prepare(
-      `INSERT INTO messages (group_id, msg_id, prev_msg_id, epoch, ts, user_id, contents, client_msg_id)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-    ),
-    setLast: db.prepare('UPDATE groups SET last_msg_id = ? WHERE id = ?'),
     after: db.prepare('SELECT * FROM messages WHERE group_id = ? AND msg_id > ? ORDER BY msg_id LIMIT ?'),
     before: db.prepare(
       'SELECT * FROM messages WHERE group_id = ? AND msg_id < ? ORDER BY msg_id DESC LIMIT ?',
@@ -212,8 +176,7 @@ type Statements = ReturnType<typeof prepareStatements>;
 export class Store {
   readonly file: string;
   private readonly db: Database.Database;
-  private readonly queue: PendingAppend[] = [];
-  private flushScheduled = false;
+  private readonly writer: MessageWriter;
   private readonly st: Statements;
   /** Called after a membership was removed (every path: leave, owner removal, internal calls). */
   onMemberRemoved: ((groupId: string, userId: string) => void) | undefined;
@@ -222,11 +185,7 @@ export class Store {
   /** Called after each committed batch with the new messages, in commit order. */
   onCommitted: ((messages: Message[], seconds: number) => void) | undefined;
 
-  constructor(
-    dataDir: string,
-    ordinal: number,
-    private readonly maxBatch = 1000,
-  ) {
+  constructor(dataDir: string, ordinal: number, maxBatch = 1000) {
     mkdirSync(dataDir, { recursive: true });
     this.file = path.join(dataDir, `shard-${ordinal}.sqlite`);
     this.db = new Database(this.file);
@@ -238,6 +197,12 @@ export class Store {
     this.migrate();
     this.st = prepareStatements(this.db);
     for (const stmt of Object.values(this.st)) NATIVE_OBJECTS.add(stmt);
+    this.writer = new MessageWriter({
+      file: this.file,
+      maxBatch,
+      toError: wireError,
+      committed: (messages, seconds) => this.onCommitted?.(messages, seconds),
+    });
   }
 
   private migrate(): void {
@@ -252,7 +217,9 @@ export class Store {
     }
   }
 
-  close(): void {
+  /** Lets queued appends commit, then closes the writer thread and the database. */
+  async close(): Promise<void> {
+    await this.writer.close();
     this.db.close();
   }
 
@@ -429,76 +396,7 @@ export class Store {
 
   /** Appends a message; resolves once it is durable (or with the earlier one for a repeated clientMsgId). */
   append(groupId: string, userId: string, contents: string, clientMsgId: string): Promise<AppendResult> {
-    return new Promise((resolve, reject) => {
-      this.queue.push({ groupId, userId, contents, clientMsgId, resolve, reject });
-      if (!this.flushScheduled) {
-        this.flushScheduled = true;
-        setImmediate(() => this.flush());
-      }
-    });
-  }
-
-  private flush(): void {
-    this.flushScheduled = false;
-    while (this.queue.length > 0) {
-      const batch = this.queue.splice(0, this.maxBatch);
-      const started = performance.now();
-      let results: (AppendResult | Error)[];
-      try {
-        results = this.db.transaction(() => batch.map((p) => this.appendTx(p)))();
-      } catch (err) {
-        const e = storageError(err);
-        for (const p of batch) p.reject(e);
-        continue;
-      }
-      const seconds = (performance.now() - started) / 1000;
-      const fresh: Message[] = [];
-      batch.forEach((p, i) => {
-        const r = results[i] as AppendResult | Error;
-        if (r instanceof Error) {
-          p.reject(r);
-          return;
-        }
-        if (r.created) fresh.push(r.message);
-        p.resolve(r);
-      });
-      this.onCommitted?.(fresh, seconds);
-    }
-  }
-
-  private appendTx(p: PendingAppend): AppendResult | Error {
-    const existing = this.st.byClientId.get(p.groupId, p.userId, p.clientMsgId) as
-      | Record<string, unknown>
-      | undefined;
-    if (existing) return { message: toMessage(existing), created: false };
-    const head = this.st.groupHead.get(p.groupId) as { last_msg_id: number; epoch: string } | undefined;
-    if (!head) return new StorageError(`group ${p.groupId} does not exist`, 'no_group');
-    const msgId = head.last_msg_id + 1;
-    const ts = Date.now();
-    this.st.insertMessage.run(
-      p.groupId,
-      msgId,
-      head.last_msg_id,
-      head.epoch,
-      ts,
-      p.userId,
-      p.contents,
-      p.clientMsgId,
-    );
-    this.st.setLast.run(msgId, p.groupId);
-    return {
-      message: {
-        groupId: p.groupId,
-        msgId,
-        prevMsgId: head.last_msg_id,
-        epoch: head.epoch,
-        ts,
-        userId: p.userId,
-        contents: p.contents,
-        clientMsgId: p.clientMsgId,
-      },
-      created: true,
-    };
+    return this.writer.append({ groupId, userId, contents, clientMsgId });
   }
 
   messagesAfter(groupId: string, after: number, limit: number): Message[] {
