@@ -24,6 +24,7 @@ import os from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { spliceSection } from './results-md.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const BENCH = join(ROOT, 'bench');
@@ -1050,13 +1051,7 @@ function writeSection(section, body) {
   } catch {
     text = `# Benchmark results\n\nReproduce with \`npm run bench\` (see bench/README.md). The sections below are\noverwritten by bench/run.mjs; text outside them is kept.\n`;
   }
-  const block = `${begin}\n${body.trim()}\n${end}`;
-  const i = text.indexOf(begin);
-  const j = text.indexOf(end);
-  text =
-    i !== -1 && j > i
-      ? text.slice(0, i) + block + text.slice(j + end.length)
-      : `${text.trimEnd()}\n\n${block}\n`;
+  text = spliceSection(text, begin, end, body.trim());
   fs.writeFileSync(RESULTS_MD, text);
   // keep `npm run lint` clean: biome formats Markdown in this repository
   const biome = join(ROOT, 'node_modules/.bin/biome');

@@ -13,14 +13,17 @@
  *   every resend (after a reconnect or an ack timeout), so the shard stores it once.
  *   A message that cannot be sent is marked failed and can be retried.
  * - Typing (throttled) and presence (who is online), and a connection state for the UI.
+ * - Push or pull (docs/delivery-protocol.md section 7): in pull mode the shard sends
+ *   `tick {epoch, lastMsgId, mode}` instead of messages; a tick ahead of what was
+ *   delivered reads `?after=` (one read at a time, ticks meanwhile coalesced), and the
+ *   messages come out exactly as pushed ones do. `mode` says which, `mode` events a switch.
  */
 import type { ChatApi } from './api.js';
-import { Backoff, type BackoffOptions, DEFAULT_BACKOFF } from './backoff.js';
-import { Emitter } from './emitter.js';
 import { ShardChatError } from './errors.js';
 import { asError, GroupSequencer } from './group-sequencer.js';
 import { Outbox, type OutboxEntry, type Outgoing } from './outbox.js';
-import type { Message, ServerEvent, WebSocketFactory, WebSocketLike } from './types.js';
+import { type ConnectionOptions, SocketClient } from './socket.js';
+import type { DeliveryMode, Message, ServerEvent } from './types.js';
 
 export type { Outgoing, OutgoingState } from './outbox.js';
 
@@ -37,34 +40,17 @@ export interface GroupEvents extends Record<string, unknown[]> {
   outgoing: [Outgoing];
   /** The group's history began again (new epoch): drop what was shown. */
   reset: [];
-  hello: [{ epoch: string; lastMsgId: number; mode: string; shard?: number }];
+  hello: [{ epoch: string; lastMsgId: number; mode: DeliveryMode; shard?: number }];
+  /** The group switched between push and pull (a hello or a tick said so). */
+  mode: [DeliveryMode];
   error: [ShardChatError];
 }
 
-export interface GroupConnectionOptions {
-  api: ChatApi;
+export interface GroupConnectionOptions extends ConnectionOptions {
   groupId: string;
-  /** Defaults to the global WebSocket (browsers, Node 22+); pass `ws`'s on older Node. */
-  WebSocket?: WebSocketFactory;
   /** Resume point, e.g. kept in sessionStorage: messages after it are delivered. */
   epoch?: string;
   lastMsgId?: number;
-  /** Without a resume point: how many recent messages to deliver first (default 50). */
-  initialHistory?: number;
-  backoff?: BackoffOptions;
-  /** Resend a message that got no ack for this long while connected (default 10 s). */
-  ackTimeoutMs?: number;
-  /** Writes of one message before it is marked failed (default 5). */
-  maxSendAttempts?: number;
-  /** Contents longer than this many UTF-8 bytes fail at once (default 8192, the shard's default). */
-  maxMessageBytes?: number;
-  /** At most one typing event per this interval (default 2 s). */
-  typingIntervalMs?: number;
-  /** Page size for catch-up reads (default 100). */
-  pageSize?: number;
-  /** A connection that stayed open this long resets the backoff (default 5 s). */
-  stableAfterMs?: number;
-  random?: () => number;
   /**
    * Internal (InboxConnection's fallback sockets): a sequencer and an outbox owned by
    * someone else. Messages then go to the sequencer's owner (no `message` event here),
@@ -73,45 +59,35 @@ export interface GroupConnectionOptions {
   shared?: { sequencer: GroupSequencer; outbox: Outbox; userId: string };
 }
 
-export const OPEN = 1;
+export { OPEN } from './socket.js';
 /** The server closes with this when a frame is larger than it accepts. */
 export const TOO_BIG = 1009;
 /** Close codes after which reconnecting cannot help. */
 export const FATAL_CLOSE = new Set([1008]);
 
-export class GroupConnection extends Emitter<GroupEvents> {
+export class GroupConnection extends SocketClient<GroupEvents, ServerEvent> {
   readonly groupId: string;
   private readonly api: ChatApi;
-  private readonly WS: WebSocketFactory;
-  private readonly backoff: Backoff;
   private readonly o: Required<Pick<GroupConnectionOptions, 'typingIntervalMs' | 'stableAfterMs'>>;
-  private ws: WebSocketLike | undefined;
   private stateNow: ConnectionState = 'connecting';
   private userId: string | undefined;
   private shardNow: number | undefined;
-  private modeNow = 'push';
+  private modeNow: DeliveryMode = 'push';
   private readonly seq: GroupSequencer;
   private readonly outbox: Outbox;
   /** Whether the sequencer and outbox are this connection's own (not an InboxConnection's). */
   private readonly owns: boolean;
   private readonly online = new Set<string>();
   private lastTypingAt = 0;
-  private timer: ReturnType<typeof setTimeout> | undefined;
   private stableTimer: ReturnType<typeof setTimeout> | undefined;
   private ackTimer: ReturnType<typeof setInterval> | undefined;
-  private userClosed = false;
   /** When the current connection said hello (to tell what was written on it). */
   private openedAt = 0;
-  private generation = 0;
 
   constructor(o: GroupConnectionOptions) {
-    super();
+    super(o);
     this.api = o.api;
     this.groupId = o.groupId;
-    const WS = o.WebSocket ?? (globalThis as { WebSocket?: WebSocketFactory }).WebSocket;
-    if (!WS) throw new Error('no WebSocket implementation: pass options.WebSocket (e.g. the ws package)');
-    this.WS = WS;
-    this.backoff = new Backoff(o.backoff ?? DEFAULT_BACKOFF, o.random);
     this.o = {
       typingIntervalMs: o.typingIntervalMs ?? 2000,
       stableAfterMs: o.stableAfterMs ?? 5000,
@@ -170,7 +146,8 @@ export class GroupConnection extends Emitter<GroupEvents> {
     return this.shardNow;
   }
 
-  get mode(): string {
+  /** How the group's messages come now: pushed, or pulled after ticks. */
+  get mode(): DeliveryMode {
     return this.modeNow;
   }
 
@@ -216,50 +193,15 @@ export class GroupConnection extends Emitter<GroupEvents> {
 
   // --- connecting ---
 
-  private async connect(): Promise<void> {
-    if (this.userClosed) return;
-    const gen = ++this.generation;
-    let url: string;
-    try {
-      url = await this.api.groupSocketUrl(this.groupId);
-    } catch (err) {
-      this.emit('error', asError(err));
-      this.scheduleReconnect();
-      return;
-    }
-    if (gen !== this.generation || this.userClosed) return;
-    let ws: WebSocketLike;
-    try {
-      ws = new this.WS(url);
-    } catch (err) {
-      this.emit('error', asError(err));
-      this.scheduleReconnect();
-      return;
-    }
-    this.ws = ws;
-    let greeted = false;
-    ws.addEventListener('message', (ev) => {
-      if (gen !== this.generation) return;
-      const text = typeof ev.data === 'string' ? ev.data : new TextDecoder().decode(ev.data as ArrayBuffer);
-      let e: ServerEvent;
-      try {
-        e = JSON.parse(text) as ServerEvent;
-      } catch {
-        return;
-      }
-      if (e.type === 'hello') greeted = true;
-      this.onEvent(e);
-    });
-    ws.addEventListener('close', (ev) => {
-      if (gen !== this.generation) return;
-      this.onClose(ev.code, ev.reason, greeted);
-    });
-    ws.addEventListener('error', () => {
-      // A 'close' always follows; nothing to do here (browsers give no detail).
-    });
+  protected socketUrl(): Promise<string> {
+    return this.api.groupSocketUrl(this.groupId);
   }
 
-  private onClose(code: number, reason: string, greeted: boolean): void {
+  protected reportError(e: ShardChatError): void {
+    this.emit('error', e);
+  }
+
+  protected onClose(code: number, reason: string, greeted: boolean): void {
     this.ws = undefined;
     this.clearTimers();
     // Who is online is unknown until the next hello.
@@ -297,29 +239,13 @@ export class GroupConnection extends Emitter<GroupEvents> {
     );
   }
 
-  private scheduleReconnect(retryAfterSeconds?: number): void {
+  protected scheduleReconnect(retryAfterSeconds?: number): void {
     if (this.userClosed) return;
     this.setState('reconnecting');
-    const delay = Math.max(this.backoff.next(), (retryAfterSeconds ?? 0) * 1000);
-    clearTimeout(this.timer);
-    this.timer = setTimeout(() => void this.connect(), delay);
+    this.retryIn(retryAfterSeconds);
   }
 
-  private fatal(e: ShardChatError): void {
-    this.emit('error', e);
-    this.close();
-  }
-
-  private stop(): void {
-    this.generation++;
-    this.clearTimers();
-    clearTimeout(this.timer);
-    const ws = this.ws;
-    this.ws = undefined;
-    if (ws && ws.readyState <= OPEN) ws.close(1000, 'closed by the client');
-  }
-
-  private clearTimers(): void {
+  protected clearTimers(): void {
     clearTimeout(this.stableTimer);
     this.seq.cancelRetry();
     clearInterval(this.ackTimer);
@@ -335,13 +261,22 @@ export class GroupConnection extends Emitter<GroupEvents> {
 
   // --- events ---
 
-  private onEvent(e: ServerEvent): void {
+  protected onEvent(e: ServerEvent): void {
     switch (e.type) {
       case 'hello':
         this.onHello(e);
         return;
       case 'message':
-        if (e.groupId === this.groupId) this.seq.receive(stripType(e));
+        if (e.groupId !== this.groupId) return;
+        // Messages are pushed only in push mode (the tick that said so may have been missed).
+        this.setMode('push');
+        this.seq.receive(stripType(e));
+        return;
+      case 'tick':
+        if (e.groupId !== this.groupId) return;
+        if (e.mode) this.setMode(e.mode);
+        // Reads ?after= when the tick is ahead (one read at a time: ticks meanwhile coalesce).
+        this.seq.head(e.epoch, e.lastMsgId);
         return;
       case 'ack':
         if (this.outbox.get(e.clientMsgId)?.groupId === this.groupId)
@@ -369,7 +304,7 @@ export class GroupConnection extends Emitter<GroupEvents> {
   private onHello(h: Extract<ServerEvent, { type: 'hello' }>): void {
     this.userId = h.userId;
     this.shardNow = h.shard;
-    this.modeNow = h.mode;
+    this.setMode(h.mode);
     // A new epoch emits reset before the state goes open.
     this.seq.observeEpoch(h.epoch);
     this.openedAt = Date.now();
@@ -383,6 +318,12 @@ export class GroupConnection extends Emitter<GroupEvents> {
     this.outbox.flush(this.groupId);
     void this.loadPresence(gen);
     this.seq.head(h.epoch, h.lastMsgId);
+  }
+
+  private setMode(mode: DeliveryMode): void {
+    if (mode === this.modeNow || (mode !== 'push' && mode !== 'pull')) return;
+    this.modeNow = mode;
+    this.emit('mode', mode);
   }
 
   private async loadPresence(gen: number): Promise<void> {
@@ -403,17 +344,6 @@ export class GroupConnection extends Emitter<GroupEvents> {
   /** Writes an outbox entry of this group on this socket (the outbox counts the attempt). */
   writeEntry(entry: OutboxEntry): boolean {
     return this.raw({ type: 'message', contents: entry.contents, clientMsgId: entry.clientMsgId });
-  }
-
-  private raw(event: object): boolean {
-    const ws = this.ws;
-    if (!ws || ws.readyState !== OPEN) return false;
-    try {
-      ws.send(JSON.stringify(event));
-      return true;
-    } catch {
-      return false;
-    }
   }
 
   private onServerError(e: Extract<ServerEvent, { type: 'error' }>): void {

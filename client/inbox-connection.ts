@@ -6,7 +6,9 @@
  *   delivered once and in msgId order per group; a gap in one group is filled from
  *   `GET /groups/{id}/messages?after=` without holding up the others. On every hello
  *   (and on `follow`) each group catches up from its lastMsgId (or loads its recent
- *   history); a `tick` (pull mode) reads what it announces.
+ *   history); a `tick` (pull mode, docs/delivery-protocol.md section 7) reads what it
+ *   announces (one read at a time per group, ticks meanwhile coalesced) and says the
+ *   group's mode (`deliveryMode(groupId)`, `mode` events on a switch).
  * - Sends go through the same outbox as GroupConnection's (one clientMsgId over every
  *   resend), now with a groupId; `ack` and `error` events name group and clientMsgId.
  * - Reconnects with exponential backoff and jitter; refusals (401, 403, close 1008) end it.
@@ -21,13 +23,12 @@
  *   the others see this user present in those groups.
  */
 import type { ChatApi } from './api.js';
-import { Backoff, type BackoffOptions, DEFAULT_BACKOFF } from './backoff.js';
-import { Emitter } from './emitter.js';
 import { ShardChatError } from './errors.js';
-import { type ConnectionState, FATAL_CLOSE, GroupConnection, OPEN, TOO_BIG } from './group-connection.js';
+import { type ConnectionState, FATAL_CLOSE, GroupConnection, TOO_BIG } from './group-connection.js';
 import { asError, GroupSequencer } from './group-sequencer.js';
 import { Outbox, type OutboxEntry, type Outgoing } from './outbox.js';
-import type { Message, WebSocketFactory, WebSocketLike } from './types.js';
+import { type ConnectionOptions, SocketClient } from './socket.js';
+import type { DeliveryMode, Message, TickEvent } from './types.js';
 
 export type InboxMode = 'inbox' | 'fallback';
 
@@ -54,6 +55,8 @@ export interface InboxEvents extends Record<string, unknown[]> {
   outgoing: [Outgoing];
   /** A group's history began again (new epoch): drop what was shown of it. */
   reset: [groupId: string];
+  /** A group switched between push and pull (a tick said so). */
+  mode: [groupId: string, mode: DeliveryMode];
   /** The inbox said hello. */
   hello: [{ userId: string; shard?: number }];
   /** An error; `groupId` when it concerns one group. */
@@ -65,36 +68,17 @@ export interface ResumePoint {
   lastMsgId: number;
 }
 
-export interface InboxConnectionOptions {
-  api: ChatApi;
+export interface InboxConnectionOptions extends ConnectionOptions {
   /** The user the token is for; the inbox is `/users/{userId}/ws`. */
   userId: string;
   /** Groups to follow from the start (more with `follow`). */
   groups?: string[];
   /** Resume points per group (e.g. kept in sessionStorage). */
   resume?: Record<string, ResumePoint>;
-  /** Defaults to the global WebSocket (browsers, Node 22+); pass `ws`'s on older Node. */
-  WebSocket?: WebSocketFactory;
-  /** Without a resume point: how many recent messages of a group to deliver first (default 50). */
-  initialHistory?: number;
-  backoff?: BackoffOptions;
-  /** Resend a message that got no ack for this long while connected (default 10 s). */
-  ackTimeoutMs?: number;
-  /** Writes of one message before it is marked failed (default 5). */
-  maxSendAttempts?: number;
-  /** Contents longer than this many UTF-8 bytes fail at once (default 8192). */
-  maxMessageBytes?: number;
-  /** At most one typing event per group per this interval (default 2 s). */
-  typingIntervalMs?: number;
-  /** Page size for catch-up reads (default 100). */
-  pageSize?: number;
-  /** A connection that stayed open this long resets the backoff (default 5 s). */
-  stableAfterMs?: number;
   /** How long the inbox may be unreachable before the group sockets take over (default 3 s). */
   fallbackAfterMs?: number;
   /** Presence snapshots per group this often while in inbox mode (default 10 s; 0: only on hello). */
   presencePollMs?: number;
-  random?: () => number;
 }
 
 interface Followed {
@@ -106,13 +90,15 @@ interface Followed {
   gc?: GroupConnection;
   /** The group socket was refused for good during this fallback (not reopened until the next one). */
   refused: boolean;
+  /** The group's delivery mode as the last tick (or group socket hello) said. */
+  mode: DeliveryMode;
   lastError?: ShardChatError;
 }
 
 type InboxServerEvent =
   | { type: 'hello'; userId: string; shard?: number }
   | ({ type: 'message' } & Message)
-  | { type: 'tick'; groupId: string; epoch: string; lastMsgId: number }
+  | TickEvent
   | { type: 'typing'; groupId: string; userId: string }
   | { type: 'presence'; groupId: string; userId: string; status: 'online' | 'away' | 'offline' }
   | {
@@ -126,11 +112,9 @@ type InboxServerEvent =
     }
   | { type: 'error'; code: string; message: string; groupId?: string; clientMsgId?: string };
 
-export class InboxConnection extends Emitter<InboxEvents> {
+export class InboxConnection extends SocketClient<InboxEvents, InboxServerEvent> {
   readonly userId: string;
   private readonly api: ChatApi;
-  private readonly WS: WebSocketFactory;
-  private readonly backoff: Backoff;
   private readonly o: InboxConnectionOptions & {
     typingIntervalMs: number;
     stableAfterMs: number;
@@ -139,29 +123,21 @@ export class InboxConnection extends Emitter<InboxEvents> {
   };
   private readonly outbox: Outbox;
   private readonly groups = new Map<string, Followed>();
-  private ws: WebSocketLike | undefined;
   private inboxState: ConnectionState = 'connecting';
   private modeNow: InboxMode = 'inbox';
   private shardNow: number | undefined;
   private lastStatus: InboxStatus | undefined;
-  private timer: ReturnType<typeof setTimeout> | undefined;
   private stableTimer: ReturnType<typeof setTimeout> | undefined;
   private ackTimer: ReturnType<typeof setInterval> | undefined;
   private pollTimer: ReturnType<typeof setInterval> | undefined;
   private fallbackTimer: ReturnType<typeof setTimeout> | undefined;
-  private userClosed = false;
   private statusNow: 'online' | 'away' = 'online';
   private openedAt = 0;
-  private generation = 0;
 
   constructor(o: InboxConnectionOptions) {
-    super();
+    super(o);
     this.api = o.api;
     this.userId = o.userId;
-    const WS = o.WebSocket ?? (globalThis as { WebSocket?: WebSocketFactory }).WebSocket;
-    if (!WS) throw new Error('no WebSocket implementation: pass options.WebSocket (e.g. the ws package)');
-    this.WS = WS;
-    this.backoff = new Backoff(o.backoff ?? DEFAULT_BACKOFF, o.random);
     this.o = {
       ...o,
       typingIntervalMs: o.typingIntervalMs ?? 2000,
@@ -223,6 +199,11 @@ export class InboxConnection extends Emitter<InboxEvents> {
     return this.groups.get(groupId)?.seq.lastMsgId ?? 0;
   }
 
+  /** How a group's messages come now: pushed, or pulled after ticks (push until a tick says pull). */
+  deliveryMode(groupId: string): DeliveryMode | undefined {
+    return this.groups.get(groupId)?.mode;
+  }
+
   onlineUsers(groupId: string): string[] {
     return [...(this.groups.get(groupId)?.online ?? [])];
   }
@@ -240,6 +221,7 @@ export class InboxConnection extends Emitter<InboxEvents> {
       online: new Set(),
       lastTypingAt: 0,
       refused: false,
+      mode: 'push',
       seq: new GroupSequencer(
         {
           api: this.api,
@@ -342,55 +324,15 @@ export class InboxConnection extends Emitter<InboxEvents> {
 
   // --- the inbox socket ---
 
-  private async connect(): Promise<void> {
-    if (this.userClosed) return;
-    const gen = ++this.generation;
-    let url: string;
-    try {
-      url = await this.api.userSocketUrl(this.userId);
-    } catch (err) {
-      this.emit('error', asError(err));
-      this.scheduleReconnect();
-      return;
-    }
-    if (gen !== this.generation || this.userClosed) return;
-    let ws: WebSocketLike;
-    try {
-      ws = new this.WS(url);
-    } catch (err) {
-      this.emit('error', asError(err));
-      this.scheduleReconnect();
-      return;
-    }
-    this.ws = ws;
-    let greeted = false;
-    /** The upgrade's HTTP status when the WebSocket implementation tells it (the ws package does). */
-    let refusedWith: number | undefined;
-    ws.addEventListener('message', (ev) => {
-      if (gen !== this.generation) return;
-      const text = typeof ev.data === 'string' ? ev.data : new TextDecoder().decode(ev.data as ArrayBuffer);
-      let e: InboxServerEvent;
-      try {
-        e = JSON.parse(text) as InboxServerEvent;
-      } catch {
-        return;
-      }
-      if (e.type === 'hello') greeted = true;
-      this.onEvent(e);
-    });
-    ws.addEventListener('close', (ev) => {
-      if (gen !== this.generation) return;
-      this.onClose(ev.code, ev.reason, greeted, refusedWith);
-    });
-    ws.addEventListener('error', (ev) => {
-      const m = /Unexpected server response: (\d{3})/.exec(
-        String((ev as { message?: unknown })?.message ?? ''),
-      );
-      if (m) refusedWith = Number(m[1]);
-    });
+  protected socketUrl(): Promise<string> {
+    return this.api.userSocketUrl(this.userId);
   }
 
-  private onClose(code: number, reason: string, greeted: boolean, refusedWith: number | undefined): void {
+  protected reportError(e: ShardChatError): void {
+    this.emit('error', e);
+  }
+
+  protected onClose(code: number, reason: string, greeted: boolean, refusedWith: number | undefined): void {
     this.ws = undefined;
     this.clearTimers();
     for (const f of this.groups.values()) {
@@ -440,30 +382,14 @@ export class InboxConnection extends Emitter<InboxEvents> {
     );
   }
 
-  private scheduleReconnect(retryAfterSeconds?: number): void {
+  protected scheduleReconnect(retryAfterSeconds?: number): void {
     if (this.userClosed) return;
     if (this.inboxState === 'open') this.inboxState = 'reconnecting';
     this.emitStatus();
-    const delay = Math.max(this.backoff.next(), (retryAfterSeconds ?? 0) * 1000);
-    clearTimeout(this.timer);
-    this.timer = setTimeout(() => void this.connect(), delay);
+    this.retryIn(retryAfterSeconds);
   }
 
-  private fatal(e: ShardChatError): void {
-    this.emit('error', e);
-    this.close();
-  }
-
-  private stop(): void {
-    this.generation++;
-    this.clearTimers();
-    clearTimeout(this.timer);
-    const ws = this.ws;
-    this.ws = undefined;
-    if (ws && ws.readyState <= OPEN) ws.close(1000, 'closed by the client');
-  }
-
-  private clearTimers(): void {
+  protected clearTimers(): void {
     clearTimeout(this.stableTimer);
     clearInterval(this.ackTimer);
     clearInterval(this.pollTimer);
@@ -471,17 +397,6 @@ export class InboxConnection extends Emitter<InboxEvents> {
     this.ackTimer = undefined;
     this.pollTimer = undefined;
     if (this.modeNow === 'inbox') for (const f of this.groups.values()) f.seq.cancelRetry();
-  }
-
-  private raw(event: object): boolean {
-    const ws = this.ws;
-    if (!ws || ws.readyState !== OPEN) return false;
-    try {
-      ws.send(JSON.stringify(event));
-      return true;
-    } catch {
-      return false;
-    }
   }
 
   /** Writes an outbox entry where its group is served now: the inbox, or the group's socket. */
@@ -501,19 +416,28 @@ export class InboxConnection extends Emitter<InboxEvents> {
 
   // --- inbox events ---
 
-  private onEvent(e: InboxServerEvent): void {
+  protected onEvent(e: InboxServerEvent): void {
     switch (e.type) {
       case 'hello':
         this.onHello(e);
         return;
       case 'message': {
         const { type: _type, ...m } = e;
-        this.groups.get(m.groupId)?.seq.receive(m);
+        const f = this.groups.get(m.groupId);
+        if (!f) return;
+        // Messages are pushed only in push mode (the tick that said so may have been missed).
+        this.setMode(f, 'push');
+        f.seq.receive(m);
         return;
       }
-      case 'tick':
-        this.groups.get(e.groupId)?.seq.head(e.epoch, e.lastMsgId);
+      case 'tick': {
+        const f = this.groups.get(e.groupId);
+        if (!f) return;
+        if (e.mode) this.setMode(f, e.mode);
+        // Reads ?after= when the tick is ahead (one read at a time: ticks meanwhile coalesce).
+        f.seq.head(e.epoch, e.lastMsgId);
         return;
+      }
       case 'typing':
         if (e.userId !== this.userId && this.groups.has(e.groupId)) this.emit('typing', e.groupId, e.userId);
         return;
@@ -575,6 +499,12 @@ export class InboxConnection extends Emitter<InboxEvents> {
         for (const f of this.groups.values()) void this.loadPresence(f, gen);
       }, this.o.presencePollMs);
     }
+  }
+
+  private setMode(f: Followed, mode: DeliveryMode): void {
+    if (mode === f.mode || (mode !== 'push' && mode !== 'pull')) return;
+    f.mode = mode;
+    this.emit('mode', f.groupId, mode);
   }
 
   private async loadPresence(f: Followed, gen: number): Promise<void> {
@@ -649,6 +579,12 @@ export class InboxConnection extends Emitter<InboxEvents> {
       this.emitStatus();
     });
     gc.on('typing', (userId) => this.emit('typing', f.groupId, userId));
+    gc.on('hello', (h) => {
+      if (f.gc === gc) this.setMode(f, h.mode);
+    });
+    gc.on('mode', (mode) => {
+      if (f.gc === gc) this.setMode(f, mode);
+    });
     gc.on('presence', (online) => {
       if (f.gc !== gc) return;
       f.online = new Set(online);

@@ -27,6 +27,22 @@ export interface User {
   updatedAt?: number;
 }
 
+/**
+ * How a group's messages reach its clients (docs/delivery-protocol.md section 7): pushed
+ * one by one, or (large and active groups) announced by `tick`s and read with ?after=.
+ */
+export type DeliveryMode = 'push' | 'pull';
+
+/** Pull mode: the group's head; a client behind it reads ?after= its last msgId. */
+export interface TickEvent {
+  type: 'tick';
+  groupId: string;
+  epoch: string;
+  lastMsgId: number;
+  /** The group's mode from now on (a switch is announced by a tick). */
+  mode?: DeliveryMode;
+}
+
 export interface Group {
   groupId: string;
   subject: string;
@@ -38,7 +54,7 @@ export interface Group {
   parent: string | null;
   epoch: string;
   lastMsgId: number;
-  mode: 'push' | 'pull';
+  mode: DeliveryMode;
 }
 
 export interface PresenceEntry {
@@ -54,10 +70,11 @@ export type ServerEvent =
       userId: string;
       epoch: string;
       lastMsgId: number;
-      mode: string;
+      mode: DeliveryMode;
       shard?: number;
     }
   | ({ type: 'message' } & Message)
+  | TickEvent
   | { type: 'typing'; groupId: string; userId: string }
   | { type: 'presence'; groupId: string; userId: string; status: 'online' | 'offline' }
   | ({ type: 'ack'; clientMsgId: string } & Ack)

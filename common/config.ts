@@ -116,6 +116,15 @@ const shardSchema = z.strictObject({
       wsBurst: z.number().int().min(1).default(40),
       wsMaxPayloadBytes: z.number().int().min(128).default(16384),
       wsSendQueueBytes: z.number().int().min(1024).default(1048576),
+      /**
+       * Messages per user on the shard that owns the group: a token bucket per userId
+       * (refilled at userMessagesPerSecond, holding at most userMessageBurst), shared by
+       * HTTP posts, group WebSocket messages and posts forwarded from inbox hosts.
+       */
+      userMessagesPerSecond: z.number().min(0.01).default(50),
+      userMessageBurst: z.number().int().min(1).default(200),
+      /** Users whose bucket is kept at most (idle users' buckets are dropped first). */
+      userRateMaxUsers: z.number().int().min(1).default(100000),
     })
     .prefault({}),
   commit: z
@@ -155,6 +164,41 @@ const shardSchema = z.strictObject({
         .strictObject({
           dropRatio: z.number().min(0).max(1).default(0),
           delayMs: z.number().int().min(0).default(0),
+        })
+        .prefault({}),
+    })
+    .prefault({}),
+  /** Push or pull (docs/delivery-protocol.md section 7) and recent history in memory. */
+  delivery: z
+    .strictObject({
+      /**
+       * A group switches to pull mode (only `tick`s, clients read with ?after=) when it has
+       * `minMembers` members and its message rate reaches `enterRate`; it switches back
+       * when the rate stayed below `exitRate` (or the members below `minMembers`) for `holdMs`.
+       */
+      pull: z
+        .strictObject({
+          /** false: every group is pushed, whatever its size and rate. */
+          enabled: z.boolean().default(true),
+          minMembers: z.number().int().min(1).default(100),
+          /** Messages per second (averaged exponentially over `windowMs`) that switch to pull. */
+          enterRate: z.number().positive().default(10),
+          /** Below this rate (lower than enterRate) for `holdMs`, the group goes back to push. */
+          exitRate: z.number().min(0).default(5),
+          /** Time constant of the rate average. */
+          windowMs: positiveMs.default(10_000),
+          holdMs: z.number().int().min(0).default(30_000),
+          /** At most one tick per group per this long (ticks in between are coalesced). */
+          tickMs: z.number().int().min(10).default(500),
+        })
+        .prefault({}),
+      /** The last messages of each group in memory, for ?after= reads of a recent range. */
+      recent: z
+        .strictObject({
+          /** Messages kept per group (0 turns the ring off: every read goes to SQLite). */
+          messagesPerGroup: z.number().int().min(0).default(256),
+          /** Bytes kept over all groups at most (default 64 MiB; the least recently written groups go first). */
+          maxBytes: z.number().int().min(0).default(67_108_864),
         })
         .prefault({}),
     })
@@ -229,6 +273,14 @@ export const configSchema = z
         code: 'custom',
         path: ['topology', 'targetTemplate'],
         message: 'must contain {ordinal} when targets is empty',
+      });
+    }
+    const pull = cfg.shard.delivery.pull;
+    if (pull.exitRate >= pull.enterRate) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['shard', 'delivery', 'pull', 'exitRate'],
+        message: `must be below enterRate (${pull.enterRate}) so that a group does not flap between push and pull`,
       });
     }
     const S = t.targets.length > 0 ? t.targets.length : (t.shards ?? DEFAULT_SHARDS);

@@ -7,7 +7,7 @@ import express, { type NextFunction, type Request, type Response } from 'express
 import type { Config } from '../common/config.js';
 import type { Logger } from '../common/logger.js';
 import { type Authenticator, tokenOf } from './auth.js';
-import { ApiError, badRequest, errorHandler, forbidden, notFound } from './errors.js';
+import { ApiError, badRequest, errorHandler, forbidden, notFound, verifyText } from './errors.js';
 import { CLIENT_ID, isClientId, isGroupId, parseSubId } from './ids.js';
 import type { Ownership } from './ownership.js';
 import type { GroupRow, Message, Store, UserRow } from './store.js';
@@ -28,6 +28,12 @@ export interface ShardServices {
   leave(group: GroupRow, userId: string): Promise<boolean>;
   /** The message was stored by this request (not a repeated clientMsgId). */
   published(message: Message): void;
+  /** The group's delivery mode now (docs/delivery-protocol.md section 7); default push. */
+  modeOf?(groupId: string): 'push' | 'pull';
+  /** Messages after `after` (recent ones from memory); default: the store. */
+  messagesAfter?(groupId: string, after: number, limit: number): Message[];
+  /** Takes one message from the user's rate budget, or throws 429 `rate_limited` (shard/user-rate.ts). */
+  admitMessage(userId: string): void;
 }
 
 type Handler = (req: Request, res: Response) => Promise<void> | void;
@@ -87,7 +93,7 @@ export function userView(u: UserRow, viewer: string) {
   };
 }
 
-export function groupView(g: GroupRow) {
+export function groupView(g: GroupRow, mode: 'push' | 'pull' = 'push') {
   return {
     groupId: g.id,
     subject: g.subject,
@@ -99,12 +105,15 @@ export function groupView(g: GroupRow) {
     parent: g.parent,
     epoch: g.epoch,
     lastMsgId: g.lastMsgId,
-    mode: 'push' as const,
+    mode,
   };
 }
 
 export function createApi(s: ShardServices): express.Express {
   const { cfg, store, auth, own } = s;
+  const messagesAfter = (groupId: string, after: number, limit: number): Message[] =>
+    s.messagesAfter ? s.messagesAfter(groupId, after, limit) : store.messagesAfter(groupId, after, limit);
+  const modeOf = (groupId: string) => s.modeOf?.(groupId) ?? 'push';
   const limits = cfg.shard.limits;
   const app = express();
   app.disable('x-powered-by');
@@ -122,6 +131,8 @@ export function createApi(s: ShardServices): express.Express {
     limit: limits.maxBodyBytes,
     strict: true,
     type: ['application/json', 'application/*+json'],
+    // Malformed UTF-8 is refused (400 malformed_json), never stored as U+FFFD.
+    verify: verifyText,
   });
 
   // Ownership of the id in the path comes before everything else (421, nothing written).
@@ -241,7 +252,7 @@ export function createApi(s: ShardServices): express.Express {
         closed = body.closed;
       }
       if (existing) {
-        res.json(groupView(store.updateGroup(groupId, subject, capacity, overflow, closed)));
+        res.json(groupView(store.updateGroup(groupId, subject, capacity, overflow, closed), modeOf(groupId)));
         return;
       }
       const { group, created } = store.createGroup({
@@ -264,7 +275,8 @@ export function createApi(s: ShardServices): express.Express {
     owned('groupId'),
     route(async (req, res) => {
       await authed(req);
-      res.json(groupView(groupOr404(req.params.groupId as string)));
+      const g = groupOr404(req.params.groupId as string);
+      res.json(groupView(g, modeOf(g.id)));
     }),
   );
 
@@ -351,6 +363,7 @@ export function createApi(s: ShardServices): express.Express {
       if (typeof clientMsgId !== 'string' || !/^[A-Za-z0-9._:-]{1,128}$/.test(clientMsgId)) {
         throw badRequest('bad_field', 'clientMsgId must be 1 to 128 of A-Z a-z 0-9 . _ : -');
       }
+      s.admitMessage(me);
       const { message, created } = await store.append(g.id, me, contents, clientMsgId);
       if (created) s.published(message);
       res.status(created ? 201 : 200).json({
@@ -381,12 +394,12 @@ export function createApi(s: ShardServices): express.Express {
       }
       const after = intParam(req.query.after, 'after', 0, Number.MAX_SAFE_INTEGER, 0);
       const wait = intParam(req.query.wait, 'wait', 0, limits.maxWaitSeconds, 0);
-      let messages = store.messagesAfter(groupId, after, limit);
+      let messages = messagesAfter(groupId, after, limit);
       if (messages.length === 0 && wait > 0) {
         const ac = new AbortController();
         res.once('close', () => ac.abort());
         if (await s.waiters.wait(groupId, wait * 1000, ac.signal))
-          messages = store.messagesAfter(groupId, after, limit);
+          messages = messagesAfter(groupId, after, limit);
         if (res.destroyed) return;
       }
       res.json({ messages });

@@ -7,6 +7,14 @@
  * group's shard before delivering anything newer of that group (later records of the
  * group wait; other groups do not). A head with `lastMsgId > last` triggers the same
  * repair. A new epoch resets the group's state. Pure logic: I/O comes in as functions.
+ *
+ * Pull mode (section 7): a group's shard sends `tick` records instead of messages. A tick
+ * moves `last` to its lastMsgId without delivering messages (the clients read them
+ * with ?after=), so what was not pushed is never a gap; a repair under way stops. The
+ * tick itself goes to the recipients when it announces something new or a change of
+ * mode (repeated ticks are dropped). A tick with mode `push` ends pull mode: the next
+ * message follows it. A message record or a head (both sent only in push mode) also
+ * ends it, when the push tick was lost.
  */
 import type { Message } from './store.js';
 
@@ -42,7 +50,18 @@ export interface HeadRecord {
   lastMsgId: number;
 }
 
-export type DeliveryRecord = MessageRecord | TypingRecord | PresenceRecord | HeadRecord;
+/** Pull mode: the group's head and mode; clients read the messages themselves. */
+export interface TickRecord {
+  kind: 'tick';
+  groupId: string;
+  epoch: string;
+  lastMsgId: number;
+  mode: 'push' | 'pull';
+  recipients: string[];
+  event: Record<string, unknown>;
+}
+
+export type DeliveryRecord = MessageRecord | TypingRecord | PresenceRecord | HeadRecord | TickRecord;
 
 /** What a repair fetch answers: messages after `after` in msgId order, and the recipients on this host. */
 export interface RepairPage {
@@ -58,6 +77,8 @@ export interface SequencerDeps {
   /** A gap (or a head ahead of `last`) started a repair. */
   onRepair?(groupId: string): void;
   onDuplicate?(groupId: string): void;
+  /** A tick moved `last` past messages that were not pushed (pull mode). */
+  onTick?(groupId: string): void;
   onRepairError?(groupId: string, err: unknown): void;
   /** Messages per repair fetch. */
   pageSize?: number;
@@ -81,6 +102,8 @@ interface GroupState {
   repairing: boolean;
   /** Bumped on every reset: a repair of an older generation stops. */
   gen: number;
+  /** The group is in pull mode (its last tick said so). */
+  pull: boolean;
   failures: number;
   timer: NodeJS.Timeout | undefined;
 }
@@ -103,9 +126,11 @@ export class DeliverySequencer {
   }
 
   /** The last msgId delivered for a group and its epoch (tests, diagnostics). */
-  state(groupId: string): { epoch: string; last: number | undefined; repairing: boolean } | undefined {
+  state(
+    groupId: string,
+  ): { epoch: string; last: number | undefined; repairing: boolean; pull: boolean } | undefined {
     const st = this.groups.get(groupId);
-    return st ? { epoch: st.epoch, last: st.last, repairing: st.repairing } : undefined;
+    return st ? { epoch: st.epoch, last: st.last, repairing: st.repairing, pull: st.pull } : undefined;
   }
 
   accept(r: DeliveryRecord): void {
@@ -118,7 +143,13 @@ export class DeliverySequencer {
       this.head(r);
       return;
     }
+    if (r.kind === 'tick') {
+      this.tick(r);
+      return;
+    }
     const st = this.stateFor(r.groupId, r.epoch);
+    // Messages are pushed only in push mode: the tick that said so was lost.
+    st.pull = false;
     if (st.last !== undefined && r.msgId <= st.last) {
       this.d.onDuplicate?.(r.groupId);
       return;
@@ -142,8 +173,36 @@ export class DeliverySequencer {
       return;
     }
     if (st.last === undefined) return;
+    // Heads are sent only in push mode: the tick that said so was lost.
+    st.pull = false;
     if (h.lastMsgId > st.target) st.target = h.lastMsgId;
     if (h.lastMsgId > st.last && !st.repairing) this.repair(h.groupId, st);
+  }
+
+  private tick(t: TickRecord): void {
+    const st = this.stateFor(t.groupId, t.epoch);
+    const pull = t.mode === 'pull';
+    const changed = st.pull !== pull;
+    const ahead = st.last === undefined || t.lastMsgId > st.last;
+    if (ahead) {
+      // Up to lastMsgId the clients read for themselves: nothing of it is a gap here.
+      if (st.repairing) {
+        st.gen++;
+        st.repairing = false;
+        st.failures = 0;
+        if (st.timer) clearTimeout(st.timer);
+        st.timer = undefined;
+      }
+      st.last = t.lastMsgId;
+      if (st.target < st.last) st.target = st.last;
+      for (const k of st.pending.keys()) if (k <= st.last) st.pending.delete(k);
+      this.d.onTick?.(t.groupId);
+    }
+    st.pull = pull;
+    if (ahead || changed) this.d.deliver(t.recipients, t.event);
+    else this.d.onDuplicate?.(t.groupId);
+    // Back to push: pushed records that wait behind the tick follow it.
+    if (!pull && st.pending.size > 0) this.drain(t.groupId, st);
   }
 
   private stateFor(groupId: string, epoch: string): GroupState {
@@ -162,6 +221,7 @@ export class DeliverySequencer {
       target: 0,
       repairing: false,
       gen: 0,
+      pull: false,
       failures: 0,
       timer: undefined,
     };
@@ -183,6 +243,7 @@ export class DeliverySequencer {
     st.target = 0;
     st.repairing = false;
     st.gen++;
+    st.pull = false;
     st.failures = 0;
     if (st.timer) clearTimeout(st.timer);
     st.timer = undefined;

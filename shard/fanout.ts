@@ -8,10 +8,14 @@
  * are bounded (the oldest records are dropped and counted) and never block the posting
  * client or the other destinations. The local session host gets its records without
  * HTTP. Heads (anti-entropy) go every `headsMs` for groups active in the last 10 s.
+ *
+ * Groups in pull mode (shard/delivery-mode.ts) send `tick` records instead of messages;
+ * for them the anti-entropy repeats the last tick (a host that already had it drops it).
  */
 import type { Config } from '../common/config.js';
 import type { Logger } from '../common/logger.js';
-import type { DeliveryRecord, HeadRecord } from './delivery-sequencer.js';
+import type { Tick } from './delivery-mode.js';
+import type { DeliveryRecord, HeadRecord, TickRecord } from './delivery-sequencer.js';
 import type { ShardMetrics } from './metrics.js';
 import type { Ownership } from './ownership.js';
 import type { Message, Store } from './store.js';
@@ -120,9 +124,24 @@ interface Destination {
 
 interface Recent {
   epoch: string;
+  /** The last msgId sent to the destinations (in a message or a tick). */
   lastMsgId: number;
   at: number;
   dests: Set<number>;
+  /** The group is in pull mode: the anti-entropy repeats its last tick instead of a head. */
+  pull: boolean;
+}
+
+function tickRecord(t: Tick, recipients: string[]): TickRecord {
+  return {
+    kind: 'tick',
+    groupId: t.groupId,
+    epoch: t.epoch,
+    lastMsgId: t.lastMsgId,
+    mode: t.mode,
+    recipients,
+    event: { type: 'tick', groupId: t.groupId, epoch: t.epoch, lastMsgId: t.lastMsgId, mode: t.mode },
+  };
 }
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref?.());
@@ -143,21 +162,9 @@ export class Fanout {
   /** Queues a stored message for every session host of the group's members. Never throws. */
   published(m: Message): void {
     if (this.stopped) return;
-    let byHost: Map<number, string[]>;
-    try {
-      byHost = this.o.members.byHost(m.groupId);
-    } catch (err) {
-      this.o.log.warn({ err: (err as Error).message, groupId: m.groupId }, 'fan-out: cannot read members');
-      return;
-    }
-    let rec = this.recent.get(m.groupId);
-    if (!rec) {
-      rec = { epoch: m.epoch, lastMsgId: m.msgId, at: Date.now(), dests: new Set() };
-      this.recent.set(m.groupId, rec);
-    }
-    rec.epoch = m.epoch;
-    rec.lastMsgId = Math.max(rec.lastMsgId, m.msgId);
-    rec.at = Date.now();
+    const byHost = this.hostsOf(m.groupId);
+    if (!byHost) return;
+    const rec = this.recentOf(m.groupId, m.epoch, m.msgId, false);
     const event = { type: 'message', ...m };
     const bytes = Buffer.byteLength(m.contents) + 400;
     for (const [host, recipients] of byHost) {
@@ -178,6 +185,42 @@ export class Fanout {
     }
   }
 
+  /** Queues a tick (pull mode, or a switch of mode) for every session host of the group's members. */
+  tick(t: Tick): void {
+    if (this.stopped) return;
+    const byHost = this.hostsOf(t.groupId);
+    if (!byHost) return;
+    const rec = this.recentOf(t.groupId, t.epoch, t.lastMsgId, t.mode === 'pull');
+    for (const [host, recipients] of byHost) {
+      rec.dests.add(host);
+      this.enqueue(host, tickRecord(t, recipients), 250 + recipients.length * 40);
+    }
+  }
+
+  /** The group's members by session host; undefined (logged) when they cannot be read. */
+  private hostsOf(groupId: string): Map<number, string[]> | undefined {
+    try {
+      return this.o.members.byHost(groupId);
+    } catch (err) {
+      this.o.log.warn({ err: (err as Error).message, groupId }, 'fan-out: cannot read members');
+      return undefined;
+    }
+  }
+
+  /** What the destinations were last sent of a group (for the anti-entropy). */
+  private recentOf(groupId: string, epoch: string, lastMsgId: number, pull: boolean): Recent {
+    let rec = this.recent.get(groupId);
+    if (!rec) {
+      rec = { epoch, lastMsgId, at: Date.now(), dests: new Set(), pull };
+      this.recent.set(groupId, rec);
+    }
+    rec.epoch = epoch;
+    rec.lastMsgId = Math.max(rec.lastMsgId, lastMsgId);
+    rec.at = Date.now();
+    rec.pull = pull;
+    return rec;
+  }
+
   /** Queues a typing event for every session host of the group's members except the typist. */
   typing(groupId: string, userId: string): void {
     if (this.stopped) return;
@@ -192,13 +235,8 @@ export class Fanout {
   /** Queues a presence change for every session host of the group's members except the user's own inboxes. */
   presence(groupId: string, userId: string, status: 'online' | 'away' | 'offline'): void {
     if (this.stopped) return;
-    let byHost: Map<number, string[]>;
-    try {
-      byHost = this.o.members.byHost(groupId);
-    } catch (err) {
-      this.o.log.warn({ err: (err as Error).message, groupId }, 'fan-out: cannot read members');
-      return;
-    }
+    const byHost = this.hostsOf(groupId);
+    if (!byHost) return;
     const event = { type: 'presence', groupId, userId, status };
     for (const [host, members] of byHost) {
       const recipients = members.filter((u) => u !== userId);
@@ -336,6 +374,17 @@ export class Fanout {
     for (const [groupId, r] of this.recent) {
       if (now - r.at > HEADS_WINDOW_MS) {
         this.recent.delete(groupId);
+        continue;
+      }
+      if (r.pull) {
+        // Pull mode: the last tick again (a host that missed it passes it on, others drop it).
+        const t: Tick = { groupId, epoch: r.epoch, lastMsgId: r.lastMsgId, mode: 'pull' };
+        const byHost = this.hostsOf(groupId);
+        if (!byHost) continue;
+        for (const dest of r.dests) {
+          const recipients = byHost.get(dest) ?? [];
+          this.enqueue(dest, tickRecord(t, recipients), 250 + recipients.length * 40);
+        }
         continue;
       }
       const head: HeadRecord = { kind: 'head', groupId, epoch: r.epoch, lastMsgId: r.lastMsgId };

@@ -20,14 +20,26 @@ import type { Duplex } from 'node:stream';
 import { type WebSocket, WebSocketServer } from 'ws';
 import type { Config } from '../common/config.js';
 import type { Logger } from '../common/logger.js';
-import { type Authenticator, tokenOf } from './auth.js';
+import type { Authenticator } from './auth.js';
 import { ApiError } from './errors.js';
-import { CLOSE, refuse } from './hub.js';
 import { isClientId, isGroupId } from './ids.js';
 import type { ShardMetrics } from './metrics.js';
 import type { Ownership } from './ownership.js';
 import { PRESENCE_REFRESH_MS, type PresenceStatus } from './presence.js';
 import type { Message } from './store.js';
+import {
+  answerPost,
+  attachConn,
+  CLOSE,
+  closeConn,
+  connState,
+  noRoom,
+  readClientEvent,
+  sendConnText,
+  socketRequest,
+  upgradeSocket,
+  type WsConn,
+} from './ws-conn.js';
 
 /** Forwards what a client sends to the group's shard (locally when this shard owns the group). */
 export interface InboxForwarder {
@@ -53,18 +65,12 @@ export interface InboxOptions {
   presenceRefreshMs?: number;
 }
 
-interface Conn {
-  ws: WebSocket;
+interface Conn extends WsConn {
   userId: string;
-  tokens: number;
-  refilledAt: number;
-  done: boolean;
   /** Groups this connection follows (for presence). */
   groups: Set<string>;
   status: 'online' | 'away';
 }
-
-const CLOSE_GRACE_MS = 5000;
 
 export class InboxHub {
   private readonly wss: WebSocketServer;
@@ -102,76 +108,43 @@ export class InboxHub {
   }
 
   handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
-    socket.on('error', () => socket.destroy());
-    this.admit(req)
-      .then((userId) => {
-        if (socket.destroyed) return;
-        if (this.closing) {
-          refuse(
-            socket,
-            new ApiError(503, 'shutting_down', 'the shard is shutting down', { 'retry-after': '2' }),
-          );
-          return;
-        }
-        this.wss.handleUpgrade(req, socket, head, (ws) => this.open(ws, userId));
-      })
-      .catch((err: unknown) => {
-        if (err instanceof ApiError) refuse(socket, err);
-        else {
-          this.o.log.error({ err: (err as Error).stack }, 'inbox upgrade failed');
-          refuse(socket, new ApiError(503, 'unavailable', 'try again'));
-        }
-      });
+    upgradeSocket(req, socket, head, {
+      wss: this.wss,
+      log: this.o.log,
+      what: 'inbox upgrade',
+      admit: (r) => this.admit(r),
+      closing: () => this.closing,
+      open: (ws, userId) => this.open(ws, userId),
+    });
   }
 
   private async admit(req: IncomingMessage): Promise<string> {
-    const url = new URL(req.url ?? '/', 'http://shard');
-    const m = /^\/users\/([^/]+)\/ws$/.exec(url.pathname);
-    if (!m) throw new ApiError(404, 'not_found', 'no WebSocket at this path');
-    let userId: string;
-    try {
-      userId = decodeURIComponent(m[1] as string);
-    } catch {
-      throw new ApiError(400, 'bad_id', 'malformed user id');
-    }
-    if (!isClientId(userId)) throw new ApiError(400, 'bad_id', 'malformed user id');
-    const routed = req.headers['x-shardchat-shard'];
-    this.o.own.check(userId, typeof routed === 'string' ? routed : undefined);
-    if (this.closing)
-      throw new ApiError(503, 'shutting_down', 'the shard is shutting down', { 'retry-after': '2' });
-    const me = await this.o.auth.verify(
-      tokenOf(req.headers.authorization, url.searchParams.get('token') ?? undefined),
-    );
+    const { id: userId, userId: me } = await socketRequest(req, {
+      path: /^\/users\/([^/]+)\/ws$/,
+      kind: 'user',
+      valid: isClientId,
+      own: this.o.own,
+      auth: this.o.auth,
+      closing: this.closing,
+    });
     if (me !== userId) throw new ApiError(403, 'forbidden', 'you may only open your own inbox');
-    if (this.count + this.o.otherConnections() >= this.o.cfg.shard.limits.maxConnections) {
-      throw new ApiError(503, 'too_many_connections', 'this shard has no room for more connections', {
-        'retry-after': '5',
-      });
-    }
+    if (this.count + this.o.otherConnections() >= this.o.cfg.shard.limits.maxConnections) throw noRoom();
     return userId;
   }
 
   private open(ws: WebSocket, userId: string): void {
-    const limits = this.o.cfg.shard.limits;
     const conn: Conn = {
-      ws,
+      ...connState(ws, this.o.cfg.shard.limits),
       userId,
-      tokens: limits.wsBurst,
-      refilledAt: Date.now(),
-      done: false,
       groups: new Set(),
       status: 'online',
     };
-    ws.on('message', (data, isBinary) => this.onMessage(conn, data as Buffer, isBinary));
-    ws.on('error', (err) => {
-      this.o.log.debug({ err: err.message, userId }, 'inbox WebSocket error');
-      this.finish(conn);
+    const registered = attachConn(conn, this.closing, {
+      message: (data, isBinary) => this.onMessage(conn, data, isBinary),
+      error: (err) => this.o.log.debug({ err: err.message, userId }, 'inbox WebSocket error'),
+      close: () => this.remove(conn),
     });
-    ws.on('close', () => this.remove(conn));
-    if (this.closing) {
-      this.closeConn(conn, CLOSE.goingAway, 'shard shutting down');
-      return;
-    }
+    if (!registered) return;
     let set = this.users.get(userId);
     if (!set) {
       set = new Set();
@@ -259,52 +232,11 @@ export class InboxHub {
     this.updatePresence(conn.userId);
   }
 
-  private finish(conn: Conn): void {
-    if (conn.done && conn.ws.readyState === conn.ws.CLOSED) return;
-    conn.done = true;
-    const ws = conn.ws;
-    const timer = setTimeout(() => ws.terminate(), CLOSE_GRACE_MS);
-    timer.unref();
-    ws.once('close', () => clearTimeout(timer));
-  }
-
-  private closeConn(conn: Conn, code: number, reason: string): void {
-    if (conn.done) return;
-    this.finish(conn);
-    conn.ws.close(code, reason);
-  }
-
   private onMessage(conn: Conn, data: Buffer, isBinary: boolean): void {
-    if (conn.done || conn.ws.readyState !== conn.ws.OPEN) return;
     const limits = this.o.cfg.shard.limits;
-    const now = Date.now();
-    conn.tokens = Math.min(
-      limits.wsBurst,
-      conn.tokens + ((now - conn.refilledAt) / 1000) * limits.wsMessagesPerSecond,
-    );
-    conn.refilledAt = now;
-    if (conn.tokens < 1) {
-      this.send(conn, { type: 'error', code: 'rate_limited', message: 'too many messages; slow down' });
-      this.closeConn(conn, CLOSE.rateLimited, 'rate limited');
-      return;
-    }
-    conn.tokens -= 1;
-    if (isBinary) {
-      this.send(conn, { type: 'error', code: 'bad_frame', message: 'send JSON text frames' });
-      return;
-    }
-    let ev: Record<string, unknown>;
-    try {
-      ev = JSON.parse(data.toString('utf8')) as Record<string, unknown>;
-      if (typeof ev !== 'object' || ev === null || Array.isArray(ev)) throw new Error('not an object');
-    } catch {
-      this.send(conn, {
-        type: 'error',
-        code: 'malformed_json',
-        message: 'events are JSON objects with a type',
-      });
-      return;
-    }
+    // Rate limit (close 4029) and JSON framing, as for group WebSockets.
+    const ev = readClientEvent(conn, data, isBinary, limits, (e) => this.send(conn, e));
+    if (!ev) return;
     if (ev.type === 'follow' || ev.type === 'unfollow' || ev.type === 'status') {
       this.onPresenceEvent(conn, ev);
       return;
@@ -360,25 +292,11 @@ export class InboxHub {
       });
       return;
     }
-    this.o.forward.post(groupId, conn.userId, contents, clientMsgId).then(
-      (m) =>
-        this.send(conn, {
-          type: 'ack',
-          groupId,
-          clientMsgId,
-          msgId: m.msgId,
-          prevMsgId: m.prevMsgId,
-          epoch: m.epoch,
-          ts: m.ts,
-        }),
-      (err: Error & { code?: string }) =>
-        this.send(conn, {
-          type: 'error',
-          code: err.code ?? 'unavailable',
-          groupId,
-          clientMsgId,
-          message: err.message,
-        }),
+    answerPost(
+      this.o.forward.post(groupId, conn.userId, contents, clientMsgId),
+      clientMsgId,
+      { groupId },
+      (e) => this.send(conn, e),
     );
   }
 
@@ -400,16 +318,7 @@ export class InboxHub {
   }
 
   private sendText(conn: Conn, text: string): boolean {
-    const ws = conn.ws;
-    if (conn.done || ws.readyState !== ws.OPEN) return false;
-    if (ws.bufferedAmount > this.o.cfg.shard.limits.wsSendQueueBytes) {
-      this.o.metrics.slowConsumers.inc();
-      this.closeConn(conn, CLOSE.slowConsumer, 'slow consumer');
-      return false;
-    }
-    ws.send(text);
-    this.o.metrics.deliveries.inc();
-    return true;
+    return sendConnText(conn, text, this.o.cfg.shard.limits, this.o.metrics);
   }
 
   /** Closes every inbox with 1001 (shutdown). */
@@ -417,6 +326,6 @@ export class InboxHub {
     this.closing = true;
     clearInterval(this.refreshTimer);
     for (const set of this.users.values())
-      for (const c of set) this.closeConn(c, CLOSE.goingAway, 'shard shutting down');
+      for (const c of set) closeConn(c, CLOSE.goingAway, 'shard shutting down');
   }
 }

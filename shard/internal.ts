@@ -19,7 +19,7 @@ import { sendJson } from '../common/http-json.js';
 import type { Logger } from '../common/logger.js';
 import { staticEndpoints, type Topology } from '../common/topology.js';
 import type { DeliveryRecord } from './delivery-sequencer.js';
-import { ApiError } from './errors.js';
+import { ApiError, checkText } from './errors.js';
 import { isClientId, isGroupId, parseSubId } from './ids.js';
 import type { Ownership } from './ownership.js';
 import type { GroupRow, Message, Store } from './store.js';
@@ -106,6 +106,8 @@ export interface DeliveryHandlers {
   presence(groupId: string, userId: string, status: 'online' | 'away' | 'offline', host: number): void;
   /** The members of a group whose session host is `host`. */
   recipientsOn(groupId: string, host: number): string[];
+  /** Messages after `after` (the recent ones from memory, older ones from the store). */
+  messagesAfter(groupId: string, after: number, limit: number): Message[];
   /** Hands received records to this session host's sequencer. */
   deliver(from: number, seq: number, records: DeliveryRecord[]): void;
 }
@@ -134,8 +136,16 @@ function readJson(req: http.IncomingMessage, max = MAX_INTERNAL_BODY): Promise<R
     req.on('end', () => {
       if (failed) return;
       let v: unknown;
+      const body = Buffer.concat(chunks);
       try {
-        v = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+        // Malformed UTF-8 is refused, never decoded to U+FFFD and stored.
+        checkText(body, 'utf-8');
+      } catch (err) {
+        reject(new ApiError(400, 'malformed_json', (err as Error).message));
+        return;
+      }
+      try {
+        v = JSON.parse(body.toString('utf8'));
       } catch {
         reject(new ApiError(400, 'malformed_json', 'the request body is not valid JSON'));
         return;
@@ -242,6 +252,19 @@ export function parseRecords(raw: unknown): DeliveryRecord[] {
     const event = o.event as Record<string, unknown>;
     if (o.kind === 'typing' || o.kind === 'presence')
       return { kind: o.kind, groupId: o.groupId, recipients: o.recipients, event };
+    if (o.kind === 'tick') {
+      if (!isStr(o.epoch) || !isInt(o.lastMsgId) || (o.mode !== 'push' && o.mode !== 'pull'))
+        throw bad('epoch, lastMsgId, mode');
+      return {
+        kind: 'tick',
+        groupId: o.groupId,
+        epoch: o.epoch,
+        lastMsgId: o.lastMsgId,
+        mode: o.mode,
+        recipients: o.recipients,
+        event,
+      };
+    }
     if (o.kind !== 'message') throw bad('kind');
     if (!isStr(o.epoch) || !isInt(o.msgId) || !isInt(o.prevMsgId)) throw bad('epoch, msgId, prevMsgId');
     return {
@@ -283,7 +306,7 @@ async function dispatchDelivery(
     const after = queryInt(q, 'after', 0, Number.MAX_SAFE_INTEGER, 0);
     const limit = queryInt(q, 'limit', 1, 1000, 200);
     const host = q.get('for') === null ? undefined : queryInt(q, 'for', 0, deps.own.shards - 1, 0);
-    const messages = deps.store.messagesAfter(g.id, after, limit);
+    const messages = d.messagesAfter(g.id, after, limit);
     return [200, { messages, ...(host === undefined ? {} : { recipients: d.recipientsOn(g.id, host) }) }];
   }
   if (segs[4] === 'messages' && req.method === 'POST') {
@@ -370,6 +393,7 @@ export function handleInternal(
     ([status, body]) => sendJson(res, status, body),
     (err: unknown) => {
       if (err instanceof ApiError) {
+        for (const [k, v] of Object.entries(err.headers)) res.setHeader(k, v);
         sendJson(res, err.status, { error: { code: err.code, message: err.message } });
         return;
       }
@@ -556,7 +580,10 @@ export class InternalClient {
       }
       if (status >= 200 && status < 300) return (text ? JSON.parse(text) : undefined) as T;
       last = `${status} ${text.slice(0, 200)}`;
-      if (status < 500 && status !== 429) {
+      // 429 rate_limited is the user's per-user message limit (shard/user-rate.ts): the
+      // user is told at once, as on the group's shard; an immediate retry would only use
+      // up more of the budget. Other 429s are retried.
+      if (status < 500 && (status !== 429 || /"code"\s*:\s*"rate_limited"/.test(text))) {
         // 400/401/403/404/409/421: a retry gets the same answer
         let code: string | undefined;
         let message = last;
@@ -567,7 +594,7 @@ export class InternalClient {
         } catch {
           // not JSON
         }
-        if (status !== 403 && status !== 404)
+        if (status !== 403 && status !== 404 && status !== 429)
           this.log.error(
             { shard: ordinal, method, path, status, body: text.slice(0, 200) },
             'internal call refused',

@@ -21,6 +21,13 @@ export class ShardMetrics {
   readonly deliveryLag: Histogram;
   readonly gapRepairs: Counter;
   readonly inboxConnections: Gauge;
+  readonly rateLimited: Counter;
+  readonly pullGroups: Gauge;
+  readonly modeSwitches: Counter<'mode'>;
+  readonly ticks: Counter;
+  readonly historyReads: Counter<'source'>;
+  readonly longPollWakeups: Counter;
+  readonly longPollWaiters: Gauge;
   private stsReplicas: Gauge | undefined;
   private replicasMismatch: Gauge | undefined;
 
@@ -133,6 +140,52 @@ export class ShardMetrics {
     this.inboxConnections = new Gauge({
       name: 'shardchat_shard_inbox_connections',
       help: 'Open inbox WebSockets (/users/{id}/ws) on this session host.',
+      registers,
+    });
+    this.rateLimited = new Counter({
+      name: 'shardchat_shard_rate_limited_total',
+      help: 'Messages refused by the per-user message rate limit (shard.limits.userMessagesPerSecond).',
+      registers,
+    });
+    new Gauge({
+      name: 'shardchat_shard_storage_readonly',
+      help: '1 when the data volume was read-only at start: reads are served, writes get 503.',
+      registers,
+      collect() {
+        this.set(store.readOnly ? 1 : 0);
+      },
+    });
+    // Push or pull (docs/delivery-protocol.md section 7).
+    this.pullGroups = new Gauge({
+      name: 'shardchat_shard_pull_groups',
+      help: "This shard's groups in pull mode now.",
+      registers,
+    });
+    this.modeSwitches = new Counter({
+      name: 'shardchat_shard_mode_switches_total',
+      help: 'Groups of this shard that switched delivery mode, by the mode switched to (push, pull).',
+      labelNames: ['mode'],
+      registers,
+    });
+    this.ticks = new Counter({
+      name: 'shardchat_shard_ticks_total',
+      help: 'Ticks sent by the groups of this shard (pull mode and switches of mode).',
+      registers,
+    });
+    this.historyReads = new Counter({
+      name: 'shardchat_shard_history_reads_total',
+      help: 'Reads of messages after a msgId, by where they were answered from (memory, store).',
+      labelNames: ['source'],
+      registers,
+    });
+    this.longPollWakeups = new Counter({
+      name: 'shardchat_shard_longpoll_wakeups_total',
+      help: 'Notifications that woke the long-polls waiting on a group (one for all of them).',
+      registers,
+    });
+    this.longPollWaiters = new Gauge({
+      name: 'shardchat_shard_longpoll_waiters',
+      help: 'Long-polls (GET …/messages?wait=) waiting now.',
       registers,
     });
   }

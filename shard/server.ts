@@ -7,6 +7,8 @@
 import { timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
+import type { Request, Response } from 'express';
 import type { Config } from '../common/config.js';
 import { initHash } from '../common/hash.js';
 import { sendJson } from '../common/http-json.js';
@@ -14,8 +16,9 @@ import type { Logger } from '../common/logger.js';
 import type { Topology } from '../common/topology.js';
 import { createApi } from './api.js';
 import { Authenticator } from './auth.js';
+import { DeliveryModes } from './delivery-mode.js';
 import { DeliverySequencer } from './delivery-sequencer.js';
-import { ApiError } from './errors.js';
+import { ApiError, finalHandler } from './errors.js';
 import { BatchRejected, Fanout, MemberCache } from './fanout.js';
 import { GroupHub } from './hub.js';
 import { InboxHub } from './inbox.js';
@@ -25,7 +28,9 @@ import { ShardMetrics } from './metrics.js';
 import { Notifier } from './notifier.js';
 import { Ownership, resolveOrdinal } from './ownership.js';
 import { GroupPresence } from './presence.js';
+import { RecentMessages } from './recent.js';
 import { type Message, Store } from './store.js';
+import { UserRateLimiter } from './user-rate.js';
 import { GroupWaiters } from './waiters.js';
 
 export interface RunningShard {
@@ -50,6 +55,54 @@ function listen(server: http.Server, port: number, host: string): Promise<number
   });
 }
 
+/**
+ * `clientError` on the shard's servers: a request Node's HTTP parser refuses (a method it
+ * does not know such as `get` or `FOO`, a malformed head, a head too large, a timeout)
+ * gets a JSON error like every other answer, instead of Node's bare `400 Bad Request`,
+ * then the connection is closed.
+ */
+export function answerClientError(err: Error & { code?: string }, socket: Duplex): void {
+  // Nothing can be written on a reset or closed socket, nor after an answer began.
+  const pending = (socket as Duplex & { _httpMessage?: http.ServerResponse })._httpMessage;
+  if (err.code === 'ECONNRESET' || !socket.writable || pending?.headersSent) {
+    socket.destroy();
+    return;
+  }
+  let status = 400;
+  let code = 'bad_request';
+  let message = `the request is not valid HTTP/1.1 (${err.code ?? err.message})`;
+  switch (err.code) {
+    case 'HPE_INVALID_METHOD':
+      code = 'bad_method';
+      message = 'unknown request method (methods are upper case: GET, PUT, POST, DELETE, ...)';
+      break;
+    case 'HPE_HEADER_OVERFLOW':
+      status = 431;
+      code = 'headers_too_large';
+      message = 'the request head is too large';
+      break;
+    case 'HPE_CHUNK_EXTENSIONS_OVERFLOW':
+      status = 413;
+      code = 'body_too_large';
+      message = 'the chunk extensions are too large';
+      break;
+    case 'ERR_HTTP_REQUEST_TIMEOUT':
+    case 'ERR_HTTP_HEADERS_TIMEOUT':
+      status = 408;
+      code = 'request_timeout';
+      message = 'the request did not arrive in time';
+      break;
+  }
+  const body = JSON.stringify({ error: { code, message } });
+  socket.end(
+    `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n${body}`,
+  );
+  // A client that never closes its side does not keep the socket.
+  const timer = setTimeout(() => socket.destroy(), 2000);
+  timer.unref();
+  socket.once('close', () => clearTimeout(timer));
+}
+
 /** Constant-time comparison of the internal token. */
 export function tokenMatches(given: string | undefined, expected: string): boolean {
   if (given === undefined) return false;
@@ -72,6 +125,11 @@ export async function startShard(cfg: Config, log: Logger, secrets: ShardSecrets
     audience: cfg.auth.audience,
   });
   const store = new Store(cfg.shard.dataDir, ordinal, cfg.shard.commit.maxBatch);
+  if (store.readOnly)
+    log.warn(
+      { db: store.file },
+      'the data volume is read-only: serving reads, refusing writes (503 storage_readonly) until it is writable and the shard restarted',
+    );
   const metrics = new ShardMetrics(ordinal, store);
   // Kubernetes mode: the other shards' admin addresses come from their pods (loaded only then).
   let topology: Topology | undefined;
@@ -82,13 +140,23 @@ export async function startShard(cfg: Config, log: Logger, secrets: ShardSecrets
     metrics.setTopologyStatus(topology.status());
     topology.start();
   }
-  const waiters = new GroupWaiters(cfg.shard.limits.maxConnections);
+  const waiters = new GroupWaiters(cfg.shard.limits.maxConnections, (n) => metrics.longPollWaiters.set(n));
   const internal = new InternalClient(cfg, own, internalToken, log, topology);
   const membership = new Membership({ cfg, log, store, own, internal });
 
   // --- cross-shard delivery (docs/delivery-protocol.md) ---
   const members = new MemberCache(store, own, cfg.shard.limits.maxCapacity);
   store.onMembersChanged = (groupId) => members.invalidate(groupId);
+  // Recent history in memory (docs/delivery-protocol.md section 7): ?after= reads of a recent range.
+  const recent = new RecentMessages(
+    cfg.shard.delivery.recent.messagesPerGroup,
+    cfg.shard.delivery.recent.maxBytes,
+  );
+  const messagesAfter = (groupId: string, after: number, limit: number): Message[] => {
+    const hit = recent.after(groupId, after, limit);
+    metrics.historyReads.inc({ source: hit ? 'memory' : 'store' });
+    return hit ?? store.messagesAfter(groupId, after, limit);
+  };
   // The inbox hub is created below; the sequencer delivers to it.
   let inbox: InboxHub | undefined;
   const sequencer = new DeliverySequencer({
@@ -96,7 +164,7 @@ export async function startShard(cfg: Config, log: Logger, secrets: ShardSecrets
       const owner = own.ownerOf(groupId);
       if (owner === ordinal)
         return {
-          messages: store.messagesAfter(groupId, after, limit),
+          messages: messagesAfter(groupId, after, limit),
           recipients: members.on(groupId, ordinal),
         };
       const page = await internal.messagesAfter(owner, groupId, after, limit, ordinal);
@@ -134,20 +202,67 @@ export async function startShard(cfg: Config, log: Logger, secrets: ShardSecrets
   });
   if (process.env.SHARDCHAT_TEST_FAULTS === '1')
     log.warn({ faults: cfg.shard.fanout.faults }, 'fan-out fault injection on');
+  // Push or pull per group (docs/delivery-protocol.md section 7); the hub is created below.
+  let hubRef: GroupHub | undefined;
+  const modes = new DeliveryModes({
+    pull: cfg.shard.delivery.pull,
+    tick: (t) => {
+      metrics.ticks.inc();
+      hubRef?.tick(t);
+      fanout.tick(t);
+    },
+    changed: (groupId, mode) => {
+      metrics.modeSwitches.inc({ mode });
+      metrics.pullGroups.set(modes.pulling);
+      log.info({ groupId, mode }, 'delivery mode switched');
+    },
+  });
+  const memberCount = (groupId: string): number => {
+    try {
+      let n = 0;
+      for (const list of members.byHost(groupId).values()) n += list.length;
+      return n;
+    } catch {
+      return 0;
+    }
+  };
   store.onCommitted = (messages, seconds) => {
     metrics.writeDuration.observe(seconds);
     metrics.messages.inc(messages.length);
     // Every path that stores a message ends here, in commit order.
-    for (const m of messages) fanout.published(m);
+    for (const m of messages) {
+      recent.add(m);
+      // Pushed to the group's WebSockets and the session hosts, or announced by a tick.
+      if (modes.published(m, memberCount(m.groupId))) {
+        hubRef?.publish(m);
+        fanout.published(m);
+      }
+      if (waiters.notify(m.groupId) > 0) metrics.longPollWakeups.inc();
+    }
+  };
+  // One message budget per user on this shard: HTTP posts, group WebSockets and posts
+  // forwarded from inbox hosts (through postLocal) take from it.
+  const userRate = new UserRateLimiter({
+    perSecond: cfg.shard.limits.userMessagesPerSecond,
+    burst: cfg.shard.limits.userMessageBurst,
+    maxUsers: cfg.shard.limits.userRateMaxUsers,
+  });
+  const admitMessage = (userId: string): void => {
+    try {
+      userRate.admit(userId);
+    } catch (err) {
+      metrics.rateLimited.inc();
+      throw err;
+    }
   };
   /** Stores a message on this shard (the group is here), as the public POST does. */
   const postLocal = async (groupId: string, userId: string, contents: string, clientMsgId: string) => {
+    admitMessage(userId);
     const r = await store.append(groupId, userId, contents, clientMsgId);
     if (r.created) published(r.message);
     return r;
   };
-  // Presence across shards (docs/delivery-protocol.md section 6); the hub is created below.
-  let hubRef: GroupHub | undefined;
+  // Presence across shards (docs/delivery-protocol.md section 6).
   const presence = new GroupPresence({
     local: (groupId) => hubRef?.presence(groupId) ?? [],
     isConnected: (groupId, userId) => hubRef?.isConnected(groupId, userId) ?? false,
@@ -161,6 +276,7 @@ export async function startShard(cfg: Config, log: Logger, secrets: ShardSecrets
     typing: (groupId, userId) => fanout.typing(groupId, userId),
     presence: (groupId, userId, status, host) => presence.report(groupId, userId, status, host),
     recipientsOn: (groupId, host) => members.on(groupId, host),
+    messagesAfter,
     deliver: (_from, _seq, records) => {
       for (const r of records) sequencer.accept(r);
     },
@@ -189,6 +305,7 @@ export async function startShard(cfg: Config, log: Logger, secrets: ShardSecrets
     post: async (groupId, userId, contents, clientMsgId) =>
       (await postLocal(groupId, userId, contents, clientMsgId)).message,
     onPresence: (groupId, userId, connected) => presence.localChanged(groupId, userId, connected),
+    modeOf: (groupId) => modes.modeOf(groupId),
   });
   hubRef = hub;
   inbox = new InboxHub({
@@ -248,11 +365,8 @@ export async function startShard(cfg: Config, log: Logger, secrets: ShardSecrets
     hub.kick(groupId, userId);
     presence.removed(groupId, userId);
   };
-  const published = (m: Parameters<GroupHub['publish']>[0]) => {
-    hub.publish(m);
-    waiters.notify(m.groupId);
-    notifier.published(m);
-  };
+  // The group's WebSockets and long-polls get the message on its commit (store.onCommitted).
+  const published = (m: Message) => notifier.published(m);
   const app = createApi({
     cfg,
     log,
@@ -264,12 +378,22 @@ export async function startShard(cfg: Config, log: Logger, secrets: ShardSecrets
     join: (g, userId) => membership.join(g, userId),
     leave: (g, userId) => membership.leave(g, userId),
     published,
+    admitMessage,
+    modeOf: (groupId) => modes.modeOf(groupId),
+    messagesAfter,
   });
+  // Express's own final handler answers HTML; every request ends in JSON instead.
+  const finish = finalHandler(log);
 
   const server = http.createServer(
     { maxHeaderSize: 16384, keepAliveTimeout: 5000, requestTimeout: 120_000 },
-    app,
+    (req, res) => {
+      const r = req as unknown as Request;
+      const w = res as unknown as Response;
+      app(r, w, finish(r, w));
+    },
   );
+  server.on('clientError', answerClientError);
   server.on('upgrade', (req, socket, head) => {
     if (InboxHub.matches(req.url)) inboxHub.handleUpgrade(req, socket, head);
     else hub.handleUpgrade(req, socket, head);
@@ -302,10 +426,13 @@ export async function startShard(cfg: Config, log: Logger, secrets: ShardSecrets
         // The topology is reported, never a reason to be unready: a shard serves its own
         // keys whatever the API server or the StatefulSet's replicas say.
         const { mode, synced, ...rest } = topology?.status() ?? { mode: 'static', synced: true };
+        // Read-only storage keeps the shard ready: it serves reads (writes get 503
+        // storage_readonly), which the router could not send anywhere else.
         sendJson(res, draining ? 503 : 200, {
           status: draining ? 'draining' : 'ready',
           shard: ordinal,
           shards: own.shards,
+          storage: store.readOnly ? 'read-only' : 'read-write',
           ...(mode === 'kubernetes' ? { mode, topologySynced: synced, ...rest } : {}),
         });
         return;
@@ -323,6 +450,7 @@ export async function startShard(cfg: Config, log: Logger, secrets: ShardSecrets
         sendJson(res, 404, { error: { code: 'not_found', message: `no admin route ${path}` } });
     }
   });
+  admin.on('clientError', answerClientError);
 
   const port = await listen(server, cfg.shard.port, cfg.shard.host);
   const adminPort = await listen(admin, cfg.shard.adminPort, cfg.shard.host);
@@ -336,6 +464,7 @@ export async function startShard(cfg: Config, log: Logger, secrets: ShardSecrets
       draining = true;
       hub.close();
       inboxHub.close();
+      modes.stop();
       fanout.stop();
       sequencer.stop();
       presence.stop();

@@ -6,10 +6,10 @@
  * answered only after the transaction holding its message committed.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, statSync } from 'node:fs';
+import { accessSync, constants, mkdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
-import { type AppendResult, type Message, toMessage, type WireError } from './message-sql.js';
+import { type AppendResult, MESSAGE_SQL, type Message, toMessage, type WireError } from './message-sql.js';
 import { MessageWriter } from './message-writer.js';
 
 export type { AppendResult, Message } from './message-sql.js';
@@ -24,6 +24,11 @@ export type { AppendResult, Message } from './message-sql.js';
  * to the collector: statements are prepared once and kept, pragmas go through exec().
  */
 const NATIVE_OBJECTS = new Set<object>();
+
+// URI file names (`file:…?immutable=1`, used to read a database on a read-only volume)
+// are off in better-sqlite3's build unless SQLITE_USE_URI=1 when its native addon loads,
+// which is on the first `new Database`. Plain paths mean the same either way.
+process.env.SQLITE_USE_URI ??= '1';
 
 export interface UserRow {
   id: string;
@@ -111,6 +116,76 @@ function toUser(r: Record<string, unknown>): UserRow {
   };
 }
 
+/** What every write answers when the store was opened read-only (503 to clients). */
+export function readOnlyError(): StorageError {
+  return new StorageError(
+    "the shard's data volume is read-only: reads are served, writes are refused until the volume is writable again and the shard restarted",
+    'storage_readonly',
+  );
+}
+
+/** Whether opening read-write failed because the volume is read-only. */
+function isReadOnlyCause(err: unknown): boolean {
+  const code = (err as { code?: unknown }).code;
+  return (
+    typeof code === 'string' &&
+    (code === 'EROFS' || code === 'SQLITE_CANTOPEN' || code.startsWith('SQLITE_READONLY'))
+  );
+}
+
+function fileSize(file: string): number | undefined {
+  try {
+    return statSync(file).size;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Opens the database of a read-only volume for reading, or throws why it cannot. A plain
+ * read-only open needs the `-shm` file of a WAL database (left by a process that was
+ * killed, with its `-wal`); after a clean shutdown neither exists and neither can be
+ * created, so the file is opened `immutable` (no locks, no WAL), which is exact only
+ * when there is no WAL content: a `-wal` with commits but no `-shm` is refused.
+ */
+function openReadOnly(file: string, cause: unknown): Database.Database {
+  const why = (e: unknown) => (e as Error).message ?? String(e);
+  const open = (name: string): Database.Database => {
+    const db = new Database(name, { readonly: true, fileMustExist: true });
+    NATIVE_OBJECTS.add(db);
+    try {
+      // The first read opens the WAL index: a failure shows here, not in the constructor.
+      db.exec('PRAGMA schema_version');
+      return db;
+    } catch (err) {
+      db.close();
+      throw err;
+    }
+  };
+  try {
+    return open(file);
+  } catch (first) {
+    const wal = fileSize(`${file}-wal`) ?? 0;
+    if (fileSize(file) === undefined || wal > 0) {
+      throw new Error(
+        `cannot open ${file}: the volume is read-only (${why(cause)}), and ${
+          wal > 0
+            ? 'the write-ahead log holds commits that only a writable volume can recover'
+            : 'there is no database to read'
+        } (${why(first)})`,
+      );
+    }
+    const uri = `file:${path.resolve(file).split(path.sep).map(encodeURIComponent).join('/')}?immutable=1`;
+    try {
+      return open(uri);
+    } catch (second) {
+      throw new Error(
+        `cannot open ${file} read-only on a read-only volume (${why(cause)}): ${why(first)}; immutable: ${why(second)}`,
+      );
+    }
+  }
+}
+
 /** Maps SQLite's disk errors to StorageError (503 to clients), others pass. */
 function storageError(err: unknown): Error {
   const code = (err as { code?: string }).code ?? '';
@@ -132,6 +207,7 @@ function wireError(e: WireError): Error {
 function prepareStatements(db: Database.Database) {
   return {
     getUser: db.prepare('SELECT * FROM users WHERE id = ?'),
+    byClientId: db.prepare(MESSAGE_SQL.byClientId),
     insertUser: db.prepare(
       'INSERT INTO users (id, name, email, photo_url, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)',
     ),
@@ -175,6 +251,11 @@ type Statements = ReturnType<typeof prepareStatements>;
 
 export class Store {
   readonly file: string;
+  /**
+   * True when the volume was read-only at start: reads are served, every write throws
+   * `StorageError('storage_readonly')`. A restart on a writable volume ends it.
+   */
+  readonly readOnly: boolean;
   private readonly db: Database.Database;
   private readonly writer: MessageWriter;
   private readonly st: Statements;
@@ -186,15 +267,38 @@ export class Store {
   onCommitted: ((messages: Message[], seconds: number) => void) | undefined;
 
   constructor(dataDir: string, ordinal: number, maxBatch = 1000) {
-    mkdirSync(dataDir, { recursive: true });
     this.file = path.join(dataDir, `shard-${ordinal}.sqlite`);
-    this.db = new Database(this.file);
-    NATIVE_OBJECTS.add(this.db);
-    // Pragmas through exec(): db.pragma() prepares a throwaway statement (see NATIVE_OBJECTS).
-    this.db.exec(
-      'PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000',
-    );
-    this.migrate();
+    let db: Database.Database | undefined;
+    try {
+      mkdirSync(dataDir, { recursive: true });
+      // A read-only volume (EROFS) is told at once: SQLite may open a WAL database there
+      // "read-write" when its -shm exists, and fail only at the first write.
+      accessSync(dataDir, constants.W_OK);
+      db = new Database(this.file);
+      NATIVE_OBJECTS.add(db);
+      this.db = db;
+      // Pragmas through exec(): db.pragma() prepares a throwaway statement (see NATIVE_OBJECTS).
+      this.db.exec(
+        'PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000',
+      );
+      this.migrate();
+      this.readOnly = false;
+    } catch (err) {
+      if (!isReadOnlyCause(err)) throw err;
+      db?.close();
+      // Read-only volume: no WAL pragma, no migrations; the schema must be current.
+      this.db = openReadOnly(this.file, err);
+      this.readOnly = true;
+      const read = this.db.prepare('PRAGMA user_version').pluck();
+      NATIVE_OBJECTS.add(read);
+      const version = read.get() as number;
+      if (version < MIGRATIONS.length) {
+        this.db.close();
+        throw new Error(
+          `cannot serve ${this.file} from a read-only volume: its schema (version ${version}) is older than this code's (${MIGRATIONS.length}) and cannot be migrated there`,
+        );
+      }
+    }
     this.st = prepareStatements(this.db);
     for (const stmt of Object.values(this.st)) NATIVE_OBJECTS.add(stmt);
     this.writer = new MessageWriter({
@@ -241,6 +345,7 @@ export class Store {
   }
 
   private write<T>(fn: () => T): T {
+    if (this.readOnly) throw readOnlyError();
     try {
       return this.db.transaction(fn)();
     } catch (err) {
@@ -396,6 +501,15 @@ export class Store {
 
   /** Appends a message; resolves once it is durable (or with the earlier one for a repeated clientMsgId). */
   append(groupId: string, userId: string, contents: string, clientMsgId: string): Promise<AppendResult> {
+    if (this.readOnly) {
+      // A repeated clientMsgId still gets its first result; anything new is refused.
+      const existing = this.st.byClientId.get(groupId, userId, clientMsgId) as
+        | Record<string, unknown>
+        | undefined;
+      return existing
+        ? Promise.resolve({ message: toMessage(existing), created: false })
+        : Promise.reject(readOnlyError());
+    }
     return this.writer.append({ groupId, userId, contents, clientMsgId });
   }
 

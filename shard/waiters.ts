@@ -1,6 +1,8 @@
 /**
  * Long-poll waits on a group's history (`GET …/messages?after=N&wait=S`): every
- * request waiting on a group is woken by one notification when a message commits.
+ * request waiting on a group is woken by one notification when a message commits
+ * (one wake-up shared by all of them; they then read the new messages, from memory
+ * while the range is recent: shard/recent.ts).
  */
 
 type Wake = () => void;
@@ -9,7 +11,11 @@ export class GroupWaiters {
   private readonly byGroup = new Map<string, Set<Wake>>();
   private count = 0;
 
-  constructor(private readonly maxWaiters: number) {}
+  constructor(
+    private readonly maxWaiters: number,
+    /** Told the number of waiting requests whenever it changes (metrics). */
+    private readonly onCount?: (waiting: number) => void,
+  ) {}
 
   get waiting(): number {
     return this.count;
@@ -27,7 +33,10 @@ export class GroupWaiters {
       const done = (woken: boolean) => {
         clearTimeout(timer);
         signal.removeEventListener('abort', onAbort);
-        if (set.delete(wake)) this.count--;
+        if (set.delete(wake)) {
+          this.count--;
+          this.onCount?.(this.count);
+        }
         if (set.size === 0) this.byGroup.delete(groupId);
         resolve(woken);
       };
@@ -37,13 +46,16 @@ export class GroupWaiters {
       signal.addEventListener('abort', onAbort);
       set.add(wake);
       this.count++;
+      this.onCount?.(this.count);
     });
   }
 
-  /** Wakes everyone waiting on the group. */
-  notify(groupId: string): void {
+  /** Wakes everyone waiting on the group; returns how many were woken. */
+  notify(groupId: string): number {
     const set = this.byGroup.get(groupId);
-    if (!set) return;
-    for (const wake of [...set]) wake();
+    if (!set) return 0;
+    const all = [...set];
+    for (const wake of all) wake();
+    return all.length;
   }
 }

@@ -35,9 +35,12 @@ export class Inbox {
   }
 
   static async open(c: Cluster, userId: string, token: string, base = c.router.wsUrl): Promise<Inbox> {
-    const box = new Inbox(
-      `${base}/users/${encodeURIComponent(userId)}/ws?token=${encodeURIComponent(token)}`,
-    );
+    return Inbox.openUrl(`${base}/users/${encodeURIComponent(userId)}/ws?token=${encodeURIComponent(token)}`);
+  }
+
+  /** Any WebSocket of the chat protocol (a group's, an inbox), recording its events. */
+  static async openUrl(url: string): Promise<Inbox> {
+    const box = new Inbox(url);
     await box.ws.opened;
     box.pumping = box.pump();
     return box;
@@ -80,6 +83,19 @@ export class Inbox {
     this.ws.terminate();
     await this.pumping;
   }
+}
+
+/** A token per user of a cluster, fetched once (`cluster` is read on each call: it may be set later). */
+export function tokenCache(cluster: () => Cluster): (userId: string) => Promise<string> {
+  const tokens = new Map<string, Promise<string>>();
+  return (userId) => {
+    let t = tokens.get(userId);
+    if (!t) {
+      t = cluster().token(userId);
+      tokens.set(userId, t);
+    }
+    return t;
+  };
 }
 
 export async function shardMetrics(c: Cluster, shard: number): Promise<string> {

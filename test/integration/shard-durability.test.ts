@@ -96,7 +96,12 @@ async function waitServing(c: Cluster, groupId: string, token: string, ms = 45_0
 describe('durability of acknowledged messages across SIGKILL', () => {
   let c: Cluster;
   beforeAll(async () => {
-    c = await startCluster(await defaultRegistry.tempDir(), { shards: S });
+    c = await startCluster(await defaultRegistry.tempDir(), {
+      shards: S,
+      // Each poster sends one message per round trip for seconds, as fast as the machine
+      // allows: durability is tested here, not the per-user message limit (429 would fail it).
+      config: { shard: { limits: { userMessagesPerSecond: 100000, userMessageBurst: 100000 } } },
+    });
   }, CLUSTER_START_MS);
   afterAll(() => defaultRegistry.cleanup());
 

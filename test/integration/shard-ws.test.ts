@@ -287,6 +287,10 @@ describe('group WebSocket limits and shutdown (1 shard)', () => {
             wsBurst: 3,
             wsSendQueueBytes: 1024,
             maxMessageBytes: 32768,
+            // The slow-consumer test posts as one user as fast as it can until the shard
+            // gives up on the consumer: the per-user message limit is not what it tests.
+            userMessagesPerSecond: 100000,
+            userMessageBurst: 100000,
           },
         },
       },

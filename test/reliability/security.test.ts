@@ -5,7 +5,8 @@
  * through the router and the shard's public port, refused without or with a wrong
  * internal token on the admin port; request-smuggling shapes refused without forwarding
  * the smuggled request; ids that try path traversal or SQL; the per-connection WebSocket
- * rate limit; and a flood of idle connections bounded by router.limits.maxConnections.
+ * rate limit; the per-user message rate limit shared by a user's WebSockets, HTTP posts and
+ * inbox; and a flood of idle connections bounded by router.limits.maxConnections.
  */
 import { randomBytes } from 'node:crypto';
 import { readdirSync } from 'node:fs';
@@ -19,9 +20,11 @@ import { failedUpgrade, RawConnection, WsClient } from '../helpers/http.js';
 import { defaultRegistry, REPO_ROOT, useProcessCleanup, waitFor } from '../helpers/processes.js';
 import {
   type ExtraRouter,
+  idsOn,
   makeGroup,
   readAll,
   rssKiB,
+  shardOf,
   sleep,
   startSecondRouter,
   summary,
@@ -36,6 +39,28 @@ useProcessCleanup();
 const S = 2;
 const FLOOD = 2000;
 const FLOOD_MAX_CONNECTIONS = 64;
+/** The per-user message limit here: a burst of 60, then 0.5 per second. */
+const USER_BURST = 60;
+const USER_RATE = 0.5;
+
+interface Reply {
+  type: string;
+  clientMsgId?: string;
+  code?: string;
+  message?: string;
+}
+
+/** Reads events until every id in `ids` has its `ack` or `error` (other events are skipped). */
+async function repliesTo(ws: WsClient, ids: string[]): Promise<Map<string, Reply>> {
+  const want = new Set(ids);
+  const got = new Map<string, Reply>();
+  for (let i = 0; got.size < want.size && i < 100_000; i++) {
+    const e = await ws.nextJson<Reply>(15_000);
+    if ((e.type === 'ack' || e.type === 'error') && e.clientMsgId && want.has(e.clientMsgId))
+      got.set(e.clientMsgId, e);
+  }
+  return got;
+}
 
 const b64url = (o: unknown) => Buffer.from(JSON.stringify(o)).toString('base64url');
 
@@ -59,7 +84,16 @@ describe('security', () => {
   beforeAll(async () => {
     c = await startCluster(await defaultRegistry.tempDir(), {
       shards: S,
-      config: { shard: { limits: { wsMessagesPerSecond: 20, wsBurst: 40 } } },
+      config: {
+        shard: {
+          limits: {
+            wsMessagesPerSecond: 20,
+            wsBurst: 40,
+            userMessagesPerSecond: USER_RATE,
+            userMessageBurst: USER_BURST,
+          },
+        },
+      },
     });
     [owner, member, outsider] = (await users(c, 'sec', 3)) as [TestUser, TestUser, TestUser];
     groupId = uid('sec');
@@ -451,7 +485,8 @@ describe('security', () => {
     );
     expect(stored.length).toBeLessThanOrEqual(40 + Math.ceil(20 * seconds) + 1);
     expect(stored.length).toBeGreaterThan(0);
-    // A new connection of the same user works (the limit is per connection; no per-user limit exists).
+    // A new connection of the same user opens (the connection's limit closed only that one;
+    // the per-user message limit, tested below, never closes a socket).
     const again = new WsClient(`${c.router.wsUrl}/groups/${groupId}/ws?token=${member.token}`);
     await again.opened;
     again.terminate();
@@ -462,6 +497,120 @@ describe('security', () => {
       seconds: Math.round(seconds * 100) / 100,
     };
   });
+
+  it('limits messages per user across two WebSockets, HTTP and the inbox (429 / error rate_limited), other users unaffected', async () => {
+    const of = await shardOf(S);
+    // The group on shard 0; the user's session host (inbox) on shard 1, so that inbox posts
+    // reach the group's shard over /internal/* and are limited there.
+    const [g] = idsOn(of, 0, 'rate', 1) as [string];
+    const [uId] = idsOn(of, 1, 'rate-u', 1) as [string];
+    const u: TestUser = { id: uId, token: await c.token(uId) };
+    const [v] = (await users(c, 'rate-v', 1)) as [TestUser];
+    await makeGroup(c, g, u, [v]);
+    const open = async (p: string) => {
+      const ws = new WsClient(`${c.router.wsUrl}${p}?token=${u.token}`);
+      await ws.opened;
+      expect((await ws.nextJson<Reply>()).type).toBe('hello');
+      return ws;
+    };
+    const ws1 = await open(`/groups/${g}/ws`);
+    const ws2 = await open(`/groups/${g}/ws`);
+    const inbox = await open(`/users/${u.id}/ws`);
+    const started = performance.now();
+    const accepted: string[] = [];
+    const limited: string[] = [];
+    const note = (id: string, r: Reply | undefined) => {
+      expect(r, id).toBeDefined();
+      if (r?.type === 'ack') accepted.push(id);
+      else {
+        expect(r?.code, JSON.stringify(r)).toBe('rate_limited');
+        expect(r?.message).toMatch(/too many messages/);
+        limited.push(id);
+      }
+    };
+    const wsMessage = (id: string, groupId?: string) =>
+      JSON.stringify({ type: 'message', ...(groupId ? { groupId } : {}), contents: id, clientMsgId: id });
+    // 1. Half the burst on each socket (each under its own connection limit of 40).
+    for (const [ws, name] of [
+      [ws1, 'a'],
+      [ws2, 'b'],
+    ] as const) {
+      const ids = Array.from({ length: USER_BURST / 2 }, (_, i) => `rate-${name}-${i}`);
+      for (const id of ids) ws.send(wsMessage(id));
+      const replies = await repliesTo(ws, ids);
+      for (const id of ids) note(id, replies.get(id));
+    }
+    // 2. The budget is spent: each way in gets rate_limited within a few messages (one at a
+    //    time; a token comes back every 2 s).
+    const untilLimited = async (name: string, send: (id: string) => Promise<Reply>) => {
+      for (let i = 0; i < 8; i++) {
+        const id = `rate-${name}-more-${i}`;
+        const r = await send(id);
+        note(id, r);
+        if (r.type === 'error') return r;
+      }
+      throw new Error(`${name}: no rate_limited answer within 8 messages`);
+    };
+    const viaWs = (ws: WsClient, groupId?: string) => async (id: string) => {
+      ws.send(wsMessage(id, groupId));
+      return (await repliesTo(ws, [id])).get(id) as Reply;
+    };
+    await untilLimited('ws2', viaWs(ws2));
+    let http429: Awaited<ReturnType<typeof timedRequest>> | undefined;
+    await untilLimited('http', async (id) => {
+      const r = await timedRequest(c.router.url, 'POST', `/groups/${g}/messages`, u.token, {
+        contents: id,
+        clientMsgId: id,
+      });
+      if (r.status === 201) return { type: 'ack', clientMsgId: id };
+      expect(r.status, JSON.stringify(r.body)).toBe(429);
+      http429 = r;
+      return { type: 'error', clientMsgId: id, ...r.body.error };
+    });
+    const h = http429 as NonNullable<typeof http429>;
+    expect(h.headers?.get('retry-after')).toMatch(/^[1-9]\d*$/);
+    expect(h.headers?.get('content-type')).toMatch(/application\/json/);
+    await untilLimited('ws1', viaWs(ws1));
+    await untilLimited('inbox', viaWs(inbox, g));
+    const seconds = (performance.now() - started) / 1000;
+    // 3. At most the burst plus what the rate refilled meanwhile was accepted.
+    expect(accepted.length).toBeGreaterThanOrEqual(USER_BURST);
+    expect(accepted.length).toBeLessThanOrEqual(USER_BURST + Math.ceil(USER_RATE * seconds) + 1);
+    // 4. Another user is unaffected, and the limited sockets stay open: ws1 receives it.
+    const other = await timedRequest(c.router.url, 'POST', `/groups/${g}/messages`, v.token, {
+      contents: 'from v',
+      clientMsgId: 'v-1',
+    });
+    expect(other.status, JSON.stringify(other.body)).toBe(201);
+    let delivered = false;
+    for (let i = 0; !delivered && i < 1000; i++) {
+      const e = await ws1.nextJson<Reply & { userId?: string }>(15_000);
+      delivered = e.type === 'message' && e.userId === v.id;
+    }
+    expect(delivered).toBe(true);
+    for (const ws of [ws1, ws2, inbox]) expect(ws.closeInfo).toBeUndefined();
+    // 5. Exactly the accepted messages were stored.
+    const stored = (await readAll(c.router.url, g, v.token)).filter((m) => m.userId === u.id);
+    expect(stored.map((m) => m.clientMsgId).sort()).toEqual([...accepted].sort());
+    for (const ws of [ws1, ws2, inbox]) ws.terminate();
+    results.userRateLimit = {
+      burst: USER_BURST,
+      perSecond: USER_RATE,
+      sent: accepted.length + limited.length,
+      accepted: accepted.length,
+      limited: limited.length,
+      limitedBy: {
+        ws2: limited.filter((id) => id.startsWith('rate-ws2')).length,
+        http: limited.filter((id) => id.startsWith('rate-http')).length,
+        ws1: limited.filter((id) => id.startsWith('rate-ws1')).length,
+        inbox: limited.filter((id) => id.startsWith('rate-inbox')).length,
+      },
+      httpRetryAfter: h.headers?.get('retry-after'),
+      otherUser: other.status,
+      socketsClosed: 0,
+      seconds: Math.round(seconds * 100) / 100,
+    };
+  }, 60_000);
 
   it(`bounds a flood of ${FLOOD} idle connections by maxConnections (${FLOOD_MAX_CONNECTIONS}) and stays responsive`, async () => {
     const r2: ExtraRouter = await startSecondRouter(c, defaultRegistry, {

@@ -1,23 +1,38 @@
 /**
  * Storage faults: a shard whose data directory is a small tmpfs. When the file system is
  * full, writes (messages, groups) get 503 with a JSON error and reads keep working; when
- * space is freed, writes work again. When it is remounted read-only, the same; then
- * read-write again. Nothing acknowledged is ever lost and msgIds stay contiguous.
+ * space is freed, writes work again. When it is read-only, the shard starts on it (after
+ * a clean stop, and after a SIGKILL that left commits in the WAL), stays ready, serves
+ * every acknowledged message and answers writes 503 `storage_readonly`; read-write and a
+ * restart bring writes back. Nothing acknowledged is ever lost and msgIds stay contiguous.
  *
  * Mounting needs root (CAP_SYS_ADMIN): where `mount -t tmpfs` is not permitted the suite
  * is skipped with a message. The tmpfs is unmounted in cleanup, always.
  */
 import { execFileSync } from 'node:child_process';
-import { closeSync, mkdirSync, mkdtempSync, openSync, rmSync, unlinkSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  rmSync,
+  statSync,
+  unlinkSync,
+  writeSync,
+} from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Message } from '../../client/types.js';
 import { api, type Cluster, startCluster } from '../helpers/cluster.js';
+import { WsClient } from '../helpers/http.js';
 import {
   CLI,
   childEnv,
   defaultRegistry,
+  freePorts,
+  runCli,
   startProcess,
   useProcessCleanup,
   waitFor,
@@ -181,74 +196,109 @@ describe.skipIf(!permitted.ok)('storage faults on a tmpfs data directory', () =>
 
     // 2. Read-only. Linux refuses `remount,ro` while a process holds a file open for
     // writing (EBUSY), so the live remount is attempted and, when refused, the shard is
-    // stopped, the file system remounted read-only and the shard started on it.
-    const live = run('mount', ['-o', 'remount,ro', mnt]);
-    let roMode = 'live remount';
-    let startsOnReadOnly: boolean | string = true;
-    let roCode: string | null = null;
-    let roReads: number | null = null;
-    const checkReadOnly = async () => {
+    // stopped (a clean shutdown leaves no -wal and no -shm), the file system remounted
+    // read-only and the shard started on it. It must start, say it is ready (the router
+    // keeps sending it reads), serve every acknowledged message, and refuse writes with
+    // 503 storage_readonly.
+    const shard0 = () => c.shards[0] as Cluster['shards'][0];
+    const startShardOn = async (label: string) => {
+      // As c.restartShard(0), under its own name: a shard that cannot start exits at once.
+      const old = shard0();
+      const proc = await startProcess({
+        name: `shard-0-${label}:${old.port}`,
+        args: [CLI, 'shard', '--config', c.configPath],
+        env: childEnv({
+          ...c.env,
+          SHARDCHAT__shard__ordinal: '0',
+          SHARDCHAT__shard__port: String(old.port),
+          SHARDCHAT__shard__adminPort: String(old.adminPort),
+        }),
+        waitForPorts: [old.port, old.adminPort],
+        timeoutMs: 20_000,
+      });
+      c.shards[0] = { ...old, proc };
+    };
+    const remount = (mode: 'ro' | 'rw') => {
+      const m = run('mount', ['-o', `remount,${mode}`, mnt]);
+      expect(m.ok, m.err).toBe(true);
+    };
+    /** The checks while the volume is read-only; `restarted`: the shard was started on it. */
+    const checkReadOnly = async (restarted: boolean) => {
       await waitFor(
         async () => (await timedRequest(c.router.url, 'GET', `/groups/${groupId}`, o.token)).status === 200,
-        {
-          timeoutMs: 10_000,
-          what: 'the shard to serve reads on read-only storage',
-        },
+        { timeoutMs: 10_000, what: 'the shard to serve reads on read-only storage' },
       );
+      const ready = await timedRequest(shard0().adminUrl, 'GET', '/readyz', undefined);
+      expect(ready.status).toBe(200);
+      if (restarted) expect(ready.body.storage).toBe('read-only');
       r = await post();
-      expectStorage503(r, ['storage_readonly', 'storage_failed']);
-      roCode = r.body.error.code as string;
-      for (let i = 0; i < 10; i++) expectStorage503(await post(), ['storage_readonly', 'storage_failed']);
-      roReads = (await expectReadsWork()).length;
+      expectStorage503(r, ['storage_readonly']);
+      expect(r.body.error.message).toMatch(/read-only/);
+      const code = r.body.error.code as string;
+      for (let i = 0; i < 10; i++) expectStorage503(await post(), ['storage_readonly']);
+      const create = await timedRequest(c.router.url, 'PUT', `/groups/${uid('ro')}`, o.token, {
+        subject: 'x',
+      });
+      expectStorage503(create, ['storage_readonly']);
+      // A repeated acknowledged clientMsgId still answers with its first result.
+      const repeat = await postOnce(c.router.url, groupId, o.token, {
+        contents: 'ignored',
+        clientMsgId: acked.get(1) as string,
+      });
+      expect(repeat.status).toBe(200);
+      expect(repeat.body.msgId).toBe(1);
+      // A group WebSocket opens (hello with the head) and a message on it gets an error event.
+      const ws = new WsClient(`${c.router.wsUrl}/groups/${groupId}/ws?token=${o.token}`);
+      await ws.opened;
+      const hello = await ws.nextJson<{ type: string; lastMsgId: number }>();
+      expect(hello).toMatchObject({ type: 'hello', lastMsgId: acked.size });
+      ws.send(JSON.stringify({ type: 'message', contents: 'ro', clientMsgId: `ro-ws-${n++}` }));
+      const wsError = await ws.nextJson<{ type: string; code: string }>();
+      expect(wsError).toMatchObject({ type: 'error', code: 'storage_readonly' });
+      ws.terminate();
+      const reads = (await expectReadsWork()).length;
+      expect(reads).toBe(acked.size);
+      return { code, reads, readyz: `${ready.status} ${ready.body.status} ${ready.body.storage}` };
     };
+    /** Stops the shard, remounts read-write, restarts: writes work again (retries counted). */
+    const backToReadWrite = async () => {
+      await shard0().proc.stop();
+      remount('rw');
+      await c.restartShard(0);
+      let retries = 0;
+      for (r = await post(); r.status !== 201 && retries < 100; r = await post()) {
+        retries++;
+        await sleep(50);
+      }
+      expect(r.status, JSON.stringify(r.body)).toBe(201);
+      for (let i = 0; i < 5; i++) expect((await post()).status).toBe(201);
+      return retries;
+    };
+    const live = run('mount', ['-o', 'remount,ro', mnt]);
+    let roMode = 'live remount';
+    let ro: Awaited<ReturnType<typeof checkReadOnly>>;
     if (live.ok) {
-      await checkReadOnly();
+      ro = await checkReadOnly(false);
     } else {
       roMode = 'live remount refused (EBUSY); remounted while the shard was stopped, then restarted';
-      await (c.shards[0] as Cluster['shards'][0]).proc.stop();
-      const ro = run('mount', ['-o', 'remount,ro', mnt]);
-      expect(ro.ok, ro.err).toBe(true);
-      try {
-        // As c.restartShard(0), with a short bound: a shard that cannot start exits at once.
-        const old = c.shards[0] as Cluster['shards'][0];
-        const proc = await startProcess({
-          name: `shard-0-ro:${old.port}`,
-          args: [CLI, 'shard', '--config', c.configPath],
-          env: childEnv({
-            ...c.env,
-            SHARDCHAT__shard__ordinal: '0',
-            SHARDCHAT__shard__port: String(old.port),
-            SHARDCHAT__shard__adminPort: String(old.adminPort),
-          }),
-          waitForPorts: [old.port, old.adminPort],
-          timeoutMs: 6000,
-        });
-        c.shards[0] = { ...old, proc };
-      } catch (err) {
-        // Known shard bug (see RELIABILITY.md): the Store cannot open its WAL database on a
-        // read-only volume, so the shard exits instead of serving reads.
-        const msg = String((err as Error).message);
-        expect(msg).toMatch(/unable to open database file|readonly|read-only/i);
-        startsOnReadOnly = 'no: shard exits with "unable to open database file"';
-        console.warn(
-          'KNOWN BUG: a shard started on read-only storage exits ("unable to open database file")',
-        );
-      }
-      if (startsOnReadOnly === true) await checkReadOnly();
-      // Reads while the shard is down are the router's 503 (its keys only).
-      const down = await timedRequest(c.router.url, 'GET', `/groups/${groupId}`, o.token);
-      if (startsOnReadOnly !== true) expect(down.status).toBe(503);
-      await (c.shards[0] as Cluster['shards'][0]).proc.stop();
+      await shard0().proc.stop();
+      remount('ro');
+      await startShardOn('ro');
+      ro = await checkReadOnly(true);
     }
-    expect(run('mount', ['-o', 'remount,rw', mnt]).ok).toBe(true);
-    if (!live.ok) await c.restartShard(0);
-    let rwAfter = 0;
-    for (r = await post(); r.status !== 201 && rwAfter < 100; r = await post()) {
-      rwAfter++;
-      await sleep(50);
-    }
-    expect(r.status).toBe(201);
+    const rwAfter = await backToReadWrite();
+
+    // 3. Read-only after a crash: the shard is killed (its -wal holds the last commits and
+    // its -shm stays), the volume remounted read-only, and the shard started on it. The
+    // commits only in the WAL must be read too.
     for (let i = 0; i < 5; i++) expect((await post()).status).toBe(201);
+    await shard0().proc.kill();
+    const walBytes = statSync(path.join(mnt, 'shard-0.sqlite-wal')).size;
+    expect(walBytes).toBeGreaterThan(0);
+    remount('ro');
+    await startShardOn('ro-after-kill');
+    const roAfterKill = await checkReadOnly(true);
+    const rwAfterKill = await backToReadWrite();
 
     const all: Message[] = await expectReadsWork();
     expect(all.length).toBe(acked.size);
@@ -265,15 +315,66 @@ describe.skipIf(!permitted.ok)('storage faults on a tmpfs data directory', () =>
       retriesUntilWritesAfterFree: recoveredAfter,
       readonlyMode: roMode,
       liveRemountRefused: live.ok ? null : live.err.split('\n')[0],
-      startsOnReadOnly,
-      readonlyCode: roCode,
-      readonlyWrites503: roCode ? 11 : 0,
-      readsWhileReadonly: roReads,
+      startsOnReadOnly: true,
+      readyzWhileReadonly: ro.readyz,
+      readonlyCode: ro.code,
+      readonlyWrites503: 11,
+      readsWhileReadonly: ro.reads,
       retriesUntilWritesAfterRw: rwAfter,
+      walBytesAtKill: walBytes,
+      startsOnReadOnlyAfterKill: true,
+      readsWhileReadonlyAfterKill: roAfterKill.reads,
+      retriesUntilWritesAfterKillAndRw: rwAfterKill,
       acknowledged: acked.size,
       stored: all.length,
       lost: 0,
       duplicated: 0,
     });
-  }, 90_000);
+  }, 150_000);
+
+  it('refuses to start on a read-only volume without a current database, and says why', async () => {
+    const ro = path.join(await defaultRegistry.tempDir(), 'ro');
+    mkdirSync(ro);
+    const m = run('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', ro]);
+    expect(m.ok, m.err).toBe(true);
+    const outcomes: Record<string, string> = {};
+    try {
+      const [port, adminPort] = (await freePorts(2)) as [number, number];
+      // The shard must exit at once with code 1 and the reason (runCli fails the test if
+      // it keeps running).
+      const attempt = async (): Promise<string> => {
+        const r = await runCli(['shard', '--config', c.configPath], {
+          env: childEnv({
+            ...c.env,
+            SHARDCHAT__shard__ordinal: '0',
+            SHARDCHAT__shard__port: String(port),
+            SHARDCHAT__shard__adminPort: String(adminPort),
+            SHARDCHAT__shard__dataDir: ro,
+          }),
+          timeoutMs: 30_000,
+        });
+        expect(r.code, r.stderr).toBe(1);
+        return r.stderr;
+      };
+      // No database at all: nothing to serve.
+      expect(run('mount', ['-o', 'remount,ro', ro]).ok).toBe(true);
+      const none = await attempt();
+      expect(none).toMatch(/volume is read-only.*there is no database to read/);
+      outcomes.noDatabase = 'refused: no database to read';
+      // A database whose schema is older than the code's (user_version 0): it cannot be
+      // migrated on a read-only volume.
+      expect(run('mount', ['-o', 'remount,rw', ro]).ok).toBe(true);
+      const old = new Database(path.join(ro, 'shard-0.sqlite'));
+      old.exec('CREATE TABLE legacy (x INTEGER)');
+      old.close();
+      expect(run('mount', ['-o', 'remount,ro', ro]).ok).toBe(true);
+      const older = await attempt();
+      expect(older).toMatch(/schema \(version 0\) is older than this code's/);
+      outcomes.olderSchema = 'refused: schema older than the code';
+    } finally {
+      run('mount', ['-o', 'remount,rw', ro]);
+      if (!run('umount', [ro]).ok) run('umount', ['-l', ro]);
+    }
+    summary('storage-readonly-refusals', outcomes);
+  }, 60_000);
 });

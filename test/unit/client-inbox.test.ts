@@ -248,7 +248,8 @@ describe('InboxConnection against a fake session host', () => {
   it('typing goes out with its groupId (throttled per group); typing and presence events come with theirs', async () => {
     const { conn, rec } = connect({ typingIntervalMs: 300 });
     await until(() => conn.state === 'open', 'open');
-    await until(() => rec.presence.filter(([g]) => g === 'g1').length >= 1, 'presence snapshot');
+    // Every group's snapshot first: a late one would replace what the events below say.
+    await until(() => GROUPS.every((g) => rec.presence.some(([x]) => x === g)), 'presence snapshots');
     expect(conn.onlineUsers('g1')).toEqual([ME]);
     for (let i = 0; i < 3; i++) {
       conn.typing('g1');

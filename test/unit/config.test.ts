@@ -137,6 +137,22 @@ auth:   { devTokens: false }
     expect(cfg.router.retryAfterSeconds).toBeGreaterThanOrEqual(1);
   });
 
+  it('the per-user message limit has defaults and refuses a rate of 0 or a burst below 1', () => {
+    const limits = parseConfig({}).shard.limits;
+    expect(limits.userMessagesPerSecond).toBe(50);
+    expect(limits.userMessageBurst).toBe(200);
+    expect(limits.userRateMaxUsers).toBe(100000);
+    expect(invalid({ shard: { limits: { userMessagesPerSecond: 0 } } })).toMatch(
+      /^\s*shard\.limits\.userMessagesPerSecond: /m,
+    );
+    expect(invalid({ shard: { limits: { userMessageBurst: 0 } } })).toMatch(
+      /^\s*shard\.limits\.userMessageBurst: /m,
+    );
+    expect(invalid({ shard: { limits: { userRateMaxUsers: 1.5 } } })).toMatch(
+      /^\s*shard\.limits\.userRateMaxUsers: /m,
+    );
+  });
+
   it('shardCount is S: the number of targets when given, else topology.shards', () => {
     expect(shardCount(parseConfig({}))).toBe(3);
     expect(shardCount(parseConfig({ topology: { shards: 7 } }))).toBe(7);
