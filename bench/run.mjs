@@ -964,7 +964,9 @@ function tableRows(results) {
       direct && r.target !== 'direct' ? fmt.delta(r.p50Ms - direct.p50Ms) : '-',
       fmt.cores(r.proxyCpuCores),
       cpuPerRequest(r) === null ? '-' : `${cpuPerRequest(r).toFixed(1)} us`,
-      nginx && cpuPerRequest(r) && cpuPerRequest(nginx) ? fmt.ratio(cpuPerRequest(nginx) / cpuPerRequest(r)) : '-',
+      nginx && cpuPerRequest(r) && cpuPerRequest(nginx)
+        ? fmt.ratio(cpuPerRequest(nginx) / cpuPerRequest(r))
+        : '-',
       fmt.cores(r.backendCpuCores),
       fmt.cores(r.wrkCpuCores),
       fmt.cores(r.otherCpuCores),

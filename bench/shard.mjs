@@ -16,7 +16,7 @@
 //    deliveries/s, publish-to-receive latency, and checks that every subscriber got
 //    every message exactly once, in order. (Pull mode is off for these two parts: the
 //    fan-out measures push delivery.)
-// 3. Pull-mode reads (`npm run bench:delivery` runs only this part): one group with
+// 3. Pull-mode reads (`npm run bench:reads` runs only this part): one group with
 //    1,000 member users in pull mode (a poster keeps it active); many keep-alive
 //    connections read `GET …/messages?after=<head - lag>` as the members, round robin,
 //    for a fixed time; reports reads/s with the recent history served from memory, and
@@ -25,15 +25,26 @@
 // The shard runs as its own process (`node dist/cli/main.js shard`) in its own process
 // group, on free ports, with its data under bench/.work/shard/ (deleted at the start).
 // It is stopped at the end, on error and on SIGINT/SIGTERM; a watchdog bounds the run.
-import { execFileSync, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Pool } from 'undici';
 import WebSocket from 'ws';
+import {
+  fmt,
+  freePort,
+  latencyStats,
+  log,
+  mapLimit,
+  cpuMeter as meterCpu,
+  ms,
+  ratio,
+  sleep,
+  waitQuiet as waitQuietFor,
+} from './lib.mjs';
 import { spliceSection } from './results-md.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -152,131 +163,15 @@ if (POST_RATE < 10) usage('--post-rate must be at least 10 (the group must stay 
 
 // ---------------------------------------------------------------- small helpers
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const log = (s) => process.stdout.write(`${s}\n`);
-const fmt = (n, d = 0) =>
-  Number.isFinite(n)
-    ? n.toLocaleString('en-US', { minimumFractionDigits: d, maximumFractionDigits: d })
-    : '-';
-const ms = (n) => (Number.isFinite(n) ? `${n.toFixed(2)} ms` : '-');
-const ratio = (n, target) => `${(n / target).toFixed(2)}x`;
-
-function percentile(sorted, p) {
-  if (sorted.length === 0) return Number.NaN;
-  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
-  return sorted[i];
-}
-function latencyStats(values) {
-  const a = Float64Array.from(values).sort();
-  return {
-    count: a.length,
-    p50: percentile(a, 50),
-    p90: percentile(a, 90),
-    p99: percentile(a, 99),
-    max: a.length ? a[a.length - 1] : Number.NaN,
-  };
-}
-
-let CLK_TCK = 100;
-try {
-  CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
-} catch {
-  // keep 100
-}
-
-function busyOf(statLine) {
-  const f = statLine.trim().split(/\s+/).slice(1).map(Number);
-  const [user, nice, system, , , irq, softirq, steal] = f;
-  return (user + nice + system + irq + softirq + (steal || 0)) / CLK_TCK;
-}
-/** Busy CPU seconds of the whole machine (all CPUs), from /proc/stat. */
-function machineBusy() {
-  try {
-    return busyOf(fs.readFileSync('/proc/stat', 'utf8').split('\n')[0]);
-  } catch {
-    return Number.NaN;
-  }
-}
-/** user+system CPU seconds of one process, from /proc/<pid>/stat. */
-function processCpu(pid) {
-  try {
-    const s = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
-    return (Number(f[11]) + Number(f[12])) / CLK_TCK;
-  } catch {
-    return Number.NaN;
-  }
-}
-function selfCpu() {
-  const u = process.cpuUsage();
-  return (u.user + u.system) / 1e6;
-}
-
-/** CPU use over a measured interval, in cores: the shard, this process (the load), and everything else. */
+/** CPU use over a measured interval, in cores: the shard (shardCores), this process, the rest. */
 function cpuMeter() {
-  const t0 = performance.now();
-  const m0 = machineBusy();
-  const s0 = processCpu(shard?.pid);
-  const c0 = selfCpu();
+  const done = meterCpu(() => [shard?.pid]);
   return () => {
-    const wall = (performance.now() - t0) / 1000;
-    const shardCores = (processCpu(shard?.pid) - s0) / wall;
-    const clientCores = (selfCpu() - c0) / wall;
-    const machineCores = (machineBusy() - m0) / wall;
-    return {
-      wallS: wall,
-      shardCores,
-      clientCores,
-      machineCores,
-      otherCores: Math.max(0, machineCores - shardCores - clientCores),
-      loadavg: os.loadavg(),
-    };
+    const u = done();
+    return { ...u, shardCores: u.serverCores };
   };
 }
-
-/** Waits (at most QUIET_WAIT_S) until the rest of the machine is idle; returns what it saw. */
-async function waitQuiet() {
-  const t0 = Date.now();
-  if (QUIET_WAIT_S <= 0) return { waitedS: 0, busyCores: Number.NaN, quiet: undefined };
-  for (let i = 0; i < 600; i++) {
-    const b0 = machineBusy();
-    const s0 = processCpu(shard?.pid);
-    const c0 = selfCpu();
-    const w0 = performance.now();
-    await sleep(1000);
-    const wall = (performance.now() - w0) / 1000;
-    const busy = (machineBusy() - b0 - (processCpu(shard?.pid) - s0 || 0) - (selfCpu() - c0)) / wall;
-    const waitedS = (Date.now() - t0) / 1000;
-    if (busy < 0.2) return { waitedS, busyCores: busy, quiet: true };
-    if (waitedS >= QUIET_WAIT_S) return { waitedS, busyCores: busy, quiet: false };
-  }
-  return { waitedS: (Date.now() - t0) / 1000, busyCores: Number.NaN, quiet: false };
-}
-
-/** Runs fn over items with at most `limit` at a time. */
-async function mapLimit(items, limit, fn) {
-  const out = new Array(items.length);
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) {
-      const i = next++;
-      out[i] = await fn(items[i], i);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  return out;
-}
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
+const waitQuiet = () => waitQuietFor(QUIET_WAIT_S, () => [shard?.pid]);
 
 // ---------------------------------------------------------------- the shard process
 
@@ -1200,7 +1095,7 @@ function writeReadsResults(result) {
   const maxOther = Math.max(...reads.map((r) => r.cpu.otherCores));
   const body = `## One shard: reads in pull mode (bench/shard.mjs, part \`reads\`)
 
-Reproduce: \`npm run bench:delivery\` (= \`npm run build && node bench/shard.mjs --parts reads\`; here: \`${result.command}\`).
+Reproduce: \`npm run bench:reads\` (= \`npm run build && node bench/shard.mjs --parts reads\`; here: \`${result.command}\`).
 
 - machine: ${machine.nproc} CPUs (\`nproc\`), ${machine.cpuModel}, ${machine.os}; node ${machine.node}; date: ${result.date}
 - one shard process (S=1, no router, \`log.level: warn\`), one group with ${fmt(READERS)} member users in pull mode

@@ -26,8 +26,10 @@ import {
   connState,
   noRoom,
   readClientEvent,
+  sendConnFrame,
   sendConnText,
   socketRequest,
+  textFrame,
   upgradeSocket,
   type WsConn,
 } from './ws-conn.js';
@@ -101,7 +103,7 @@ export class GroupHub {
       what: 'upgrade',
       admit: (r) => this.admit(r),
       closing: () => this.closing,
-      open: (ws, { groupId, userId }) => this.open(ws, groupId, userId),
+      open: (ws, { groupId, userId }, socket) => this.open(ws, socket, groupId, userId),
     });
   }
 
@@ -122,8 +124,8 @@ export class GroupHub {
     return { groupId, userId };
   }
 
-  private open(ws: WebSocket, groupId: string, userId: string): void {
-    const conn: Conn = { ...connState(ws, this.o.cfg.shard.limits), groupId, userId };
+  private open(ws: WebSocket, socket: Duplex, groupId: string, userId: string): void {
+    const conn: Conn = { ...connState(ws, socket, this.o.cfg.shard.limits), groupId, userId };
     const registered = attachConn(conn, this.closing, {
       message: (data, isBinary) => this.onMessage(conn, data, isBinary),
       error: (err) => this.o.log.debug({ err: err.message, groupId, userId }, 'group WebSocket error'),
@@ -248,8 +250,9 @@ export class GroupHub {
   private broadcast(groupId: string, event: object, exceptUser?: string): void {
     const g = this.groups.get(groupId);
     if (!g) return;
-    const text = JSON.stringify(event);
-    for (const c of g.conns) if (c.userId !== exceptUser) this.sendText(c, text);
+    const frame = textFrame(JSON.stringify(event));
+    const limits = this.o.cfg.shard.limits;
+    for (const c of g.conns) if (c.userId !== exceptUser) sendConnFrame(c, frame, limits, this.o.metrics);
   }
 
   private send(conn: Conn, event: object): void {

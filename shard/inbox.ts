@@ -35,8 +35,10 @@ import {
   connState,
   noRoom,
   readClientEvent,
+  sendConnFrame,
   sendConnText,
   socketRequest,
+  textFrame,
   upgradeSocket,
   type WsConn,
 } from './ws-conn.js';
@@ -114,7 +116,7 @@ export class InboxHub {
       what: 'inbox upgrade',
       admit: (r) => this.admit(r),
       closing: () => this.closing,
-      open: (ws, userId) => this.open(ws, userId),
+      open: (ws, userId, socket) => this.open(ws, socket, userId),
     });
   }
 
@@ -132,9 +134,9 @@ export class InboxHub {
     return userId;
   }
 
-  private open(ws: WebSocket, userId: string): void {
+  private open(ws: WebSocket, socket: Duplex, userId: string): void {
     const conn: Conn = {
-      ...connState(ws, this.o.cfg.shard.limits),
+      ...connState(ws, socket, this.o.cfg.shard.limits),
       userId,
       groups: new Set(),
       status: 'online',
@@ -302,13 +304,14 @@ export class InboxHub {
 
   /** Sends an event to every inbox connection of each recipient on this host; returns how many got it. */
   deliver(recipients: readonly string[], event: object): number {
-    let text: string | undefined;
+    let frame: Buffer | undefined;
     let n = 0;
+    const limits = this.o.cfg.shard.limits;
     for (const userId of recipients) {
       const set = this.users.get(userId);
       if (!set) continue;
-      text ??= JSON.stringify(event);
-      for (const c of set) if (this.sendText(c, text)) n++;
+      frame ??= textFrame(JSON.stringify(event));
+      for (const c of set) if (sendConnFrame(c, frame, limits, this.o.metrics)) n++;
     }
     return n;
   }

@@ -32,6 +32,7 @@ import { RecentMessages } from './recent.js';
 import { type Message, Store } from './store.js';
 import { UserRateLimiter } from './user-rate.js';
 import { GroupWaiters } from './waiters.js';
+import { gathering } from './ws-conn.js';
 
 export interface RunningShard {
   ordinal: number;
@@ -229,16 +230,19 @@ export async function startShard(cfg: Config, log: Logger, secrets: ShardSecrets
   store.onCommitted = (messages, seconds) => {
     metrics.writeDuration.observe(seconds);
     metrics.messages.inc(messages.length);
-    // Every path that stores a message ends here, in commit order.
-    for (const m of messages) {
-      recent.add(m);
-      // Pushed to the group's WebSockets and the session hosts, or announced by a tick.
-      if (modes.published(m, memberCount(m.groupId))) {
-        hubRef?.publish(m);
-        fanout.published(m);
+    // Every path that stores a message ends here, in commit order; the messages of one
+    // commit reach each WebSocket in one write.
+    gathering.run(() => {
+      for (const m of messages) {
+        recent.add(m);
+        // Pushed to the group's WebSockets and the session hosts, or announced by a tick.
+        if (modes.published(m, memberCount(m.groupId))) {
+          hubRef?.publish(m);
+          fanout.published(m);
+        }
+        if (waiters.notify(m.groupId) > 0) metrics.longPollWakeups.inc();
       }
-      if (waiters.notify(m.groupId) > 0) metrics.longPollWakeups.inc();
-    }
+    });
   };
   // One message budget per user on this shard: HTTP posts, group WebSockets and posts
   // forwarded from inbox hosts (through postLocal) take from it.
@@ -278,7 +282,10 @@ export async function startShard(cfg: Config, log: Logger, secrets: ShardSecrets
     recipientsOn: (groupId, host) => members.on(groupId, host),
     messagesAfter,
     deliver: (_from, _seq, records) => {
-      for (const r of records) sequencer.accept(r);
+      // The batch's events reach each inbox connection in one write.
+      gathering.run(() => {
+        for (const r of records) sequencer.accept(r);
+      });
     },
   };
   /** Checks a local group and membership for the inbox (as /internal/* does for remote ones). */

@@ -32,6 +32,8 @@ const CLOSE_GRACE_MS = 5000;
 /** The per-connection state both hubs keep. */
 export interface WsConn {
   ws: WebSocket;
+  /** The connection's TCP socket: pre-framed events are written to it directly (sendConnFrame). */
+  socket: Duplex;
   /** Rate-limit tokens left, and when they were last refilled. */
   tokens: number;
   refilledAt: number;
@@ -74,7 +76,7 @@ export interface UpgradeOptions<T> {
   /** Checks the request; its ApiError is the refusal. */
   admit(req: IncomingMessage): Promise<T>;
   closing(): boolean;
-  open(ws: WebSocket, admitted: T): void;
+  open(ws: WebSocket, admitted: T, socket: Duplex): void;
 }
 
 /** Answers an upgrade: admitted, then (unless the shard began shutting down meanwhile) opened. */
@@ -93,7 +95,7 @@ export function upgradeSocket<T>(
         refuse(socket, shuttingDown());
         return;
       }
-      o.wss.handleUpgrade(req, socket, head, (ws) => o.open(ws, admitted));
+      o.wss.handleUpgrade(req, socket, head, (ws) => o.open(ws, admitted, socket));
     })
     .catch((err: unknown) => {
       if (err instanceof ApiError) refuse(socket, err);
@@ -140,8 +142,8 @@ export async function socketRequest(
 }
 
 /** The state of a new connection: a full rate budget. */
-export function connState(ws: WebSocket, limits: Limits): WsConn {
-  return { ws, tokens: limits.wsBurst, refilledAt: Date.now(), done: false };
+export function connState(ws: WebSocket, socket: Duplex, limits: Limits): WsConn {
+  return { ws, socket, tokens: limits.wsBurst, refilledAt: Date.now(), done: false };
 }
 
 /**
@@ -226,12 +228,70 @@ export function readClientEvent(
 }
 
 /**
- * Sends text on an open connection (counted as a delivery); false when the connection is
- * done, or when the client does not keep up: rather than buffer without bound it is
- * closed with 4008 (nothing more is queued; the close frame follows what is queued, and
- * the socket is ended after a grace whether or not the client reads it).
+ * A text event as one complete WebSocket frame. Frames from a server are not masked
+ * (RFC 6455 section 5.1), so one frame serves every connection an event goes to: the
+ * event is encoded once, not once per recipient, and each recipient costs one write.
  */
-export function sendConnText(conn: WsConn, text: string, limits: Limits, metrics: ShardMetrics): boolean {
+export function textFrame(text: string): Buffer {
+  const n = Buffer.byteLength(text);
+  const head = n < 126 ? 2 : n < 65536 ? 4 : 10;
+  const frame = Buffer.allocUnsafe(head + n);
+  frame[0] = 0x81; // FIN, text
+  if (n < 126) frame[1] = n;
+  else if (n < 65536) {
+    frame[1] = 126;
+    frame.writeUInt16BE(n, 2);
+  } else {
+    frame[1] = 127;
+    frame.writeBigUInt64BE(BigInt(n), 2);
+  }
+  frame.write(text, head, 'utf8');
+  return frame;
+}
+
+/**
+ * Writes made while `run` runs are gathered per socket (cork) and leave in one write per
+ * socket at its end: the messages of one commit, or the records of one fan-out batch,
+ * reach a connection in one system call rather than one each.
+ */
+export class WriteGathering {
+  private depth = 0;
+  private readonly corked = new Set<Duplex>();
+
+  run(fn: () => void): void {
+    this.depth++;
+    try {
+      fn();
+    } finally {
+      if (--this.depth === 0) {
+        for (const s of this.corked) s.uncork();
+        this.corked.clear();
+      }
+    }
+  }
+
+  write(socket: Duplex, frame: Buffer): void {
+    if (this.depth > 0 && !this.corked.has(socket)) {
+      socket.cork();
+      this.corked.add(socket);
+    }
+    socket.write(frame);
+  }
+}
+
+/** The one gathering of this process: group and inbox connections share it. */
+export const gathering = new WriteGathering();
+
+/**
+ * Sends a pre-framed event (textFrame) on an open connection, counted as a delivery; false
+ * when the connection is done, or when the client does not keep up: rather than buffer
+ * without bound it is closed with 4008 (nothing more is queued; the close frame follows
+ * what is queued, and the socket is ended after a grace whether or not the client reads
+ * it). The frame goes to the socket beneath ws: frames are whole, and ws (without
+ * compression) writes its own control frames to the socket at once, so the two never
+ * interleave within a frame.
+ */
+export function sendConnFrame(conn: WsConn, frame: Buffer, limits: Limits, metrics: ShardMetrics): boolean {
   const ws = conn.ws;
   if (conn.done || ws.readyState !== ws.OPEN) return false;
   if (ws.bufferedAmount > limits.wsSendQueueBytes) {
@@ -239,9 +299,14 @@ export function sendConnText(conn: WsConn, text: string, limits: Limits, metrics
     closeConn(conn, CLOSE.slowConsumer, 'slow consumer');
     return false;
   }
-  ws.send(text);
+  gathering.write(conn.socket, frame);
   metrics.deliveries.inc();
   return true;
+}
+
+/** Sends one event's text on a connection (see sendConnFrame). */
+export function sendConnText(conn: WsConn, text: string, limits: Limits, metrics: ShardMetrics): boolean {
+  return sendConnFrame(conn, textFrame(text), limits, metrics);
 }
 
 /**
