@@ -252,11 +252,13 @@ export function textFrame(text: string): Buffer {
 /**
  * Writes made while `run` runs are gathered per socket (cork) and leave in one write per
  * socket at its end: the messages of one commit, or the records of one fan-out batch,
- * reach a connection in one system call rather than one each.
+ * reach a connection in one system call rather than one each. A socket's gathered bytes
+ * are flushed early past GATHER_FLUSH_BYTES, so what waits uncorked stays bounded.
  */
 export class WriteGathering {
   private depth = 0;
-  private readonly corked = new Set<Duplex>();
+  /** Corked sockets and the bytes gathered on each since it was last flushed. */
+  private readonly corked = new Map<Duplex, number>();
 
   run(fn: () => void): void {
     this.depth++;
@@ -264,20 +266,39 @@ export class WriteGathering {
       fn();
     } finally {
       if (--this.depth === 0) {
-        for (const s of this.corked) s.uncork();
+        for (const s of this.corked.keys()) s.uncork();
         this.corked.clear();
       }
     }
   }
 
   write(socket: Duplex, frame: Buffer): void {
-    if (this.depth > 0 && !this.corked.has(socket)) {
+    if (this.depth === 0) {
+      socket.write(frame);
+      return;
+    }
+    let n = this.corked.get(socket);
+    if (n === undefined) {
       socket.cork();
-      this.corked.add(socket);
+      n = 0;
     }
     socket.write(frame);
+    n += frame.length;
+    if (n >= GATHER_FLUSH_BYTES) {
+      socket.uncork();
+      socket.cork();
+      n = 0;
+    }
+    this.corked.set(socket, n);
+  }
+
+  /** Bytes gathered on a socket and not yet handed to it (not a backlog of the client's). */
+  gathered(socket: Duplex): number {
+    return this.corked.get(socket) ?? 0;
   }
 }
+
+const GATHER_FLUSH_BYTES = 64 * 1024;
 
 /** The one gathering of this process: group and inbox connections share it. */
 export const gathering = new WriteGathering();
@@ -294,7 +315,7 @@ export const gathering = new WriteGathering();
 export function sendConnFrame(conn: WsConn, frame: Buffer, limits: Limits, metrics: ShardMetrics): boolean {
   const ws = conn.ws;
   if (conn.done || ws.readyState !== ws.OPEN) return false;
-  if (ws.bufferedAmount > limits.wsSendQueueBytes) {
+  if (ws.bufferedAmount - gathering.gathered(conn.socket) > limits.wsSendQueueBytes) {
     metrics.slowConsumers.inc();
     closeConn(conn, CLOSE.slowConsumer, 'slow consumer');
     return false;
