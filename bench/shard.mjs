@@ -4,13 +4,15 @@
 //
 //   node bench/shard.mjs [--duration 10s] [--connections 64] [--groups 1,100]
 //                        [--subscribers 1000] [--messages 200] [--rates 50,200]
-//                        [--parts durable,fanout,reads] [--readers 1000] [--lag 20]
-//                        [--quiet-wait 5s] [--no-write]
+//                        [--parts durable,fanout,reads] [--via http,ws] [--ws-window 16]
+//                        [--readers 1000] [--lag 20] [--quiet-wait 5s] [--no-write]
 //
 // 1. Durable messages/s: N keep-alive HTTP connections (undici Pool) POST messages with
-//    distinct clientMsgIds to G groups for a fixed time; reports acknowledged messages/s,
-//    POST latency, the commit batch sizes from /metrics, and checks by paging GET
-//    …/messages that exactly the acknowledged messages were stored.
+//    distinct clientMsgIds to G groups for a fixed time (and, `--via ws`, N group
+//    WebSockets send them as `message` events, a window of acks outstanding each);
+//    reports acknowledged messages/s, latency to the ack, the commit batch sizes from
+//    /metrics, and checks by paging GET …/messages that exactly the acknowledged
+//    messages were stored.
 // 2. Fan-out: one group, 1,000 member users each with a WebSocket; one poster publishes
 //    M messages at a fixed rate over HTTP, each carrying its send time; reports
 //    deliveries/s, publish-to-receive latency, and checks that every subscriber got
@@ -79,6 +81,8 @@ const USAGE = `usage: node bench/shard.mjs [options]
   --rates LIST            publish rates of the fan-out runs, messages/s (default 50,200)
   --connect-concurrency N WebSockets (and token/join requests) opened at a time (default 50)
   --parts LIST            what to measure: durable, fanout, reads (default all three)
+  --via LIST              how durable writes arrive: http (POST), ws (group WebSocket messages) (default both)
+  --ws-window N           messages awaiting their ack per WebSocket in the ws runs (default 16)
   --readers N             member users of the pull-mode group, reading as themselves (default 1000)
   --read-connections N    keep-alive HTTP connections reading (default 64)
   --lag K                 each read asks for the K messages after head - K (default 20)
@@ -101,6 +105,8 @@ try {
       rates: { type: 'string', default: '50,200' },
       'connect-concurrency': { type: 'string', default: '50' },
       parts: { type: 'string', default: 'durable,fanout,reads' },
+      via: { type: 'string', default: 'http,ws' },
+      'ws-window': { type: 'string', default: '16' },
       readers: { type: 'string', default: '1000' },
       'read-connections': { type: 'string', default: '64' },
       lag: { type: 'string', default: '20' },
@@ -154,6 +160,9 @@ if (DURATION_S <= 0 || DURATION_S > 600) usage('--duration must be above 0 and a
 const PARTS = new Set(opts.parts.split(',').map((p) => p.trim()));
 for (const p of PARTS)
   if (!['durable', 'fanout', 'reads'].includes(p)) usage(`--parts: unknown part ${JSON.stringify(p)}`);
+const VIA = opts.via.split(',').map((x) => x.trim());
+for (const v of VIA) if (v !== 'http' && v !== 'ws') usage(`--via: unknown ${JSON.stringify(v)}`);
+const WS_WINDOW = positive('ws-window', opts['ws-window']);
 const READERS = positive('readers', opts.readers);
 const READ_CONNECTIONS = positive('read-connections', opts['read-connections']);
 const LAG = positive('lag', opts.lag);
@@ -247,6 +256,9 @@ async function startShard(delivery = ['  delivery:', '    pull: { enabled: false
       // (default 50/s, bursts of 200) would measure the limiter, not the store.
       '    userMessagesPerSecond: 100000000',
       '    userMessageBurst: 100000000',
+      // The same for the per-connection WebSocket message rate (default 20/s, bursts of 40).
+      '    wsMessagesPerSecond: 100000000',
+      '    wsBurst: 100000000',
       ...delivery,
       'auth:',
       '  devTokens: true',
@@ -499,6 +511,86 @@ async function postLoad(groups, durationS, label) {
   return { acked, ackedCount, sent, duplicates, errors, latencies, wallS };
 }
 
+/**
+ * Sends messages over group WebSockets for `durationS`: CONNECTIONS sockets of the poster,
+ * socket w on group w mod G, each with WS_WINDOW messages awaiting their `ack` at a time.
+ * Every socket also receives the `message` events of its group (counted, not checked).
+ */
+async function wsPostLoad(groups, durationS, label) {
+  const token = await tokenOf(POSTER);
+  const acked = new Map(groups.map((g) => [g, new Set()]));
+  const latencies = [];
+  const errors = {};
+  let sent = 0;
+  let duplicates = 0;
+  let events = 0;
+  const conns = await mapLimit(
+    Array.from({ length: CONNECTIONS }, (_, w) => w),
+    CONNECT_CONCURRENCY,
+    async (w) => {
+      const group = groups[w % groups.length];
+      const ws = new WebSocket(`ws://127.0.0.1:${port}/groups/${group}/ws?token=${token}`, {
+        perMessageDeflate: false,
+        handshakeTimeout: 30_000,
+      });
+      sockets.add(ws);
+      const conn = { ws, group, waiting: new Map(), closed: null };
+      ws.on('message', (data) => {
+        const ev = JSON.parse(data.toString());
+        if (ev.type === 'ack' || (ev.type === 'error' && ev.clientMsgId)) {
+          const done = conn.waiting.get(ev.clientMsgId);
+          conn.waiting.delete(ev.clientMsgId);
+          done?.(ev);
+        } else if (ev.type === 'message') events++;
+      });
+      ws.on('close', (code) => {
+        conn.closed = code;
+        for (const done of conn.waiting.values()) done({ type: 'error', code: `closed ${code}` });
+        conn.waiting.clear();
+      });
+      await new Promise((resolve, reject) => {
+        ws.once('open', resolve);
+        ws.once('error', reject);
+      });
+      return conn;
+    },
+  );
+  const t0 = performance.now();
+  const deadline = t0 + durationS * 1000;
+  let lastDone = t0;
+  const lane = async (conn, w, k) => {
+    for (let i = 0; performance.now() < deadline && sent < MAX_POSTS_PER_RUN && conn.closed === null; i++) {
+      sent++;
+      const clientMsgId = `${label}-ws-${w}-${k}-${i}`;
+      const s = performance.now();
+      const ev = await new Promise((resolve) => {
+        conn.waiting.set(clientMsgId, resolve);
+        conn.ws.send(
+          JSON.stringify({ type: 'message', contents: `bench message ${clientMsgId}`, clientMsgId }),
+        );
+      });
+      const e = performance.now();
+      if (ev.type === 'ack') {
+        if (acked.get(conn.group).has(clientMsgId)) duplicates++;
+        acked.get(conn.group).add(clientMsgId);
+        latencies.push(e - s);
+        lastDone = e;
+      } else {
+        errors[ev.code] = (errors[ev.code] ?? 0) + 1;
+      }
+    }
+  };
+  await Promise.all(conns.flatMap((c, w) => Array.from({ length: WS_WINDOW }, (_, k) => lane(c, w, k))));
+  for (const c of conns) {
+    c.ws.close();
+    sockets.delete(c.ws);
+  }
+  const wallS = (lastDone - t0) / 1000;
+  let ackedCount = 0;
+  for (const set of acked.values()) ackedCount += set.size;
+  return { acked, ackedCount, sent, duplicates, errors, latencies, wallS, events };
+}
+
 /** Reads every stored message of the groups back (paging) and compares with what was acknowledged. */
 async function verifyStored(acked) {
   const token = await tokenOf(POSTER);
@@ -533,8 +625,8 @@ async function verifyStored(acked) {
   return { stored, lastMsgIdSum, missing, unexpected, repeated, gaps };
 }
 
-async function durableRun(groupCount) {
-  const label = `g${groupCount}`;
+async function durableRun(groupCount, via) {
+  const label = `${via}-g${groupCount}`;
   const owner = await tokenOf(POSTER);
   const groups = Array.from({ length: groupCount }, (_, i) => `bench-${label}-${i}`);
   await mapLimit(groups, CONNECT_CONCURRENCY, (g) =>
@@ -542,12 +634,13 @@ async function durableRun(groupCount) {
   );
   const quiet = await waitQuiet();
   log(
-    `durable writes, ${groupCount} group(s), ${CONNECTIONS} connections, ${DURATION_S}s` +
+    `durable writes over ${via === 'ws' ? `WebSockets (${WS_WINDOW} in flight each)` : 'HTTP'}, ${groupCount} group(s), ${CONNECTIONS} connections, ${DURATION_S}s` +
       `${QUIET_WAIT_S > 0 ? ` (waited ${quiet.waitedS.toFixed(0)}s for quiet: other ${fmt(quiet.busyCores, 2)} cores)` : ''}`,
   );
   const m0 = await metrics();
   const cpu = cpuMeter();
-  const r = await postLoad(groups, DURATION_S, label);
+  const r =
+    via === 'ws' ? await wsPostLoad(groups, DURATION_S, label) : await postLoad(groups, DURATION_S, label);
   const usage = cpu();
   const m1 = await metrics();
   const batch = metricsDelta(m0, m1);
@@ -563,6 +656,7 @@ async function durableRun(groupCount) {
     v.gaps === 0 &&
     batch.messages === r.ackedCount;
   const res = {
+    via,
     groups: groupCount,
     connections: CONNECTIONS,
     durationS: DURATION_S,
@@ -975,6 +1069,7 @@ function markdownTable(header, rows) {
 }
 
 const DURABLE_HEADER = [
+  'via',
   'groups',
   'acked msg/s',
   'vs 20,000',
@@ -993,6 +1088,7 @@ const DURABLE_HEADER = [
 ];
 function durableRows(runs) {
   return runs.map((r) => [
+    r.via === 'ws' ? `WebSocket (${WS_WINDOW} in flight)` : 'HTTP POST',
     String(r.groups),
     fmt(r.messagesPerS),
     ratio(r.messagesPerS, TARGET_MESSAGES_PER_S),
@@ -1146,6 +1242,10 @@ transaction, i.e. per fsync) are the change of \`shardchat_shard_write_duration_
 \`shardchat_shard_messages_total\` on the admin port's /metrics over the run; \`mean commit\` is the mean commit time,
 and \`shard CPU/msg\` the shard process's CPU time per acknowledged message (less sensitive to a shared machine than
 messages/s: at 1 core, 1,000,000 / this is the messages/s the shard could reach on one core).
+\`via WebSocket\` rows send the same messages as \`{type: 'message', contents, clientMsgId}\` events on ${CONNECTIONS} group
+WebSockets of the poster (socket w on group w mod G), each with ${WS_WINDOW} messages awaiting their \`ack\` (which the
+shard sends only after the commit); p50/p99 are send to ack. Each socket also receives its group's \`message\` events
+(with 1 group: every message goes to all ${CONNECTIONS} sockets), so these runs include that fan-out.
 
 ${markdownTable(DURABLE_HEADER, durableRows(durable))}
 
@@ -1207,7 +1307,8 @@ async function pushParts(started) {
   }
 
   const durable = [];
-  if (PARTS.has('durable')) for (const g of GROUP_COUNTS) durable.push(await durableRun(g));
+  if (PARTS.has('durable'))
+    for (const via of VIA) for (const g of GROUP_COUNTS) durable.push(await durableRun(g, via));
 
   let subs = [];
   let connectS = 0;
