@@ -10,11 +10,15 @@
  *   when every one is full the next k opens.
  * - The roster (user → conversation) lives here, on the parent's shard, so a repeated
  *   join from any device answers the same conversation.
- * - The sub-conversation lives on the shard the shard function names. That shard is
- *   written FIRST (create-if-absent, then add the member: idempotent internal calls,
- *   retried), and the roster records the placement only when that succeeded; a failure
- *   is 503 with Retry-After and nothing recorded. A leave removes the member there
- *   first, then from the roster. When this shard owns the sub, the store is used directly.
+ * - The sub-conversation lives on the shard the shard function names. The placement is
+ *   recorded as PENDING in the roster first, then that shard is written (create-if-absent,
+ *   then add the member: idempotent internal calls, retried), and the placement is
+ *   confirmed only when that succeeded; a failure is 503 with Retry-After. A pending
+ *   placement holds its place (it counts against the capacity), and a retried join goes
+ *   to the same sub-conversation: when the sub's shard added the member but its answer
+ *   was lost, the user never ends up in two sub-conversations, nor a sub over capacity.
+ *   A leave removes the member there first (idempotent), then from the roster. When this
+ *   shard owns the sub, the store is used directly.
  * - Joins and leaves of one parent run one at a time (a promise chain per parent), so
  *   concurrent joins never overfill a conversation.
  * - Sub-conversations are joined and left only through their parent: both answer 409
@@ -128,21 +132,26 @@ export class Membership {
     const g = this.store.getGroup(groupId);
     if (!g) throw new ApiError(404, 'not_found', `group ${groupId} does not exist`);
     const placed = this.store.rosterOf(g.id, userId);
-    if (placed !== undefined) return placed;
-    if (this.store.isMember(g.id, userId)) {
-      // A member from before the group overflowed into sub-conversations: record it.
-      if (g.overflow === 'shard') this.store.placeInRoster(g.id, userId, g.id);
-      return g.id;
+    if (placed && !placed.pending) return placed.conversation;
+    if (!placed) {
+      if (this.store.isMember(g.id, userId)) {
+        // A member from before the group overflowed into sub-conversations: record it.
+        if (g.overflow === 'shard') this.store.placeInRoster(g.id, userId, g.id);
+        return g.id;
+      }
+      if (g.memberCount < g.capacity) {
+        this.store.addMember(g.id, userId);
+        if (g.overflow === 'shard') this.store.placeInRoster(g.id, userId, g.id);
+        return g.id;
+      }
+      if (g.overflow !== 'shard') {
+        throw new ApiError(409, 'group_full', `${g.id} has reached its capacity of ${g.capacity} members`);
+      }
     }
-    if (g.memberCount < g.capacity) {
-      this.store.addMember(g.id, userId);
-      if (g.overflow === 'shard') this.store.placeInRoster(g.id, userId, g.id);
-      return g.id;
-    }
-    if (g.overflow !== 'shard') {
-      throw new ApiError(409, 'group_full', `${g.id} has reached its capacity of ${g.capacity} members`);
-    }
-    const target = this.pickSub(g);
+    // A pending placement is finished where it began; a new one is recorded before the
+    // sub-conversation's shard is written.
+    const target = placed?.conversation ?? this.pickSub(g);
+    if (!placed) this.store.placeInRoster(g.id, userId, target, true);
     const ordinal = this.own.ownerOf(target);
     const spec: SubSpec = {
       subject: g.subject,
@@ -189,7 +198,7 @@ export class Membership {
   private async leaveNow(groupId: string, userId: string): Promise<boolean> {
     const g = this.store.getGroup(groupId);
     if (!g) throw new ApiError(404, 'not_found', `group ${groupId} does not exist`);
-    const placed = this.store.rosterOf(g.id, userId);
+    const placed = this.store.rosterOf(g.id, userId)?.conversation;
     if (placed === undefined || placed === g.id) {
       const removed = this.store.removeMember(g.id, userId);
       if (placed !== undefined) this.store.removeFromRoster(g.id, userId);

@@ -86,6 +86,9 @@ const MIGRATIONS: string[] = [
      parent_id TEXT NOT NULL, user_id TEXT NOT NULL, conversation TEXT NOT NULL, placed_at INTEGER NOT NULL,
      PRIMARY KEY (parent_id, user_id)) STRICT, WITHOUT ROWID;
    CREATE INDEX roster_conversation ON roster (parent_id, conversation);`,
+  // A placement in a sub-conversation on another shard is recorded as pending before that
+  // shard is written, and confirmed after (see shard/membership.ts).
+  'ALTER TABLE roster ADD COLUMN pending INTEGER NOT NULL DEFAULT 0;',
 ];
 
 function toGroup(r: Record<string, unknown>): GroupRow {
@@ -233,9 +236,9 @@ function prepareStatements(db: Database.Database) {
     before: db.prepare(
       'SELECT * FROM messages WHERE group_id = ? AND msg_id < ? ORDER BY msg_id DESC LIMIT ?',
     ),
-    rosterGet: db.prepare('SELECT conversation FROM roster WHERE parent_id = ? AND user_id = ?'),
+    rosterGet: db.prepare('SELECT conversation, pending FROM roster WHERE parent_id = ? AND user_id = ?'),
     rosterPut: db.prepare(
-      'INSERT OR REPLACE INTO roster (parent_id, user_id, conversation, placed_at) VALUES (?, ?, ?, ?)',
+      'INSERT OR REPLACE INTO roster (parent_id, user_id, conversation, placed_at, pending) VALUES (?, ?, ?, ?, ?)',
     ),
     rosterDelete: db.prepare('DELETE FROM roster WHERE parent_id = ? AND user_id = ?'),
     rosterCounts: db.prepare(
@@ -477,11 +480,16 @@ export class Store {
 
   // --- roster of sharded conversations (kept on the parent's shard) ---
 
-  rosterOf(parentId: string, userId: string): string | undefined {
-    return (this.st.rosterGet.get(parentId, userId) as { conversation: string } | undefined)?.conversation;
+  /**
+   * Where the roster places a user: the conversation, and whether the placement is still
+   * pending (recorded before the sub-conversation's shard confirmed the member).
+   */
+  rosterOf(parentId: string, userId: string): { conversation: string; pending: boolean } | undefined {
+    const r = this.st.rosterGet.get(parentId, userId) as { conversation: string; pending: number } | undefined;
+    return r ? { conversation: r.conversation, pending: r.pending === 1 } : undefined;
   }
 
-  /** Members per conversation of a parent, from the roster. */
+  /** Members per conversation of a parent, from the roster (pending placements included). */
   rosterCounts(parentId: string): Map<string, number> {
     const m = new Map<string, number>();
     for (const r of this.st.rosterCounts.all(parentId) as { conversation: string; n: number }[])
@@ -489,8 +497,8 @@ export class Store {
     return m;
   }
 
-  placeInRoster(parentId: string, userId: string, conversation: string): void {
-    this.write(() => this.st.rosterPut.run(parentId, userId, conversation, Date.now()));
+  placeInRoster(parentId: string, userId: string, conversation: string, pending = false): void {
+    this.write(() => this.st.rosterPut.run(parentId, userId, conversation, Date.now(), pending ? 1 : 0));
   }
 
   removeFromRoster(parentId: string, userId: string): void {

@@ -68,7 +68,11 @@ describe('sharded conversations (overflow: shard)', () => {
   };
 
   beforeAll(async () => {
-    c = await startCluster(await defaultRegistry.tempDir(), { shards: S });
+    // Internal calls give up quickly, so that a hung shard's join answers 503 within a test.
+    c = await startCluster(await defaultRegistry.tempDir(), {
+      shards: S,
+      config: { shard: { internal: { attempts: 2, timeoutMs: 800, backoffMs: 50 } } },
+    });
     const sf = await loadShardFunction();
     const fn = new sf.ShardFunction(sf.DEFAULT_SHARD_SPEC);
     ownerOf = (id) => fn.shardOfKey(id, S);
@@ -251,6 +255,53 @@ describe('sharded conversations (overflow: shard)', () => {
     expect((await internal(owner, 'DELETE', `/internal/groups/${id}/members/x`)).body.removed).toBe(true);
     expect((await internal(owner, 'DELETE', `/internal/groups/${id}/members/x`)).body.removed).toBe(false);
     expect((await internal(other, 'PUT', `/internal/groups/${id}/members/x`)).status).toBe(421);
+  });
+
+  it('a join whose sub-conversation shard hung keeps its place: no sub over capacity, no user in two', async () => {
+    // Capacity 2: the parent takes its owner and one more, then ~1 and ~2 (on other shards than the parent's).
+    let parent = '';
+    for (let i = 0; i < 500 && parent === ''; i++) {
+      const p = `hang${i}`;
+      const s1 = ownerOf(`${p}~1`);
+      const s2 = ownerOf(`${p}~2`);
+      if (s1 !== ownerOf(p) && s2 !== s1) parent = p;
+    }
+    expect(parent).not.toBe('');
+    const sub1 = `${parent}~1`;
+    const hung = c.shards[ownerOf(sub1)];
+    for (const u of ['h0', 'h1', 'h2', 'h3', 'h4']) await tok(u);
+    await create(parent, 'h0', 2);
+    expect(await joined(parent, 'h1')).toBe(parent);
+    expect(await joined(parent, 'h2')).toBe(sub1);
+
+    // The sub's shard stops answering while h3 is placed there: the join fails (503), and
+    // the shard may still add h3 when it resumes (the answer was lost, not the request).
+    hung?.proc.signal('SIGSTOP');
+    try {
+      const r = await join(parent, 'h3');
+      expect(r.status).toBe(503);
+      expect(r.body.error.code).toBe('shard_unavailable');
+    } finally {
+      hung?.proc.signal('SIGCONT');
+    }
+    // h3's place in ~1 is held: the next user opens ~2 rather than overfilling ~1.
+    expect(await joined(parent, 'h4')).toBe(`${parent}~2`);
+    // h3's retry finishes the placement where it began, once.
+    expect(await joined(parent, 'h3')).toBe(sub1);
+    expect(await joined(parent, 'h3')).toBe(sub1);
+    const placed = new Map([
+      ['h0', parent],
+      ['h1', parent],
+      ['h2', sub1],
+      ['h3', sub1],
+      ['h4', `${parent}~2`],
+    ]);
+    // The router may have marked the hung shard unready meanwhile: wait for it to serve again.
+    await waitFor(
+      async () => (await api(c.router.url, 'GET', `/groups/${sub1}`, await tok('h2'))).status === 200,
+      { what: `${sub1} through the router` },
+    );
+    await checkConsistent(placed, 2);
   });
 
   it('answers 503 when the sub-conversation shard is down, and places consistently after its restart', async () => {
