@@ -485,7 +485,9 @@ export class Store {
    * pending (recorded before the sub-conversation's shard confirmed the member).
    */
   rosterOf(parentId: string, userId: string): { conversation: string; pending: boolean } | undefined {
-    const r = this.st.rosterGet.get(parentId, userId) as { conversation: string; pending: number } | undefined;
+    const r = this.st.rosterGet.get(parentId, userId) as
+      | { conversation: string; pending: number }
+      | undefined;
     return r ? { conversation: r.conversation, pending: r.pending === 1 } : undefined;
   }
 
