@@ -116,6 +116,8 @@ const shardSchema = z.strictObject({
       wsBurst: z.number().int().min(1).default(40),
       wsMaxPayloadBytes: z.number().int().min(128).default(16384),
       wsSendQueueBytes: z.number().int().min(1024).default(1048576),
+      /** A closing WebSocket gets this long to flush its queue and close frame before its socket is ended. */
+      wsCloseGraceMs: z.number().int().min(0).default(5000),
       /**
        * Messages per user on the shard that owns the group: a token bucket per userId
        * (refilled at userMessagesPerSecond, holding at most userMessageBurst), shared by

@@ -26,9 +26,6 @@ export const CLOSE = {
   rateLimited: 4029,
 } as const;
 
-/** How long a closing connection may take to flush its (bounded) queue and close frame. */
-const CLOSE_GRACE_MS = 5000;
-
 /** The per-connection state both hubs keep. */
 export interface WsConn {
   ws: WebSocket;
@@ -39,6 +36,8 @@ export interface WsConn {
   refilledAt: number;
   /** Set once the connection is being closed: nothing more is sent or accepted. */
   done: boolean;
+  /** How long a closing connection may take to flush its (bounded) queue and close frame. */
+  closeGraceMs: number;
 }
 
 type Limits = Config['shard']['limits'];
@@ -143,7 +142,14 @@ export async function socketRequest(
 
 /** The state of a new connection: a full rate budget. */
 export function connState(ws: WebSocket, socket: Duplex, limits: Limits): WsConn {
-  return { ws, socket, tokens: limits.wsBurst, refilledAt: Date.now(), done: false };
+  return {
+    ws,
+    socket,
+    tokens: limits.wsBurst,
+    refilledAt: Date.now(),
+    done: false,
+    closeGraceMs: limits.wsCloseGraceMs,
+  };
 }
 
 /**
@@ -175,7 +181,7 @@ export function finishConn(conn: WsConn): void {
   if (conn.done && conn.ws.readyState === conn.ws.CLOSED) return;
   conn.done = true;
   const ws = conn.ws;
-  const timer = setTimeout(() => ws.terminate(), CLOSE_GRACE_MS);
+  const timer = setTimeout(() => ws.terminate(), conn.closeGraceMs);
   timer.unref();
   ws.once('close', () => clearTimeout(timer));
 }
