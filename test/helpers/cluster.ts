@@ -104,7 +104,20 @@ export async function startCluster(dir: string, opts: ClusterOptions = {}): Prom
       ...(extra.topology ?? {}),
     },
     router: { host: '127.0.0.1', port: routerPort, adminPort: routerAdmin, ...(extra.router ?? {}) },
-    shard: { host: '127.0.0.1', dataDir, ...(extra.shard ?? {}) },
+    shard: {
+      host: '127.0.0.1',
+      dataDir,
+      ...(extra.shard ?? {}),
+      // The suites post as fast as the machine lets them, some as one user: the per-user
+      // message limit (default 50/s, bursts of 200) would fail them on a fast machine and
+      // pass them on a slow one. It is off here unless a suite sets it (security.test.ts
+      // tests it); every other limit keeps its default.
+      limits: {
+        userMessagesPerSecond: 1_000_000,
+        userMessageBurst: 1_000_000,
+        ...((extra.shard as { limits?: Record<string, unknown> } | undefined)?.limits ?? {}),
+      },
+    },
     auth: { devTokens: true, ...(extra.auth ?? {}) },
     log: { level: 'warn', ...(extra.log ?? {}) },
   };
