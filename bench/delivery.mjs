@@ -25,6 +25,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import WebSocket from 'ws';
 import {
+  argParsers,
   cpuMeter,
   fmt,
   freePort,
@@ -86,16 +87,7 @@ function usage(message) {
   process.stderr.write(`${message}\n\n${USAGE}\n`);
   process.exit(2);
 }
-function seconds(name, v) {
-  const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(v);
-  if (!m) usage(`--${name}: a duration such as 10s`);
-  return Number(m[1]) * (m[2] === 'ms' ? 0.001 : m[2] === 'm' ? 60 : 1);
-}
-function positive(name, v) {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 1) usage(`--${name}: a whole number >= 1`);
-  return n;
-}
+const { seconds, positive } = argParsers(usage);
 const SHARDS = positive('shards', opts.shards);
 const USERS = positive('users', opts.users);
 const GROUPS = positive('groups', opts.groups);

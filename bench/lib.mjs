@@ -6,6 +6,26 @@ import net from 'node:net';
 import os from 'node:os';
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Command-line checks of the bench scripts: `usage(message)` prints the script's usage
+ * and exits 2. Durations are `10s`, `500ms` or `2m`, in seconds; counts whole and >= 1.
+ */
+export function argParsers(usage) {
+  const seconds = (name, v) => {
+    const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(v);
+    if (!m) usage(`--${name} wants a duration like 10s, got ${JSON.stringify(v)}`);
+    const n = Number(m[1]);
+    return m[2] === 'ms' ? n / 1000 : m[2] === 'm' ? n * 60 : n;
+  };
+  const positive = (name, v) => {
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < 1 || n > 1_000_000) usage(`--${name} wants a positive integer, got ${v}`);
+    return n;
+  };
+  const list = (name, v) => v.split(',').map((x) => positive(name, x.trim()));
+  return { seconds, positive, list };
+}
 export const log = (s) => process.stdout.write(`${s}\n`);
 export const fmt = (n, d = 0) =>
   Number.isFinite(n)

@@ -36,6 +36,7 @@ import { parseArgs } from 'node:util';
 import { Pool } from 'undici';
 import WebSocket from 'ws';
 import {
+  argParsers,
   fmt,
   freePort,
   latencyStats,
@@ -126,24 +127,11 @@ if (opts.help) {
   process.exit(0);
 }
 
-function seconds(name, v) {
-  const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(v);
-  if (!m) usage(`--${name} wants a duration like 10s, got ${JSON.stringify(v)}`);
-  const n = Number(m[1]);
-  return m[2] === 'ms' ? n / 1000 : m[2] === 'm' ? n * 60 : n;
-}
-function positive(name, v) {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 1 || n > 1_000_000) usage(`--${name} wants a positive integer, got ${v}`);
-  return n;
-}
-function list(name, v) {
-  return v.split(',').map((x) => positive(name, x.trim()));
-}
 function usage(message) {
   process.stderr.write(`${message}\n\n${USAGE}\n`);
   process.exit(2);
 }
+const { seconds, positive, list } = argParsers(usage);
 
 const DURATION_S = seconds('duration', opts.duration);
 const WARMUP_S = seconds('warmup', opts.warmup);
