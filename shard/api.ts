@@ -26,8 +26,6 @@ export interface ShardServices {
   join(group: GroupRow, userId: string): Promise<string>;
   /** Removes a user from the group (and from its sub-conversation, when sharded). */
   leave(group: GroupRow, userId: string): Promise<boolean>;
-  /** The message was stored by this request (not a repeated clientMsgId). */
-  published(message: Message): void;
   /** The group's delivery mode now (docs/delivery-protocol.md section 7); default push. */
   modeOf?(groupId: string): 'push' | 'pull';
   /** Messages after `after` (recent ones from memory); default: the store. */
@@ -365,7 +363,6 @@ export function createApi(s: ShardServices): express.Express {
       }
       s.admitMessage(me);
       const { message, created } = await store.append(g.id, me, contents, clientMsgId);
-      if (created) s.published(message);
       res.status(created ? 201 : 200).json({
         msgId: message.msgId,
         prevMsgId: message.prevMsgId,

@@ -25,6 +25,8 @@ export interface MessageRecord {
   msgId: number;
   prevMsgId: number;
   recipients: string[];
+  /** Recipients on a group WebSocket of the group's shard when it was sent (not offline). */
+  live?: string[];
   event: Record<string, unknown>;
 }
 
@@ -67,13 +69,18 @@ export type DeliveryRecord = MessageRecord | TypingRecord | PresenceRecord | Hea
 export interface RepairPage {
   messages: Message[];
   recipients: string[];
+  /** Of the recipients, those on a group WebSocket of the group's shard (not offline). */
+  live?: string[];
 }
 
 export interface SequencerDeps {
   /** GET /internal/groups/{g}/messages?after=&limit= on the group's shard (or the local store). */
   fetch(groupId: string, after: number, limit: number): Promise<RepairPage>;
-  /** Hands an event to the recipients' inbox connections. */
-  deliver(recipients: string[], event: Record<string, unknown>): void;
+  /**
+   * Hands an event to the recipients' inbox connections; `live` (messages only) names the
+   * recipients connected to the group's own WebSockets, who are not offline either.
+   */
+  deliver(recipients: string[], event: Record<string, unknown>, live?: string[]): void;
   /** A gap (or a head ahead of `last`) started a repair. */
   onRepair?(groupId: string): void;
   onDuplicate?(groupId: string): void;
@@ -251,7 +258,7 @@ export class DeliverySequencer {
 
   private deliverRecord(st: GroupState, r: MessageRecord): void {
     st.last = r.msgId;
-    this.d.deliver(r.recipients, r.event);
+    this.d.deliver(r.recipients, r.event, r.live);
   }
 
   /** Delivers the waiting records that now follow `last`; repairs when a gap remains. */
@@ -293,7 +300,8 @@ export class DeliverySequencer {
           const rec = st.pending.get(m.msgId);
           st.pending.delete(m.msgId);
           st.last = m.msgId;
-          this.d.deliver(rec?.recipients ?? page.recipients, rec?.event ?? { type: 'message', ...m });
+          if (rec) this.d.deliver(rec.recipients, rec.event, rec.live);
+          else this.d.deliver(page.recipients, { type: 'message', ...m }, page.live);
           progressed = true;
         }
         st.failures = 0;

@@ -101,6 +101,11 @@ export interface FanoutOptions {
   send: BatchSender;
   /** The local session host (no HTTP). */
   local(record: DeliveryRecord): void;
+  /**
+   * Of these members, those with a live WebSocket to the group on this shard: sent with
+   * each message so that session hosts do not notify them as offline. Absent: not sent.
+   */
+  liveOf?(groupId: string, userIds: string[]): string[];
   /** SHARDCHAT_TEST_FAULTS=1: honour cfg.shard.fanout.faults. */
   faultsEnabled: boolean;
   random?: () => number;
@@ -169,6 +174,7 @@ export class Fanout {
     const bytes = Buffer.byteLength(m.contents) + 400;
     for (const [host, recipients] of byHost) {
       rec.dests.add(host);
+      const live = this.o.liveOf?.(m.groupId, recipients);
       this.enqueue(
         host,
         {
@@ -178,9 +184,10 @@ export class Fanout {
           msgId: m.msgId,
           prevMsgId: m.prevMsgId,
           recipients,
+          ...(live && live.length > 0 ? { live } : {}),
           event,
         },
-        bytes + recipients.length * 40,
+        bytes + (recipients.length + (live?.length ?? 0)) * 40,
       );
     }
   }

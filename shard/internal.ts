@@ -106,6 +106,8 @@ export interface DeliveryHandlers {
   presence(groupId: string, userId: string, status: 'online' | 'away' | 'offline', host: number): void;
   /** The members of a group whose session host is `host`. */
   recipientsOn(groupId: string, host: number): string[];
+  /** Of these users, those with a live WebSocket to the group on this shard. */
+  liveOf(groupId: string, userIds: string[]): string[];
   /** Messages after `after` (the recent ones from memory, older ones from the store). */
   messagesAfter(groupId: string, after: number, limit: number): Message[];
   /** Hands received records to this session host's sequencer. */
@@ -267,6 +269,7 @@ export function parseRecords(raw: unknown): DeliveryRecord[] {
     }
     if (o.kind !== 'message') throw bad('kind');
     if (!isStr(o.epoch) || !isInt(o.msgId) || !isInt(o.prevMsgId)) throw bad('epoch, msgId, prevMsgId');
+    if (o.live !== undefined && !(Array.isArray(o.live) && o.live.every(isStr))) throw bad('live');
     return {
       kind: 'message',
       groupId: o.groupId,
@@ -274,6 +277,7 @@ export function parseRecords(raw: unknown): DeliveryRecord[] {
       msgId: o.msgId,
       prevMsgId: o.prevMsgId,
       recipients: o.recipients,
+      ...(o.live === undefined ? {} : { live: o.live as string[] }),
       event,
     };
   });
@@ -307,7 +311,9 @@ async function dispatchDelivery(
     const limit = queryInt(q, 'limit', 1, 1000, 200);
     const host = q.get('for') === null ? undefined : queryInt(q, 'for', 0, deps.own.shards - 1, 0);
     const messages = d.messagesAfter(g.id, after, limit);
-    return [200, { messages, ...(host === undefined ? {} : { recipients: d.recipientsOn(g.id, host) }) }];
+    if (host === undefined) return [200, { messages }];
+    const recipients = d.recipientsOn(g.id, host);
+    return [200, { messages, recipients, live: d.liveOf(g.id, recipients) }];
   }
   if (segs[4] === 'messages' && req.method === 'POST') {
     const body = await readJson(req);
@@ -521,7 +527,7 @@ export class InternalClient {
     after: number,
     limit: number,
     host: number,
-  ): Promise<{ messages: Message[]; recipients?: string[] }> {
+  ): Promise<{ messages: Message[]; recipients?: string[]; live?: string[] }> {
     return this.callJson(
       ordinal,
       'GET',

@@ -1,8 +1,9 @@
 /**
- * Offline notifications (DESIGN section 6): after a message is stored, every member of
- * its group with no live WebSocket to the group on this shard (except the author) gets a
- * best-effort notification through a webhook. Notifications wait in a bounded queue
- * (full: dropped and counted) and leave in batches, one POST of
+ * Offline notifications (DESIGN section 6), on each user's session host: when the host
+ * delivers a message to the recipients it serves, those with no live connection anywhere
+ * (no inbox connection on this host, no WebSocket to the group on the group's shard, and
+ * not the author) get a best-effort notification through a webhook. Notifications wait in
+ * a bounded queue (full: dropped and counted) and leave in batches, one POST of
  * `{notifications: [{userId, groupId, msgId, userIdFrom, preview, ts}]}` at a time, at
  * most one every `batchMs`, with `maxBatch` at most per POST. A failed POST is retried
  * once, then its notifications are counted as dropped. Off when `webhookUrl` is empty.
@@ -10,7 +11,7 @@
 import type { Config } from '../common/config.js';
 import type { Logger } from '../common/logger.js';
 import type { ShardMetrics } from './metrics.js';
-import type { Message, Store } from './store.js';
+import type { Message } from './store.js';
 
 export interface Notification {
   userId: string;
@@ -24,16 +25,8 @@ export interface Notification {
 export interface NotifierOptions {
   cfg: Config;
   log: Logger;
-  store: Store;
   metrics: ShardMetrics;
-  /** Whether the user has a live connection to the group on this shard. */
-  isConnected(groupId: string, userId: string): boolean;
 }
-
-/** Members notified per message at most; the rest of a huge group is counted as dropped. */
-export const MAX_FANOUT = 10_000;
-/** Members read from the store per page. */
-const PAGE = 1000;
 /** Characters (code points) of the contents in a preview. */
 export const PREVIEW_CHARS = 140;
 
@@ -50,9 +43,6 @@ export function preview(contents: string): string {
 
 export class Notifier {
   private readonly queue: Notification[] = [];
-  /** Stored messages whose fan-out has not run yet (it runs off the request path). */
-  private readonly pending: Message[] = [];
-  private fanoutScheduled = false;
   private timer: NodeJS.Timeout | undefined;
   private inFlight: Promise<void> | undefined;
   private lastSendAt = 0;
@@ -70,71 +60,28 @@ export class Notifier {
     return this.queue.length;
   }
 
-  /** Called after a message is stored (and published). Never throws, never blocks on the webhook. */
-  published(m: Message): void {
-    if (!this.enabled || this.stopped) return;
-    const cfg = this.o.cfg.shard.notifications;
-    if (this.pending.length >= cfg.queueSize) {
-      // Fan-out itself is falling behind: drop this message's notifications.
-      this.o.metrics.notificationsDropped.inc(
-        Math.max(0, (this.o.store.getGroup(m.groupId)?.memberCount ?? 1) - 1),
-      );
-      return;
-    }
-    this.pending.push(m);
-    if (!this.fanoutScheduled) {
-      this.fanoutScheduled = true;
-      setImmediate(() => {
-        this.fanoutScheduled = false;
-        this.fanoutPending();
+  /** These recipients of a delivered message are offline: notify them. Never throws, never blocks. */
+  offline(userIds: readonly string[], m: Message): void {
+    if (!this.enabled || this.stopped || userIds.length === 0) return;
+    const { queueSize } = this.o.cfg.shard.notifications;
+    const text = preview(m.contents);
+    let dropped = 0;
+    for (const userId of userIds) {
+      if (this.queue.length >= queueSize) {
+        dropped++;
+        continue;
+      }
+      this.queue.push({
+        userId,
+        groupId: m.groupId,
+        msgId: m.msgId,
+        userIdFrom: m.userId,
+        preview: text,
+        ts: m.ts,
       });
     }
-  }
-
-  private fanoutPending(): void {
-    // Bounded: pending holds queueSize messages at most, each fanned out once.
-    for (let m = this.pending.shift(); m !== undefined; m = this.pending.shift()) {
-      try {
-        this.fanout(m);
-      } catch (err) {
-        this.o.log.warn({ err: (err as Error).message, groupId: m.groupId }, 'notification fan-out failed');
-      }
-    }
-    this.schedule();
-  }
-
-  private fanout(m: Message): void {
-    const cfg = this.o.cfg.shard.notifications;
-    const text = preview(m.contents);
-    let after = '';
-    let seen = 0;
-    let dropped = 0;
-    for (let pages = 0; pages < Math.ceil(MAX_FANOUT / PAGE) && seen < MAX_FANOUT; pages++) {
-      const members = this.o.store.listMembers(m.groupId, after, Math.min(PAGE, MAX_FANOUT - seen));
-      for (const { userId } of members) {
-        seen++;
-        after = userId;
-        if (userId === m.userId || this.o.isConnected(m.groupId, userId)) continue;
-        if (this.queue.length >= cfg.queueSize) {
-          dropped++;
-          continue;
-        }
-        this.queue.push({
-          userId,
-          groupId: m.groupId,
-          msgId: m.msgId,
-          userIdFrom: m.userId,
-          preview: text,
-          ts: m.ts,
-        });
-      }
-      if (members.length < PAGE) break;
-    }
-    if (seen >= MAX_FANOUT) {
-      const total = this.o.store.getGroup(m.groupId)?.memberCount ?? seen;
-      dropped += Math.max(0, total - seen);
-    }
     if (dropped > 0) this.o.metrics.notificationsDropped.inc(dropped);
+    this.schedule();
   }
 
   /** Arms the batch timer: the next POST leaves `batchMs` after the previous one began. */
@@ -193,12 +140,10 @@ export class Notifier {
 
   /**
    * Stops taking messages and flushes what is queued, all within `timeoutMs`; what is
-   * left after that is counted as dropped. Call before the store closes.
+   * left after that is counted as dropped.
    */
   async stop(): Promise<void> {
     if (this.stopped) return;
-    // Fan out what is pending while the store is still open.
-    this.fanoutPending();
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;

@@ -158,23 +158,39 @@ export async function startShard(cfg: Config, log: Logger, secrets: ShardSecrets
     metrics.historyReads.inc({ source: hit ? 'memory' : 'store' });
     return hit ?? store.messagesAfter(groupId, after, limit);
   };
+  /** Of these members, those with a live WebSocket to the group on this shard (the hub). */
+  const liveOf = (groupId: string, userIds: string[]): string[] =>
+    hubRef ? userIds.filter((u) => hubRef?.isConnected(groupId, u)) : [];
+  // Offline notifications go out from here, each user's session host (shard/notifier.ts).
+  const notifier = new Notifier({ cfg, log, metrics });
   // The inbox hub is created below; the sequencer delivers to it.
   let inbox: InboxHub | undefined;
   const sequencer = new DeliverySequencer({
     fetch: async (groupId, after, limit) => {
       const owner = own.ownerOf(groupId);
-      if (owner === ordinal)
+      if (owner === ordinal) {
+        const recipients = members.on(groupId, ordinal);
         return {
           messages: messagesAfter(groupId, after, limit),
-          recipients: members.on(groupId, ordinal),
+          recipients,
+          live: liveOf(groupId, recipients),
         };
+      }
       const page = await internal.messagesAfter(owner, groupId, after, limit, ordinal);
-      return { messages: page.messages, recipients: page.recipients ?? [] };
+      return { messages: page.messages, recipients: page.recipients ?? [], live: page.live };
     },
-    deliver: (recipients, event) => {
+    deliver: (recipients, event, live) => {
       if (event.type === 'message' && typeof event.ts === 'number')
         metrics.deliveryLag.observe(Math.max(0, Date.now() - event.ts) / 1000);
       inbox?.deliver(recipients, event);
+      if (event.type === 'message' && notifier.enabled) {
+        // Offline: no inbox connection here, no group WebSocket on the group's shard, not the author.
+        const m = event as unknown as Message;
+        const offline = recipients.filter(
+          (u) => u !== m.userId && !inbox?.isOnline(u) && !(live?.includes(u) ?? false),
+        );
+        notifier.offline(offline, m);
+      }
     },
     onRepair: () => metrics.gapRepairs.inc(),
     onRepairError: (groupId, err) =>
@@ -189,6 +205,8 @@ export async function startShard(cfg: Config, log: Logger, secrets: ShardSecrets
     metrics,
     members,
     local: (record) => sequencer.accept(record),
+    // Only session hosts that notify need to know who is on the group's own sockets.
+    ...(notifier.enabled ? { liveOf } : {}),
     send: async (dest, body) => {
       try {
         await internal.deliver(dest, body);
@@ -262,9 +280,7 @@ export async function startShard(cfg: Config, log: Logger, secrets: ShardSecrets
   /** Stores a message on this shard (the group is here), as the public POST does. */
   const postLocal = async (groupId: string, userId: string, contents: string, clientMsgId: string) => {
     admitMessage(userId);
-    const r = await store.append(groupId, userId, contents, clientMsgId);
-    if (r.created) published(r.message);
-    return r;
+    return store.append(groupId, userId, contents, clientMsgId);
   };
   // Presence across shards (docs/delivery-protocol.md section 6).
   const presence = new GroupPresence({
@@ -280,6 +296,7 @@ export async function startShard(cfg: Config, log: Logger, secrets: ShardSecrets
     typing: (groupId, userId) => fanout.typing(groupId, userId),
     presence: (groupId, userId, status, host) => presence.report(groupId, userId, status, host),
     recipientsOn: (groupId, host) => members.on(groupId, host),
+    liveOf,
     messagesAfter,
     deliver: (_from, _seq, records) => {
       // The batch's events reach each inbox connection in one write.
@@ -360,20 +377,12 @@ export async function startShard(cfg: Config, log: Logger, secrets: ShardSecrets
     },
   });
   const inboxHub = inbox;
-  const notifier = new Notifier({
-    cfg,
-    log,
-    store,
-    metrics,
-    isConnected: (groupId, userId) => hub.isConnected(groupId, userId),
-  });
+
   // A member who leaves (or is removed) stops receiving on the sockets already open.
   store.onMemberRemoved = (groupId, userId) => {
     hub.kick(groupId, userId);
     presence.removed(groupId, userId);
   };
-  // The group's WebSockets and long-polls get the message on its commit (store.onCommitted).
-  const published = (m: Message) => notifier.published(m);
   const app = createApi({
     cfg,
     log,
@@ -384,7 +393,6 @@ export async function startShard(cfg: Config, log: Logger, secrets: ShardSecrets
     presence: (groupId) => presence.list(groupId),
     join: (g, userId) => membership.join(g, userId),
     leave: (g, userId) => membership.leave(g, userId),
-    published,
     admitMessage,
     modeOf: (groupId) => modes.modeOf(groupId),
     messagesAfter,

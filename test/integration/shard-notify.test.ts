@@ -1,8 +1,9 @@
 /**
  * Offline notifications (DESIGN section 6) on real processes, with a real HTTP server in
- * the test process as the webhook: members with no live WebSocket (and not the author)
- * are notified in batches; a full queue and a failing webhook are counted as drops; an
- * empty webhookUrl turns it all off; a stopping shard flushes what is queued.
+ * the test process as the webhook: each member's session host notifies the members with
+ * no live connection anywhere (no inbox, no group WebSocket; not the author), in batches;
+ * a full queue and a failing webhook are counted as drops; an empty webhookUrl turns it
+ * all off; a stopping shard flushes what is queued.
  */
 import http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
@@ -10,11 +11,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../common/config.js';
 import { createLogger } from '../../common/logger.js';
 import { ShardMetrics } from '../../shard/metrics.js';
-import { MAX_FANOUT, Notifier, PREVIEW_CHARS, preview } from '../../shard/notifier.js';
+import { Notifier, PREVIEW_CHARS, preview } from '../../shard/notifier.js';
 import type { Store } from '../../shard/store.js';
 import { api, type Cluster, startCluster } from '../helpers/cluster.js';
 import { metricValue, WsClient } from '../helpers/http.js';
 import { defaultRegistry, useProcessCleanup, waitFor } from '../helpers/processes.js';
+import { loadShardFunction } from '../helpers/shardchat.js';
 
 useProcessCleanup();
 
@@ -172,6 +174,41 @@ describe('offline notifications to a webhook', () => {
     expect((await metric(c, SENT)) - sentBefore).toBe(4);
   });
 
+  it('does not notify a member whose inbox is open on their session host, another shard than the group', async () => {
+    const { ShardFunction, DEFAULT_SHARD_SPEC } = await loadShardFunction();
+    const sf = new ShardFunction(DEFAULT_SHARD_SPEC);
+    const shardOf = (id: string) => sf.shardOfKey(id, 3);
+    // Members whose session hosts differ from the group's shard.
+    const group = 'inboxnote';
+    const [ivy, jack] = ['ivy', 'jack', 'kim', 'liam', 'mia', 'noah', 'olga', 'pete'].filter(
+      (u) => shardOf(u) !== shardOf(group),
+    ) as [string, string];
+    await makeGroup(c, group, 'alice', [ivy, jack]);
+    const inbox = new WsClient(`${c.router.wsUrl}/users/${ivy}/ws?token=${await c.token(ivy)}`);
+    clients.push(inbox);
+    await inbox.opened;
+    expect((await inbox.nextJson<{ type: string }>()).type).toBe('hello');
+    const m = await post(c, group, 'alice', 'are you there?', 'in1');
+    // ivy gets the message on her inbox; jack, with no connection, is notified; ivy never.
+    const got = await inbox.nextJson<{ type: string; msgId?: number }>(10_000);
+    expect(got).toMatchObject({ type: 'message', msgId: m.msgId });
+    await waitFor(() => hook.all.some((n) => n.groupId === group && n.userId === jack), {
+      timeoutMs: 15_000,
+      what: `the notification of ${jack}`,
+    });
+    const m2 = await post(c, group, 'alice', 'and now?', 'in2');
+    await waitFor(() => hook.all.some((n) => n.groupId === group && n.msgId === m2.msgId), {
+      timeoutMs: 15_000,
+      what: 'the notification of the second message',
+    });
+    expect(
+      hook.all
+        .filter((n) => n.groupId === group)
+        .map((n) => `${n.msgId}:${n.userId}`)
+        .sort(),
+    ).toEqual([`${m.msgId}:${jack}`, `${m2.msgId}:${jack}`].sort());
+  });
+
   it('sends in batches of maxBatch at most and notifies each offline member once per message', async () => {
     await makeGroup(c, 'batch', 'erin', ['f1', 'f2', 'f3', 'f4']);
     const start = hook.posts.length;
@@ -318,51 +355,40 @@ describe('a stopping shard', () => {
   }, 40_000);
 });
 
-describe('the notifier in process (fan-out cap, preview)', () => {
-  it('caps the fan-out of one message at MAX_FANOUT and counts the rest as dropped', async () => {
-    const total = MAX_FANOUT + 50;
-    const ids = Array.from({ length: total }, (_, i) => `u${String(i).padStart(6, '0')}`);
-    const store = {
-      listMembers(_g: string, after: string, limit: number) {
-        let i = 0;
-        while (i < ids.length && (ids[i] as string) <= after) i++;
-        return ids.slice(i, i + limit).map((userId) => ({ userId, joinedAt: 0 }));
-      },
-      getGroup: () => ({ memberCount: total }),
-      counts: () => ({ groups: 0, members: 0 }),
-      bytes: () => 0,
-    } as unknown as Store;
+describe('the notifier in process (queue bound, preview)', () => {
+  it('bounds its queue: what does not fit is dropped and counted, and stop() drops what it cannot send', async () => {
     const cfg = parseConfig({
       shard: {
-        notifications: { webhookUrl: 'http://127.0.0.1:9/never', queueSize: 20_000, batchMs: 60_000 },
+        notifications: {
+          webhookUrl: 'http://127.0.0.1:9/never',
+          queueSize: 1000,
+          batchMs: 60_000,
+          timeoutMs: 500,
+        },
       },
     });
+    const store = { counts: () => ({ groups: 0, members: 0 }), bytes: () => 0 } as unknown as Store;
     const metrics = new ShardMetrics(0, store);
-    const notifier = new Notifier({
-      cfg,
-      log: createLogger('test', 'silent'),
-      store,
-      metrics,
-      isConnected: (_g, u) => u === 'u000001',
-    });
-    notifier.published({
+    const notifier = new Notifier({ cfg, log: createLogger('test', 'silent'), metrics });
+    const users = Array.from({ length: 1050 }, (_, i) => `u${i}`);
+    notifier.offline(users, {
       groupId: 'huge',
       msgId: 1,
       prevMsgId: 0,
       epoch: 'e',
       ts: 1,
-      userId: 'u000000',
+      userId: 'author',
       contents: 'hi',
       clientMsgId: 'c',
     });
     const droppedNow = async () => (await metrics.notificationsDropped.get()).values[0]?.value ?? 0;
-    // The 50 members past the cap are dropped at once.
-    await waitFor(async () => (await droppedNow()) >= 50, { timeoutMs: 5000, what: 'the fan-out' });
-    // Stopping with an unreachable webhook is bounded; every queued notification ends up
-    // dropped: 10,000 members looked at, minus the author and the one connected.
+    // The 50 past the queue's 1,000 are dropped at once.
+    expect(await droppedNow()).toBe(50);
+    expect(notifier.queued).toBeLessThanOrEqual(1000);
+    // Stopping with an unreachable webhook is bounded; every queued notification ends up dropped.
     await notifier.stop();
     expect(notifier.queued).toBe(0);
-    expect(await droppedNow()).toBe(50 + MAX_FANOUT - 2);
+    expect(await droppedNow()).toBe(1050);
     expect((await metrics.notificationsSent.get()).values[0]?.value ?? 0).toBe(0);
   });
 
