@@ -472,8 +472,8 @@ function newEpoch(): string {
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
-/** Polls `fn` until it returns true (bounded); throws with `what` otherwise. */
-export async function until(fn: () => boolean, what: string, timeoutMs = 5000): Promise<void> {
+/** Polls `fn` until it returns true (bounded, generously: the machine may be shared); throws with `what` otherwise. */
+export async function until(fn: () => boolean, what: string, timeoutMs = 15_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!fn()) {
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
