@@ -296,7 +296,7 @@ describe('GroupConnection against a fake shard', () => {
         settled = true;
       },
     );
-    await until(() => out.state === 'failed', 'the send failing', 5000);
+    await until(() => out.state === 'failed', 'the send failing', 15_000);
     expect(writes).toHaveLength(3);
     for (let i = 1; i < writes.length; i++)
       expect((writes[i] as number) - (writes[i - 1] as number)).toBeGreaterThanOrEqual(280);

@@ -309,9 +309,9 @@ describe('InboxConnection against a fake session host', () => {
     await until(() => conn.state === 'open', 'open');
     const bob = connect({ groups: ['g1'] }, 'bob');
     await until(() => bob.conn.state === 'open', 'bob open');
-    await until(() => conn.onlineUsers('g1').includes('bob'), 'bob seen by polling', 2000);
+    await until(() => conn.onlineUsers('g1').includes('bob'), 'bob seen by polling', 10_000);
     bob.conn.close();
-    await until(() => !conn.onlineUsers('g1').includes('bob'), 'bob gone by polling', 2000);
+    await until(() => !conn.onlineUsers('g1').includes('bob'), 'bob gone by polling', 10_000);
   });
 
   it('an inbox refused with 403 ends in closed without falling back', async () => {
@@ -339,7 +339,7 @@ describe('InboxConnection against a fake session host', () => {
     server.refuseInbox = 503;
     const { conn, rec } = connect();
     // The inbox never opens: after fallbackAfterMs each group gets its own socket.
-    await until(() => conn.mode === 'fallback' && conn.state === 'open', 'fallback open', 3000);
+    await until(() => conn.mode === 'fallback' && conn.state === 'open', 'fallback open', 10_000);
     expect(server.conns.size).toBe(3);
     expect(new Set([...server.conns].map((c) => c.groupId))).toEqual(new Set(GROUPS));
     await until(() => of(rec, 'g1').length === 2, 'history over the group socket');
@@ -359,7 +359,7 @@ describe('InboxConnection against a fake session host', () => {
     post('g1', false);
     post('g3', false);
     server.refuseInbox = undefined;
-    await until(() => conn.mode === 'inbox' && conn.state === 'open', 'back to the inbox', 3000);
+    await until(() => conn.mode === 'inbox' && conn.state === 'open', 'back to the inbox', 10_000);
     await until(() => server.conns.size === 0, 'group sockets closed');
     for (const g of ['g1', 'g2', 'g3'] as const) post(g);
     const s2 = conn.send('g1', 'sent over the inbox');
