@@ -15,6 +15,7 @@ import {
   startProcess,
   writeYamlConfig,
 } from './processes.js';
+import { ATTEMPTS, portClash } from './shardchat.js';
 
 export interface ShardProc {
   ordinal: number;
@@ -85,7 +86,28 @@ async function startShardProc(
   };
 }
 
+/**
+ * Starts S shards and a router on free loopback ports. A port picked as free can be taken
+ * by another suite's process before ours binds it: then what was started is stopped and
+ * the cluster starts again on other ports (a few attempts).
+ */
 export async function startCluster(dir: string, opts: ClusterOptions = {}): Promise<Cluster> {
+  for (let attempt = 1; ; attempt++) {
+    const started: ManagedProcess[] = [];
+    try {
+      return await startClusterOnce(dir, opts, started);
+    } catch (err) {
+      await Promise.all(started.map((p) => p.kill().catch(() => undefined)));
+      if (attempt >= ATTEMPTS || !portClash(err)) throw err;
+    }
+  }
+}
+
+async function startClusterOnce(
+  dir: string,
+  opts: ClusterOptions,
+  started: ManagedProcess[],
+): Promise<Cluster> {
   const S = opts.shards ?? 3;
   const registry = opts.registry ?? defaultRegistry;
   const ports = await freePorts(2 * S + 2);
@@ -128,7 +150,11 @@ export async function startCluster(dir: string, opts: ClusterOptions = {}): Prom
     ...(opts.env ?? {}),
   };
   const shards = await Promise.all(
-    shardPorts.map((p, i) => startShardProc(configPath, env, i, p, shardAdmin[i] as number, registry)),
+    shardPorts.map(async (p, i) => {
+      const shard = await startShardProc(configPath, env, i, p, shardAdmin[i] as number, registry);
+      started.push(shard.proc);
+      return shard;
+    }),
   );
   const routerProc = await startProcess({
     name: `router:${routerPort}`,

@@ -18,9 +18,10 @@ import {
   writeYamlConfig,
 } from './processes.js';
 
-const ATTEMPTS = 3;
+export const ATTEMPTS = 3;
 
-function portClash(err: unknown): boolean {
+/** A start failed because a port picked as free was taken meanwhile (by another suite's process). */
+export function portClash(err: unknown): boolean {
   return /EADDRINUSE/.test(String((err as Error)?.message ?? err));
 }
 
