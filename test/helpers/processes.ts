@@ -25,37 +25,48 @@ const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve,
 /** Ports handed out by this test file, never handed out twice. */
 const handedOut = new Set<number>();
 
-function listenOnZero(): Promise<net.Server> {
-  return new Promise((resolve, reject) => {
+/**
+ * Test ports come from below the kernel's ephemeral range (32768-60999 on Linux), where no
+ * outgoing connection can take a port between its check here and the bind of the process
+ * that gets it; each vitest worker draws from its own slice of 2,500 ports (20000-29999),
+ * so two workers never hand out the same one. (`shardchat local` tests use 30000-32767:
+ * see test/helpers/local.ts.)
+ */
+export const TEST_PORTS = { base: 20_000, slice: 2_500, slices: 4 } as const;
+
+function portSlice(): [number, number] {
+  const worker = Number(process.env.VITEST_POOL_ID ?? process.env.VITEST_WORKER_ID ?? 1);
+  const k = (Number.isFinite(worker) && worker > 0 ? worker - 1 : 0) % TEST_PORTS.slices;
+  const lo = TEST_PORTS.base + k * TEST_PORTS.slice;
+  return [lo, lo + TEST_PORTS.slice];
+}
+
+function listenOn(port: number): Promise<net.Server | undefined> {
+  return new Promise((resolve) => {
     const server = net.createServer();
     server.unref();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve(server));
+    server.once('error', () => resolve(undefined));
+    server.listen(port, '127.0.0.1', () => resolve(server));
   });
 }
 
 /**
- * `n` distinct free TCP ports on 127.0.0.1: each is bound to port 0 (all at once, so
- * the kernel cannot hand the same one out twice) and closed again.
+ * `n` distinct free TCP ports on 127.0.0.1 from this worker's slice (see TEST_PORTS): each
+ * is bound (all at once) and closed again, and never handed out twice by this worker.
  */
 export async function freePorts(n: number): Promise<number[]> {
+  const [lo, hi] = portSlice();
   const out: number[] = [];
-  for (let attempt = 0; out.length < n && attempt < 20; attempt++) {
-    const servers: net.Server[] = [];
-    try {
-      for (let i = out.length; i < n; i++) servers.push(await listenOnZero());
-    } finally {
-      for (const s of servers) {
-        const port = (s.address() as net.AddressInfo).port;
-        if (!handedOut.has(port) && out.length < n) {
-          handedOut.add(port);
-          out.push(port);
-        }
-        await new Promise<void>((resolve) => s.close(() => resolve()));
-      }
-    }
+  for (let attempt = 0; out.length < n && attempt < 2000; attempt++) {
+    const port = lo + Math.floor(Math.random() * (hi - lo));
+    if (handedOut.has(port)) continue;
+    const server = await listenOn(port);
+    if (!server) continue;
+    handedOut.add(port);
+    out.push(port);
+    await new Promise<void>((resolve) => server.close(() => resolve()));
   }
-  if (out.length < n) throw new Error(`could not find ${n} free ports`);
+  if (out.length < n) throw new Error(`could not find ${n} free ports in ${lo}-${hi - 1}`);
   return out;
 }
 
