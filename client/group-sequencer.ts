@@ -14,8 +14,9 @@
  * GroupConnection and InboxConnection both use it, so that switching sockets (inbox
  * down, group sockets instead, and back) never delivers a message twice or skips one.
  */
+
+import { Backoff, type BackoffOptions, DEFAULT_BACKOFF } from '../common/backoff.js';
 import type { ChatApi } from './api.js';
-import { Backoff, type BackoffOptions, DEFAULT_BACKOFF } from './backoff.js';
 import { ShardChatError } from './errors.js';
 import type { Message } from './types.js';
 

@@ -1,6 +1,7 @@
 /** The shardchat client SDK for browsers and Node: the HTTP API and reliable group connections. */
+
+export { Backoff, type BackoffOptions, DEFAULT_BACKOFF } from '../common/backoff.js';
 export { type ApiOptions, ChatApi, type Served, type TokenSource } from './api.js';
-export { Backoff, type BackoffOptions, DEFAULT_BACKOFF } from './backoff.js';
 export { ShardChatError } from './errors.js';
 export {
   type ConnectionState,

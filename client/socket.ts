@@ -4,8 +4,9 @@
  * event, closing it from the client's side, and the reconnect timer with its backoff
  * (`SocketClient`).
  */
+
+import { Backoff, type BackoffOptions, DEFAULT_BACKOFF } from '../common/backoff.js';
 import type { ChatApi } from './api.js';
-import { Backoff, type BackoffOptions, DEFAULT_BACKOFF } from './backoff.js';
 import { Emitter } from './emitter.js';
 import type { ShardChatError } from './errors.js';
 import { asError } from './group-sequencer.js';

@@ -1,7 +1,7 @@
 /** The router's admin port: /metrics, /healthz, /readyz, /topology. Never reachable through the router. */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { sendJson } from '../common/http-json.js';
+import { sendJson } from '../common/http-answers.js';
 import type { Router } from './router.js';
 
 export interface AdminServer {

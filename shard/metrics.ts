@@ -1,8 +1,8 @@
-/** The shard's Prometheus series (DESIGN section 8: "shard load"), labelled with the ordinal. */
+/** The shard's Prometheus series (docs/architecture.md section 8: "shard load"), labelled with the ordinal. */
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { collectProcessMetrics } from '../common/process-metrics.js';
 import type { TopologyStatus } from '../common/topology.js';
-import type { Store } from './store.js';
+import type { Store } from './storage/store.js';
 
 export class ShardMetrics {
   readonly registry = new Registry();
@@ -191,6 +191,12 @@ export class ShardMetrics {
   }
 
   /** Kubernetes mode: what the shard sees of its StatefulSet (registered on the first call). */
+  /** A batch of messages committed in `seconds`. */
+  committed(messages: number, seconds: number): void {
+    this.writeDuration.observe(seconds);
+    this.messages.inc(messages);
+  }
+
   setTopologyStatus(st: TopologyStatus): void {
     if (st.mode !== 'kubernetes') return;
     if (!this.stsReplicas) {

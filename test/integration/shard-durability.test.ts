@@ -6,7 +6,7 @@
  * ids stay contiguous, and posting continues with the next msgId.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Message } from '../../shard/store.js';
+import type { Message } from '../../shard/storage/store.js';
 import { api, type Cluster, type ShardProc, startCluster } from '../helpers/cluster.js';
 import { defaultRegistry, useProcessCleanup } from '../helpers/processes.js';
 import { loadShardFunction } from '../helpers/shardchat.js';

@@ -1,0 +1,259 @@
+/**
+ * Group WebSockets (`GET /groups/{id}/ws`, DESIGN section 4): `hello {epoch, lastMsgId,
+ * mode}` on connect, then `message`, `typing`, `presence` and `error` events (in pull
+ * mode `tick` instead of `message`, docs/delivery-protocol.md section 7); clients
+ * send `message` and `typing`. Each connection has a bounded send queue (a consumer
+ * that falls behind is closed with 4008, never buffered without bound) and a message
+ * rate limit.
+ */
+import { EventEmitter } from 'node:events';
+import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { type WebSocket, WebSocketServer } from 'ws';
+import type { Config } from '../../common/config.js';
+import type { Logger } from '../../common/logger.js';
+import { type DeliveryMode, isGroupId, type Message } from '../../common/protocol.js';
+import { memberGroup } from '../access.js';
+import type { Authenticator } from '../api/auth.js';
+import type { Ownership } from '../cluster/ownership.js';
+import type { Tick } from '../delivery/modes.js';
+import type { MessageIntake } from '../messages/intake.js';
+import type { ShardMetrics } from '../metrics.js';
+import type { Store } from '../storage/store.js';
+import { textFrame } from './gathering.js';
+import {
+  answerPost,
+  attachConn,
+  CLOSE,
+  closeConn,
+  connState,
+  noRoom,
+  readClientEvent,
+  sendConnFrame,
+  sendConnText,
+  socketRequest,
+  upgradeSocket,
+  type WsConn,
+} from './ws-conn.js';
+
+export interface HubOptions {
+  cfg: Config;
+  log: Logger;
+  store: Store;
+  auth: Authenticator;
+  own: Ownership;
+  metrics: ShardMetrics;
+  /** The one entry of a message (what a client sends goes there, as POST …/messages does). */
+  intake: Pick<MessageIntake, 'post'>;
+  /** The group's delivery mode now (hello). */
+  modeOf(groupId: string): DeliveryMode;
+}
+
+export interface GroupHubEvents {
+  /** A member typed (their typing goes to every other member: `typing` here, and the session hosts). */
+  typing: [groupId: string, userId: string];
+  /**
+   * A user's first connection to a group opened (true) or their last closed (false); the
+   * hub announces no presence itself (delivery/presence.ts does, through
+   * `announcePresence`, counting users present through their inbox as well).
+   */
+  presence: [groupId: string, userId: string, connected: boolean];
+}
+
+interface Conn extends WsConn {
+  groupId: string;
+  userId: string;
+}
+
+/** The connections of one group, and how many each connected user has. */
+interface GroupConns {
+  conns: Set<Conn>;
+  users: Map<string, number>;
+}
+
+export class GroupHub extends EventEmitter<GroupHubEvents> {
+  private readonly wss: WebSocketServer;
+  private readonly groups = new Map<string, GroupConns>();
+  private count = 0;
+  private closing = false;
+
+  constructor(private readonly o: HubOptions) {
+    super();
+    this.wss = new WebSocketServer({
+      noServer: true,
+      maxPayload: o.cfg.shard.limits.wsMaxPayloadBytes,
+      perMessageDeflate: false,
+    });
+  }
+
+  get connections(): number {
+    return this.count;
+  }
+
+  /** Users connected to a group now, with their number of connections. */
+  presence(groupId: string): { userId: string; connections: number }[] {
+    const users = this.groups.get(groupId)?.users;
+    return users ? [...users].map(([userId, connections]) => ({ userId, connections })) : [];
+  }
+
+  /** Whether a user has a live connection to the group (constant time). */
+  isConnected(groupId: string, userId: string): boolean {
+    return (this.groups.get(groupId)?.users.get(userId) ?? 0) > 0;
+  }
+
+  /** Answers an upgrade request for /groups/{id}/ws (after ownership, auth and membership checks). */
+  handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    upgradeSocket(req, socket, head, {
+      wss: this.wss,
+      log: this.o.log,
+      what: 'upgrade',
+      admit: (r) => this.admit(r),
+      closing: () => this.closing,
+      open: (ws, { groupId, userId }, socket) => this.open(ws, socket, groupId, userId),
+    });
+  }
+
+  private async admit(req: IncomingMessage): Promise<{ groupId: string; userId: string }> {
+    const { id: groupId, userId } = await socketRequest(req, {
+      path: /^\/groups\/([^/]+)\/ws$/,
+      kind: 'group',
+      valid: isGroupId,
+      own: this.o.own,
+      auth: this.o.auth,
+      closing: this.closing,
+    });
+    memberGroup(this.o.store, groupId, userId);
+    if (this.count >= this.o.cfg.shard.limits.maxConnections) throw noRoom();
+    return { groupId, userId };
+  }
+
+  private open(ws: WebSocket, socket: Duplex, groupId: string, userId: string): void {
+    const conn: Conn = { ...connState(ws, socket, this.o.cfg.shard.limits), groupId, userId };
+    const registered = attachConn(conn, this.closing, {
+      message: (data, isBinary) => this.onMessage(conn, data, isBinary),
+      error: (err) => this.o.log.debug({ err: err.message, groupId, userId }, 'group WebSocket error'),
+      close: () => this.remove(conn),
+    });
+    if (!registered) return;
+    let g = this.groups.get(groupId);
+    if (!g) {
+      g = { conns: new Set(), users: new Map() };
+      this.groups.set(groupId, g);
+    }
+    const before = g.users.get(userId) ?? 0;
+    g.conns.add(conn);
+    g.users.set(userId, before + 1);
+    this.count++;
+    this.o.metrics.connections.set(this.count);
+    const row = this.o.store.getGroup(groupId);
+    this.send(conn, {
+      type: 'hello',
+      groupId,
+      userId,
+      epoch: row?.epoch,
+      lastMsgId: row?.lastMsgId ?? 0,
+      mode: this.o.modeOf(groupId),
+      shard: this.o.own.ordinal,
+    });
+    if (before === 0) this.emit('presence', groupId, userId, true);
+  }
+
+  /** Unregisters a closed connection (once). */
+  private remove(conn: Conn): void {
+    conn.done = true;
+    const g = this.groups.get(conn.groupId);
+    if (!g?.conns.delete(conn)) return;
+    this.count--;
+    this.o.metrics.connections.set(this.count);
+    const left = (g.users.get(conn.userId) ?? 1) - 1;
+    if (left > 0) g.users.set(conn.userId, left);
+    else g.users.delete(conn.userId);
+    if (g.conns.size === 0) this.groups.delete(conn.groupId);
+    if (left === 0) this.emit('presence', conn.groupId, conn.userId, false);
+  }
+
+  private onMessage(conn: Conn, data: Buffer, isBinary: boolean): void {
+    const limits = this.o.cfg.shard.limits;
+    // Rate limit (close 4029) and JSON framing, as for inboxes.
+    const ev = readClientEvent(conn, data, isBinary, limits, (e) => this.send(conn, e));
+    if (!ev) return;
+    if (ev.type === 'typing') {
+      this.emit('typing', conn.groupId, conn.userId);
+      return;
+    }
+    if (ev.type !== 'message') {
+      this.send(conn, { type: 'error', code: 'unknown_type', message: "send 'message' or 'typing'" });
+      return;
+    }
+    const posted = this.o.intake.post({
+      groupId: conn.groupId,
+      userId: conn.userId,
+      contents: ev.contents,
+      clientMsgId: ev.clientMsgId,
+    });
+    void answerPost(posted, ev.clientMsgId, {}, (e) => this.send(conn, e)).then((err) => {
+      // Membership may have ended since the connection opened.
+      if (err?.status === 403) closeConn(conn, CLOSE.policy, 'not a member');
+    });
+  }
+
+  /** Typing is never stored, and goes to the other members only (not the sender's other tabs). */
+  typing(groupId: string, userId: string): void {
+    this.broadcast(groupId, { type: 'typing', groupId, userId }, userId);
+  }
+
+  /** Tells a group's connections (except the user's own) that a user's presence changed. */
+  announcePresence(groupId: string, userId: string, status: 'online' | 'away' | 'offline'): void {
+    this.broadcast(groupId, { type: 'presence', groupId, userId, status }, userId);
+  }
+
+  /** Delivers a stored message to every connection of its group. */
+  publish(m: Message): void {
+    this.broadcast(m.groupId, { type: 'message', ...m });
+  }
+
+  /** Pull mode (or a switch of mode): the group's head, for the clients to read what is new. */
+  tick(t: Tick): void {
+    this.broadcast(t.groupId, { type: 'tick', ...t });
+  }
+
+  /** Sends an event to every open connection of a group, except those of `exceptUser`. */
+  private broadcast(groupId: string, event: object, exceptUser?: string): void {
+    const g = this.groups.get(groupId);
+    if (!g) return;
+    const frame = textFrame(JSON.stringify(event));
+    const limits = this.o.cfg.shard.limits;
+    for (const c of g.conns) if (c.userId !== exceptUser) sendConnFrame(c, frame, limits, this.o.metrics);
+  }
+
+  private send(conn: Conn, event: object): void {
+    this.sendText(conn, JSON.stringify(event));
+  }
+
+  private sendText(conn: Conn, text: string): void {
+    // A client that does not keep up is closed with 4008 rather than buffered without bound.
+    sendConnText(conn, text, this.o.cfg.shard.limits, this.o.metrics);
+  }
+
+  /** Ends a former member's connections to a group: an `error` event, then close 1008. */
+  kick(groupId: string, userId: string): void {
+    const g = this.groups.get(groupId);
+    if (!g) return;
+    for (const conn of [...g.conns]) {
+      if (conn.userId !== userId) continue;
+      this.send(conn, {
+        type: 'error',
+        code: 'forbidden',
+        message: `you are no longer a member of ${groupId}`,
+      });
+      closeConn(conn, CLOSE.policy, 'not a member');
+    }
+  }
+
+  /** Closes every connection with 1001 (shutdown); sockets that do not close in time are ended. */
+  close(): void {
+    this.closing = true;
+    for (const g of this.groups.values())
+      for (const c of g.conns) closeConn(c, CLOSE.goingAway, 'shard shutting down');
+  }
+}

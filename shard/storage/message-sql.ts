@@ -1,0 +1,52 @@
+/**
+ * What the store and the message-writer thread share: the message row and its mapping,
+ * the statements of an append, and the messages between the two threads.
+ */
+import type { Message } from '../../common/protocol.js';
+import type { WireError } from './errors.js';
+
+export type { Message } from '../../common/protocol.js';
+
+export interface AppendResult {
+  message: Message;
+  /** False when the clientMsgId was already stored: the first result is returned. */
+  created: boolean;
+}
+
+export interface AppendRequest {
+  groupId: string;
+  userId: string;
+  contents: string;
+  clientMsgId: string;
+}
+
+export type BatchOutcome = AppendResult | { error: WireError };
+
+export type WriterRequest = { type: 'batch'; id: number; items: AppendRequest[] } | { type: 'close' };
+
+export type WriterReply =
+  | { type: 'ready' }
+  | { type: 'open-failed'; error: WireError }
+  | { type: 'done'; id: number; results: BatchOutcome[]; seconds: number }
+  | { type: 'failed'; id: number; error: WireError };
+
+export const MESSAGE_SQL = {
+  groupHead: 'SELECT last_msg_id, epoch FROM groups WHERE id = ?',
+  byClientId: 'SELECT * FROM messages WHERE group_id = ? AND user_id = ? AND client_msg_id = ?',
+  insertMessage: `INSERT INTO messages (group_id, msg_id, prev_msg_id, epoch, ts, user_id, contents, client_msg_id)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+  setLast: 'UPDATE groups SET last_msg_id = ? WHERE id = ?',
+} as const;
+
+export function toMessage(r: Record<string, unknown>): Message {
+  return {
+    groupId: r.group_id as string,
+    msgId: r.msg_id as number,
+    prevMsgId: r.prev_msg_id as number,
+    epoch: r.epoch as string,
+    ts: r.ts as number,
+    userId: r.user_id as string,
+    contents: r.contents as string,
+    clientMsgId: r.client_msg_id as string,
+  };
+}

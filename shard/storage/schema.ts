@@ -1,0 +1,97 @@
+/**
+ * The shard database's schema, its migrations (PRAGMA user_version counts the applied
+ * ones) and the rows as the code sees them.
+ */
+
+export const MIGRATIONS: string[] = [
+  `CREATE TABLE users (
+     id TEXT PRIMARY KEY, name TEXT NOT NULL, email TEXT, photo_url TEXT,
+     created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL) STRICT;
+   CREATE TABLE groups (
+     id TEXT PRIMARY KEY, subject TEXT NOT NULL, owner TEXT NOT NULL, capacity INTEGER NOT NULL,
+     overflow TEXT NOT NULL, closed INTEGER NOT NULL, epoch TEXT NOT NULL,
+     last_msg_id INTEGER NOT NULL DEFAULT 0, member_count INTEGER NOT NULL DEFAULT 0, parent TEXT,
+     created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL) STRICT;
+   CREATE TABLE members (
+     group_id TEXT NOT NULL, user_id TEXT NOT NULL, joined_at INTEGER NOT NULL,
+     PRIMARY KEY (group_id, user_id)) STRICT, WITHOUT ROWID;
+   CREATE TABLE messages (
+     group_id TEXT NOT NULL, msg_id INTEGER NOT NULL, prev_msg_id INTEGER NOT NULL, epoch TEXT NOT NULL,
+     ts INTEGER NOT NULL, user_id TEXT NOT NULL, contents TEXT NOT NULL, client_msg_id TEXT NOT NULL,
+     PRIMARY KEY (group_id, msg_id)) STRICT, WITHOUT ROWID;
+   CREATE UNIQUE INDEX messages_client ON messages (group_id, user_id, client_msg_id);
+   CREATE TABLE roster (
+     parent_id TEXT NOT NULL, user_id TEXT NOT NULL, conversation TEXT NOT NULL, placed_at INTEGER NOT NULL,
+     PRIMARY KEY (parent_id, user_id)) STRICT, WITHOUT ROWID;
+   CREATE INDEX roster_conversation ON roster (parent_id, conversation);`,
+  // A placement in a sub-conversation on another shard is recorded as pending before that
+  // shard is written, and confirmed after (see shard/cluster/membership.ts).
+  'ALTER TABLE roster ADD COLUMN pending INTEGER NOT NULL DEFAULT 0;',
+];
+
+export interface UserRow {
+  id: string;
+  name: string;
+  email: string | null;
+  photoUrl: string | null;
+  createdAt: number;
+  updatedAt: number;
+}
+
+export interface GroupRow {
+  id: string;
+  subject: string;
+  owner: string;
+  capacity: number;
+  overflow: 'reject' | 'shard';
+  closed: boolean;
+  epoch: string;
+  lastMsgId: number;
+  memberCount: number;
+  /** The parent of a sub-conversation `{parent}~k`, else null. */
+  parent: string | null;
+  createdAt: number;
+  updatedAt: number;
+}
+
+export interface MemberRow {
+  userId: string;
+  joinedAt: number;
+}
+
+/** A roster entry of a parent group: where one of its users sits. */
+export interface RosterRow {
+  userId: string;
+  conversation: string;
+  placedAt: number;
+  /** Recorded before the sub-conversation's shard confirmed the member. */
+  pending: boolean;
+}
+
+export function toGroup(r: Record<string, unknown>): GroupRow {
+  return {
+    id: r.id as string,
+    subject: r.subject as string,
+    owner: r.owner as string,
+    capacity: r.capacity as number,
+    overflow: r.overflow as 'reject' | 'shard',
+    closed: r.closed === 1,
+    epoch: r.epoch as string,
+    lastMsgId: r.last_msg_id as number,
+    memberCount: r.member_count as number,
+    parent: (r.parent as string | null) ?? null,
+    createdAt: r.created_at as number,
+    updatedAt: r.updated_at as number,
+  };
+}
+
+export function toUser(r: Record<string, unknown>): UserRow {
+  return {
+    id: r.id as string,
+    name: r.name as string,
+    email: (r.email as string | null) ?? null,
+    photoUrl: (r.photo_url as string | null) ?? null,
+    createdAt: r.created_at as number,
+    updatedAt: r.updated_at as number,
+  };
+}

@@ -1,0 +1,452 @@
+/**
+ * The shard's durable state in SQLite (better-sqlite3, WAL, synchronous=FULL): users,
+ * groups, members, messages and the roster of sharded conversations. Messages are
+ * appended with group commit on a writer thread (MessageWriter): every append waiting
+ * while a batch commits goes into the next transaction (one fsync), and each caller is
+ * answered only after the transaction holding its message committed.
+ *
+ * What changed is told by events, to any number of listeners, after the change is
+ * durable: `committed` (new messages, in commit order), `members-changed` and
+ * `member-removed`. A group, its members, roster and messages, and a user can be
+ * exported and imported whole (moving keys between shards).
+ */
+import { randomBytes } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import path from 'node:path';
+import type Database from 'better-sqlite3';
+import { databaseBytes, keep, openDatabase } from './database.js';
+import { readOnlyError, StorageError, storageError, wireError } from './errors.js';
+import { type AppendResult, MESSAGE_SQL, type Message, toMessage } from './message-sql.js';
+import { MessageWriter } from './message-writer.js';
+import { type GroupRow, type MemberRow, type RosterRow, toGroup, toUser, type UserRow } from './schema.js';
+
+export { StorageError } from './errors.js';
+export type { AppendResult, Message } from './message-sql.js';
+export type { GroupRow, MemberRow, RosterRow, UserRow } from './schema.js';
+
+export interface StoreEvents {
+  /** A batch of messages committed (new ones only), in commit order, and the transaction's seconds. */
+  committed: [messages: Message[], seconds: number];
+  /** A group's members changed (join, leave, creation with a first member, import). */
+  'members-changed': [groupId: string];
+  /** A membership was removed (every path: leave, owner removal, internal calls). */
+  'member-removed': [groupId: string, userId: string];
+}
+
+/** A group and everything stored with it but its messages (moved in pages). */
+export interface GroupSnapshot {
+  group: GroupRow;
+  members: MemberRow[];
+  /** The roster, when the group is a parent of sub-conversations. */
+  roster: RosterRow[];
+}
+
+export interface NewGroup {
+  id: string;
+  subject: string;
+  owner: string;
+  capacity: number;
+  overflow: 'reject' | 'shard';
+  closed: boolean;
+  parent: string | null;
+  firstMember: string | null;
+}
+
+function prepareStatements(db: Database.Database) {
+  const st = {
+    getUser: db.prepare('SELECT * FROM users WHERE id = ?'),
+    byClientId: db.prepare(MESSAGE_SQL.byClientId),
+    insertUser: db.prepare(
+      'INSERT INTO users (id, name, email, photo_url, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)',
+    ),
+    updateUser: db.prepare(
+      'UPDATE users SET name = ?, email = ?, photo_url = ?, updated_at = ? WHERE id = ?',
+    ),
+    putUser: db.prepare(
+      `INSERT OR REPLACE INTO users (id, name, email, photo_url, created_at, updated_at)
+       VALUES (?, ?, ?, ?, ?, ?)`,
+    ),
+    deleteUser: db.prepare('DELETE FROM users WHERE id = ?'),
+    getGroup: db.prepare('SELECT * FROM groups WHERE id = ?'),
+    insertGroup: db.prepare(
+      `INSERT INTO groups (id, subject, owner, capacity, overflow, closed, epoch, parent, created_at, updated_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+    ),
+    putGroup: db.prepare(
+      `INSERT OR REPLACE INTO groups (id, subject, owner, capacity, overflow, closed, epoch, last_msg_id,
+         member_count, parent, created_at, updated_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, (SELECT COUNT(*) FROM members WHERE group_id = ?), ?, ?, ?)`,
+    ),
+    updateGroup: db.prepare(
+      'UPDATE groups SET subject = ?, capacity = ?, overflow = ?, closed = ?, updated_at = ? WHERE id = ?',
+    ),
+    deleteGroup: db.prepare('DELETE FROM groups WHERE id = ?'),
+    isMember: db.prepare('SELECT 1 FROM members WHERE group_id = ? AND user_id = ?'),
+    insertMember: db.prepare('INSERT OR IGNORE INTO members (group_id, user_id, joined_at) VALUES (?, ?, ?)'),
+    deleteMember: db.prepare('DELETE FROM members WHERE group_id = ? AND user_id = ?'),
+    deleteMembers: db.prepare('DELETE FROM members WHERE group_id = ?'),
+    countMembers: db.prepare('UPDATE groups SET member_count = member_count + ? WHERE id = ?'),
+    listMembers: db.prepare(
+      'SELECT user_id, joined_at FROM members WHERE group_id = ? AND user_id > ? ORDER BY user_id LIMIT ?',
+    ),
+    after: db.prepare('SELECT * FROM messages WHERE group_id = ? AND msg_id > ? ORDER BY msg_id LIMIT ?'),
+    before: db.prepare(
+      'SELECT * FROM messages WHERE group_id = ? AND msg_id < ? ORDER BY msg_id DESC LIMIT ?',
+    ),
+    importMessage: db.prepare(
+      `INSERT OR IGNORE INTO messages (group_id, msg_id, prev_msg_id, epoch, ts, user_id, contents, client_msg_id)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+    ),
+    raiseLast: db.prepare('UPDATE groups SET last_msg_id = MAX(last_msg_id, ?) WHERE id = ?'),
+    deleteMessages: db.prepare('DELETE FROM messages WHERE group_id = ?'),
+    rosterGet: db.prepare('SELECT conversation, pending FROM roster WHERE parent_id = ? AND user_id = ?'),
+    rosterPut: db.prepare(
+      'INSERT OR REPLACE INTO roster (parent_id, user_id, conversation, placed_at, pending) VALUES (?, ?, ?, ?, ?)',
+    ),
+    rosterDelete: db.prepare('DELETE FROM roster WHERE parent_id = ? AND user_id = ?'),
+    rosterDeleteAll: db.prepare('DELETE FROM roster WHERE parent_id = ?'),
+    rosterAll: db.prepare(
+      'SELECT user_id, conversation, placed_at, pending FROM roster WHERE parent_id = ? ORDER BY user_id',
+    ),
+    rosterCounts: db.prepare(
+      'SELECT conversation, COUNT(*) AS n FROM roster WHERE parent_id = ? GROUP BY conversation',
+    ),
+    counts: db.prepare(
+      'SELECT (SELECT COUNT(*) FROM groups) AS groups, (SELECT COALESCE(SUM(member_count), 0) FROM groups) AS members',
+    ),
+  };
+  for (const stmt of Object.values(st)) keep(stmt);
+  return st;
+}
+
+type Statements = ReturnType<typeof prepareStatements>;
+
+export class Store extends EventEmitter<StoreEvents> {
+  readonly file: string;
+  /**
+   * True when the volume was read-only at start: reads are served, every write throws
+   * `StorageError('storage_readonly')`. A restart on a writable volume ends it.
+   */
+  readonly readOnly: boolean;
+  private readonly db: Database.Database;
+  private readonly writer: MessageWriter;
+  private readonly st: Statements;
+
+  constructor(dataDir: string, ordinal: number, maxBatch = 1000) {
+    super();
+    this.file = path.join(dataDir, `shard-${ordinal}.sqlite`);
+    const opened = openDatabase(dataDir, this.file);
+    this.db = opened.db;
+    this.readOnly = opened.readOnly;
+    this.st = prepareStatements(this.db);
+    this.writer = new MessageWriter({
+      file: this.file,
+      maxBatch,
+      toError: wireError,
+      committed: (messages, seconds) => this.emit('committed', messages, seconds),
+    });
+  }
+
+  /** Lets queued appends commit, then closes the writer thread and the database. */
+  async close(): Promise<void> {
+    await this.writer.close();
+    this.db.close();
+  }
+
+  /** Bytes of the database and its WAL on disk. */
+  bytes(): number {
+    return databaseBytes(this.file);
+  }
+
+  counts(): { groups: number; members: number } {
+    return this.st.counts.get() as { groups: number; members: number };
+  }
+
+  private write<T>(fn: () => T): T {
+    if (this.readOnly) throw readOnlyError();
+    try {
+      return this.db.transaction(fn)();
+    } catch (err) {
+      throw storageError(err);
+    }
+  }
+
+  // --- users ---
+
+  getUser(id: string): UserRow | undefined {
+    const r = this.st.getUser.get(id) as Record<string, unknown> | undefined;
+    return r ? toUser(r) : undefined;
+  }
+
+  /** Creates or updates a profile; `created` tells which. */
+  putUser(
+    id: string,
+    name: string,
+    email: string | null,
+    photoUrl: string | null,
+  ): { user: UserRow; created: boolean } {
+    return this.write(() => {
+      const now = Date.now();
+      const existing = this.getUser(id);
+      if (existing) this.st.updateUser.run(name, email, photoUrl, now, id);
+      else this.st.insertUser.run(id, name, email, photoUrl, now, now);
+      return { user: this.getUser(id) as UserRow, created: !existing };
+    });
+  }
+
+  // --- groups and members ---
+
+  getGroup(id: string): GroupRow | undefined {
+    const r = this.st.getGroup.get(id) as Record<string, unknown> | undefined;
+    return r ? toGroup(r) : undefined;
+  }
+
+  /** Creates a group with its owner as first member; a no-op returning the group if it exists. */
+  createGroup(g: NewGroup): { group: GroupRow; created: boolean } {
+    const r = this.write(() => {
+      const existing = this.getGroup(g.id);
+      if (existing) return { group: existing, created: false };
+      const now = Date.now();
+      const epoch = randomBytes(8).toString('hex');
+      this.st.insertGroup.run(
+        g.id,
+        g.subject,
+        g.owner,
+        g.capacity,
+        g.overflow,
+        g.closed ? 1 : 0,
+        epoch,
+        g.parent,
+        now,
+        now,
+      );
+      if (g.firstMember) this.addMemberTx(g.id, g.firstMember, now);
+      return { group: this.getGroup(g.id) as GroupRow, created: true };
+    });
+    if (r.created) this.emit('members-changed', g.id);
+    return r;
+  }
+
+  updateGroup(
+    id: string,
+    subject: string,
+    capacity: number,
+    overflow: 'reject' | 'shard',
+    closed: boolean,
+  ): GroupRow {
+    return this.write(() => {
+      this.st.updateGroup.run(subject, capacity, overflow, closed ? 1 : 0, Date.now(), id);
+      return this.getGroup(id) as GroupRow;
+    });
+  }
+
+  isMember(groupId: string, userId: string): boolean {
+    return this.st.isMember.get(groupId, userId) !== undefined;
+  }
+
+  private addMemberTx(groupId: string, userId: string, now: number): boolean {
+    const r = this.st.insertMember.run(groupId, userId, now);
+    if (r && r.changes > 0) {
+      this.st.countMembers.run(1, groupId);
+      return true;
+    }
+    return false;
+  }
+
+  /** Adds a member; false when already one. */
+  addMember(groupId: string, userId: string): boolean {
+    const added = this.write(() => this.addMemberTx(groupId, userId, Date.now()));
+    if (added) this.emit('members-changed', groupId);
+    return added;
+  }
+
+  /** Removes a member; false when not one. */
+  removeMember(groupId: string, userId: string): boolean {
+    const removed = this.write(() => {
+      const r = this.st.deleteMember.run(groupId, userId);
+      if (r && r.changes > 0) {
+        this.st.countMembers.run(-1, groupId);
+        return true;
+      }
+      return false;
+    });
+    if (removed) {
+      this.emit('members-changed', groupId);
+      this.emit('member-removed', groupId, userId);
+    }
+    return removed;
+  }
+
+  listMembers(groupId: string, after: string, limit: number): MemberRow[] {
+    return (this.st.listMembers.all(groupId, after, limit) as Record<string, unknown>[]).map((r) => ({
+      userId: r.user_id as string,
+      joinedAt: r.joined_at as number,
+    }));
+  }
+
+  // --- roster of sharded conversations (kept on the parent's shard) ---
+
+  /**
+   * Where the roster places a user: the conversation, and whether the placement is still
+   * pending (recorded before the sub-conversation's shard confirmed the member).
+   */
+  rosterOf(parentId: string, userId: string): { conversation: string; pending: boolean } | undefined {
+    const r = this.st.rosterGet.get(parentId, userId) as
+      | { conversation: string; pending: number }
+      | undefined;
+    return r ? { conversation: r.conversation, pending: r.pending === 1 } : undefined;
+  }
+
+  /** Members per conversation of a parent, from the roster (pending placements included). */
+  rosterCounts(parentId: string): Map<string, number> {
+    const m = new Map<string, number>();
+    for (const r of this.st.rosterCounts.all(parentId) as { conversation: string; n: number }[])
+      m.set(r.conversation, r.n);
+    return m;
+  }
+
+  placeInRoster(parentId: string, userId: string, conversation: string, pending = false): void {
+    this.write(() => this.st.rosterPut.run(parentId, userId, conversation, Date.now(), pending ? 1 : 0));
+  }
+
+  removeFromRoster(parentId: string, userId: string): void {
+    this.write(() => this.st.rosterDelete.run(parentId, userId));
+  }
+
+  // --- messages ---
+
+  /** Appends a message; resolves once it is durable (or with the earlier one for a repeated clientMsgId). */
+  append(groupId: string, userId: string, contents: string, clientMsgId: string): Promise<AppendResult> {
+    if (this.readOnly) {
+      // A repeated clientMsgId still gets its first result; anything new is refused.
+      const existing = this.st.byClientId.get(groupId, userId, clientMsgId) as
+        | Record<string, unknown>
+        | undefined;
+      return existing
+        ? Promise.resolve({ message: toMessage(existing), created: false })
+        : Promise.reject(readOnlyError());
+    }
+    return this.writer.append({ groupId, userId, contents, clientMsgId });
+  }
+
+  messagesAfter(groupId: string, after: number, limit: number): Message[] {
+    return (this.st.after.all(groupId, after, limit) as Record<string, unknown>[]).map(toMessage);
+  }
+
+  messagesBefore(groupId: string, before: number, limit: number): Message[] {
+    return (this.st.before.all(groupId, before, limit) as Record<string, unknown>[]).map(toMessage).reverse();
+  }
+
+  // --- moving keys between shards: export and import whole ---
+
+  /** A group with its members and roster (its messages are read with messagesAfter). */
+  exportGroup(id: string): GroupSnapshot | undefined {
+    const group = this.getGroup(id);
+    if (!group) return undefined;
+    const members: MemberRow[] = [];
+    for (let after = ''; ; ) {
+      const page = this.listMembers(id, after, 1000);
+      members.push(...page);
+      if (page.length < 1000) break;
+      after = (page[page.length - 1] as MemberRow).userId;
+    }
+    const roster = (this.st.rosterAll.all(id) as Record<string, unknown>[]).map((r) => ({
+      userId: r.user_id as string,
+      conversation: r.conversation as string,
+      placedAt: r.placed_at as number,
+      pending: r.pending === 1,
+    }));
+    return { group, members, roster };
+  }
+
+  /**
+   * Writes a group as exported from another shard, replacing what is stored of it (row,
+   * members, roster; its messages are kept and added to with importMessages). The
+   * group keeps its epoch; its lastMsgId is the higher of the snapshot's and the
+   * messages imported so far. One transaction: all of it or nothing.
+   */
+  importGroup(s: GroupSnapshot): void {
+    const g = s.group;
+    this.write(() => {
+      this.st.deleteMembers.run(g.id);
+      for (const m of s.members) this.st.insertMember.run(g.id, m.userId, m.joinedAt);
+      const current = this.getGroup(g.id);
+      this.st.putGroup.run(
+        g.id,
+        g.subject,
+        g.owner,
+        g.capacity,
+        g.overflow,
+        g.closed ? 1 : 0,
+        g.epoch,
+        Math.max(g.lastMsgId, current?.epoch === g.epoch ? current.lastMsgId : 0),
+        g.id,
+        g.parent,
+        g.createdAt,
+        g.updatedAt,
+      );
+      this.st.rosterDeleteAll.run(g.id);
+      for (const r of s.roster)
+        this.st.rosterPut.run(g.id, r.userId, r.conversation, r.placedAt, r.pending ? 1 : 0);
+    });
+    this.emit('members-changed', g.id);
+  }
+
+  /**
+   * Stores messages of a group copied from another shard, with their msgIds (those
+   * already stored are skipped), and raises the group's lastMsgId to the last of them.
+   * The group must exist here (importGroup first) with the messages' epoch.
+   */
+  importMessages(groupId: string, messages: readonly Message[]): number {
+    if (messages.length === 0) return 0;
+    return this.write(() => {
+      const g = this.getGroup(groupId);
+      if (!g) throw new StorageError(`group ${groupId} does not exist`, 'no_group');
+      let added = 0;
+      let last = 0;
+      for (const m of messages) {
+        if (m.groupId !== groupId || m.epoch !== g.epoch)
+          throw new StorageError(
+            `message ${m.groupId}/${m.msgId} does not belong to ${groupId} in epoch ${g.epoch}`,
+            'bad_import',
+          );
+        const r = this.st.importMessage.run(
+          groupId,
+          m.msgId,
+          m.prevMsgId,
+          m.epoch,
+          m.ts,
+          m.userId,
+          m.contents,
+          m.clientMsgId,
+        );
+        added += r.changes;
+        if (m.msgId > last) last = m.msgId;
+      }
+      this.st.raiseLast.run(last, groupId);
+      return added;
+    });
+  }
+
+  /** Writes a user's profile as exported from another shard. */
+  importUser(u: UserRow): void {
+    this.write(() => this.st.putUser.run(u.id, u.name, u.email, u.photoUrl, u.createdAt, u.updatedAt));
+  }
+
+  /** Deletes a group with its members, roster and messages (after it moved away). */
+  deleteGroup(id: string): boolean {
+    const deleted = this.write(() => {
+      this.st.deleteMessages.run(id);
+      this.st.deleteMembers.run(id);
+      this.st.rosterDeleteAll.run(id);
+      return this.st.deleteGroup.run(id).changes > 0;
+    });
+    if (deleted) this.emit('members-changed', id);
+    return deleted;
+  }
+
+  /** Deletes a user's profile (after it moved away). */
+  deleteUser(id: string): boolean {
+    return this.write(() => this.st.deleteUser.run(id).changes > 0);
+  }
+}
