@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-/** The `shardchat` command line (DESIGN section 3). */
+/** The `shardchat` command line (docs/architecture.md section 3). */
 import { parseArgs } from 'node:util';
 import { ConfigError, loadConfig } from '../common/config.js';
 import { createLogger } from '../common/logger.js';

@@ -1,6 +1,6 @@
 /**
  * `shardchat reshard-plan --from S --to T [--keys FILE | --sample N]`: how many keys
- * change shards when S changes, under both assignments (DESIGN section 7).
+ * change shards when S changes, under both assignments (docs/architecture.md section 7).
  */
 import { readFileSync } from 'node:fs';
 import { jumpShard, moduloShard } from '../common/assignment.js';

@@ -1,5 +1,5 @@
 /**
- * The HTTP side of the SDK: one method per route of DESIGN section 4, JSON in and out,
+ * The HTTP side of the SDK: one method per route of docs/architecture.md section 4, JSON in and out,
  * errors as ShardChatError with the server's code. Works with the global `fetch` of
  * browsers and Node (or one passed in).
  */

@@ -12,7 +12,7 @@
  * - Sends go through the same outbox as GroupConnection's (one clientMsgId over every
  *   resend), now with a groupId; `ack` and `error` events name group and clientMsgId.
  * - Reconnects with exponential backoff and jitter; refusals (401, 403, close 1008) end it.
- * - Fallback (DESIGN 6): when the inbox cannot be reached for `fallbackAfterMs`, every
+ * - Fallback (docs/architecture.md section 6): when the inbox cannot be reached for `fallbackAfterMs`, every
  *   followed group gets its own group WebSocket (fed into the same sequencers and
  *   outbox, so nothing is delivered or stored twice across the switch) while the inbox
  *   is retried in the background; once it says hello again the group sockets close.

@@ -1,15 +1,8 @@
-/** The shapes of the shardchat public API (DESIGN section 4) as the SDK sees them. */
+/** The shapes of the shardchat public API (docs/architecture.md section 4) as the SDK sees them. */
+import type { DeliveryMode, Message } from '../common/protocol.js';
 
-export interface Message {
-  groupId: string;
-  msgId: number;
-  prevMsgId: number;
-  epoch: string;
-  ts: number;
-  userId: string;
-  contents: string;
-  clientMsgId: string | null;
-}
+/** A stored message, and how a group's messages reach its clients (pushed, or ticks and reads). */
+export type { DeliveryMode, ErrorBody, Message } from '../common/protocol.js';
 
 export interface Ack {
   msgId: number;
@@ -26,12 +19,6 @@ export interface User {
   createdAt?: number;
   updatedAt?: number;
 }
-
-/**
- * How a group's messages reach its clients (docs/delivery-protocol.md section 7): pushed
- * one by one, or (large and active groups) announced by `tick`s and read with ?after=.
- */
-export type DeliveryMode = 'push' | 'pull';
 
 /** Pull mode: the group's head; a client behind it reads ?after= its last msgId. */
 export interface TickEvent {

@@ -1,4 +1,4 @@
-/** Assignment of a 64-bit hash to one of S shards (DESIGN section 1, step 3). */
+/** Assignment of a 64-bit hash to one of S shards (docs/architecture.md section 1, step 3). */
 
 export type Assignment = 'modulo' | 'jump';
 

@@ -1,5 +1,5 @@
 /**
- * The one configuration file (DESIGN section 3): YAML, validated with zod so that a
+ * The one configuration file (docs/architecture.md section 3): YAML, validated with zod so that a
  * wrong file fails at start with the path of the bad field, and overridable field by
  * field with SHARDCHAT__<path> environment variables.
  */
@@ -41,7 +41,7 @@ const topologySchema = z.strictObject({
   probeIntervalMs: positiveMs.default(2000),
   probeTimeoutMs: positiveMs.default(1000),
   probeFailureThreshold: z.number().int().min(1).default(2),
-  /** Kubernetes mode (DESIGN section 2): where the shards' pods are and which ports they serve on. */
+  /** Kubernetes mode (docs/architecture.md section 2): where the shards' pods are and which ports they serve on. */
   kubernetes: z
     .strictObject({
       /** The shards' StatefulSet, in `namespace`; its pods are <statefulSet>-<ordinal>. */
@@ -401,7 +401,7 @@ export function loadConfig(file: string | undefined, env: NodeJS.ProcessEnv = pr
   return parseConfig(merged, source);
 }
 
-/** The number of shards S, always from configuration (DESIGN section 2). */
+/** The number of shards S, always from configuration (docs/architecture.md section 2). */
 export function shardCount(cfg: Config): number {
   if (cfg.topology.mode === 'kubernetes') return cfg.topology.shards;
   return cfg.topology.targets.length > 0 ? cfg.topology.targets.length : cfg.topology.shards;

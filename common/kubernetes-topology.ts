@@ -1,5 +1,5 @@
 /**
- * The kubernetes topology mode (DESIGN section 2): S comes from configuration
+ * The kubernetes topology mode (docs/architecture.md section 2): S comes from configuration
  * (`topology.shards`); the address and readiness of each ordinal come from the pods of
  * the shards' StatefulSet, watched with @kubernetes/client-node informers (list, then
  * watch from the list's resourceVersion):
@@ -19,6 +19,7 @@
  * ERROR event or an answer) makes the informer list again; API errors restart it after
  * an exponential, capped backoff. Meanwhile the last known topology stays as it is.
  */
+
 import { EventEmitter } from 'node:events';
 import {
   AppsV1Api,
@@ -31,6 +32,7 @@ import {
   type V1StatefulSet,
   Watch,
 } from '@kubernetes/client-node';
+import { backoffDelay } from './backoff.js';
 import type { Config } from './config.js';
 import type { Logger } from './logger.js';
 import type { ShardState, Topology, TopologyEvents, TopologyStatus } from './topology.js';
@@ -198,8 +200,11 @@ class InformerRunner<T extends KubernetesObject> {
   private failed(err: unknown): void {
     if (this.stopped || this.timer) return;
     this.hooks.error(this.what, err);
-    const exp = Math.min(this.backoff.maxMs, this.backoff.baseMs * 2 ** this.attempt);
-    const delay = Math.round(exp * (0.8 + Math.random() * 0.4));
+    const delay = backoffDelay(this.attempt, {
+      minMs: this.backoff.baseMs,
+      maxMs: this.backoff.maxMs,
+      jitter: [0.8, 1.2],
+    });
     this.attempt++;
     this.timer = setTimeout(() => {
       this.timer = undefined;

@@ -1,5 +1,5 @@
 /**
- * The shard function (DESIGN section 1): one definition used by the router, the
+ * The shard function (docs/architecture.md section 1): one definition used by the router, the
  * shards, the CLI and the client SDK.
  *
  *   key   = first non-empty of: header value, urlPattern capture, onNoMatch rule
@@ -86,7 +86,7 @@ export class ShardFunction {
     this.header = spec.header.toLowerCase();
   }
 
-  /** Extracts the key of a request from its path and headers (DESIGN section 1, step 1). */
+  /** Extracts the key of a request from its path and headers (docs/architecture.md section 1, step 1). */
   keyOf(path: string, headers?: Readonly<Record<string, string | string[] | undefined>>): KeyResult {
     let v: string | undefined;
     if (this.header && headers) {
@@ -123,7 +123,7 @@ export class ShardFunction {
     return { kind: 'key', key, rule };
   }
 
-  /** The shard of a key among `shards` shards (DESIGN section 1, steps 2 and 3). */
+  /** The shard of a key among `shards` shards (docs/architecture.md section 1, steps 2 and 3). */
   shardOfKey(key: string, shards: number): number {
     return assign(xxh64(key), shards, this.spec.assignment);
   }

@@ -1,5 +1,5 @@
 /**
- * Topology (DESIGN section 2): S, the address of every shard, and each shard's
+ * Topology (docs/architecture.md section 2): S, the address of every shard, and each shard's
  * readiness. S comes from configuration only; readiness never changes where a key goes.
  * This file holds the interface the router and the shards use, and the static mode;
  * the kubernetes mode is common/kubernetes-topology.ts (loaded only in that mode).

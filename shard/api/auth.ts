@@ -1,5 +1,5 @@
 /**
- * Authentication (DESIGN section 4): JWT HS256 with `sub` = userId and `exp`
+ * Authentication (docs/architecture.md section 4): JWT HS256 with `sub` = userId and `exp`
  * required, from `Authorization: Bearer` or `?token=` on WebSocket upgrades. In local
  * mode (`auth.devTokens`) the shard also signs tokens for any valid id.
  */

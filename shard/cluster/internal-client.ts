@@ -188,7 +188,7 @@ export class InternalClient {
       }
       if (status >= 200 && status < 300) return (text ? JSON.parse(text) : undefined) as T;
       last = `${status} ${text.slice(0, 200)}`;
-      // 429 rate_limited is the user's per-user message limit (shard/user-rate.ts): the
+      // 429 rate_limited is the user's per-user message limit (shard/messages/user-rate.ts): the
       // user is told at once, as on the group's shard; an immediate retry would only use
       // up more of the budget. Other 429s are retried.
       if (status < 500 && (status !== 429 || /"code"\s*:\s*"rate_limited"/.test(text))) {

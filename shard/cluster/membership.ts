@@ -64,13 +64,13 @@ export class Membership {
   }
 
   /** Places the user; returns the conversation the user is in (the group or one of its ~k). */
-  join(g: GroupRow, userId: string): Promise<string> {
+  async join(g: GroupRow, userId: string): Promise<string> {
     this.refuseSub(g, 'join');
     return this.serialized(g.id, () => this.joinNow(g.id, userId));
   }
 
   /** Removes the user from the group (and from its sub-conversation); false when not in it. */
-  leave(g: GroupRow, userId: string): Promise<boolean> {
+  async leave(g: GroupRow, userId: string): Promise<boolean> {
     this.refuseSub(g, 'leave');
     return this.serialized(g.id, () => this.leaveNow(g.id, userId));
   }

@@ -9,7 +9,7 @@
  * client or the other destinations. The local session host gets its records without
  * HTTP. Heads (anti-entropy) go every `headsMs` for groups active in the last 10 s.
  *
- * Groups in pull mode (shard/delivery-mode.ts) send `tick` records instead of messages;
+ * Groups in pull mode (shard/delivery/modes.ts) send `tick` records instead of messages;
  * for them the anti-entropy repeats the last tick (a host that already had it drops it).
  */
 import { EventEmitter } from 'node:events';

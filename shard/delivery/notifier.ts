@@ -1,5 +1,5 @@
 /**
- * Offline notifications (DESIGN section 6), on each user's session host: when the host
+ * Offline notifications (docs/architecture.md section 6), on each user's session host: when the host
  * delivers a message to the recipients it serves, those with no live connection anywhere
  * (no inbox connection on this host, no WebSocket to the group on the group's shard, and
  * not the author) get a best-effort notification through a webhook. Notifications wait in

@@ -1,5 +1,5 @@
 /**
- * Recent history in memory (DESIGN section 6: pull mode moves the load to reads). The
+ * Recent history in memory (docs/architecture.md section 6: pull mode moves the load to reads). The
  * group's shard keeps, per group, a ring of the last `messagesPerGroup` committed
  * messages, fed in commit order by the store's commit hook. `GET …/messages?after=N`
  * is answered from the ring when the ring holds every message after N (N at least the

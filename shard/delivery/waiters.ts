@@ -2,7 +2,7 @@
  * Long-poll waits on a group's history (`GET …/messages?after=N&wait=S`): every
  * request waiting on a group is woken by one notification when a message commits
  * (one wake-up shared by all of them; they then read the new messages, from memory
- * while the range is recent: shard/recent.ts).
+ * while the range is recent: shard/delivery/recent.ts).
  */
 
 type Wake = () => void;

@@ -1,15 +1,14 @@
 /**
- * Group WebSockets (`GET /groups/{id}/ws`, DESIGN section 4): `hello {epoch, lastMsgId,
+ * Group WebSockets (`GET /groups/{id}/ws`, docs/architecture.md section 4): `hello {epoch, lastMsgId,
  * mode}` on connect, then `message`, `typing`, `presence` and `error` events (in pull
  * mode `tick` instead of `message`, docs/delivery-protocol.md section 7); clients
  * send `message` and `typing`. Each connection has a bounded send queue (a consumer
  * that falls behind is closed with 4008, never buffered without bound) and a message
  * rate limit.
  */
-import { EventEmitter } from 'node:events';
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { type WebSocket, WebSocketServer } from 'ws';
+import type { WebSocket } from 'ws';
 import type { Config } from '../../common/config.js';
 import type { Logger } from '../../common/logger.js';
 import { type DeliveryMode, isGroupId, type Message } from '../../common/protocol.js';
@@ -21,20 +20,8 @@ import type { MessageIntake } from '../messages/intake.js';
 import type { ShardMetrics } from '../metrics.js';
 import type { Store } from '../storage/store.js';
 import { textFrame } from './gathering.js';
-import {
-  answerPost,
-  attachConn,
-  CLOSE,
-  closeConn,
-  connState,
-  noRoom,
-  readClientEvent,
-  sendConnFrame,
-  sendConnText,
-  socketRequest,
-  upgradeSocket,
-  type WsConn,
-} from './ws-conn.js';
+import { SocketHub } from './socket-hub.js';
+import { answerPost, CLOSE, closeConn, noRoom, socketRequest, type WsConn } from './ws-conn.js';
 
 export interface HubOptions {
   cfg: Config;
@@ -49,7 +36,7 @@ export interface HubOptions {
   modeOf(groupId: string): DeliveryMode;
 }
 
-export interface GroupHubEvents {
+export type GroupHubEvents = {
   /** A member typed (their typing goes to every other member: `typing` here, and the session hosts). */
   typing: [groupId: string, userId: string];
   /**
@@ -58,7 +45,7 @@ export interface GroupHubEvents {
    * `announcePresence`, counting users present through their inbox as well).
    */
   presence: [groupId: string, userId: string, connected: boolean];
-}
+};
 
 interface Conn extends WsConn {
   groupId: string;
@@ -71,23 +58,13 @@ interface GroupConns {
   users: Map<string, number>;
 }
 
-export class GroupHub extends EventEmitter<GroupHubEvents> {
-  private readonly wss: WebSocketServer;
+type Admitted = { groupId: string; userId: string };
+
+export class GroupHub extends SocketHub<Conn, Admitted, GroupHubEvents> {
   private readonly groups = new Map<string, GroupConns>();
-  private count = 0;
-  private closing = false;
 
   constructor(private readonly o: HubOptions) {
-    super();
-    this.wss = new WebSocketServer({
-      noServer: true,
-      maxPayload: o.cfg.shard.limits.wsMaxPayloadBytes,
-      perMessageDeflate: false,
-    });
-  }
-
-  get connections(): number {
-    return this.count;
+    super(o, 'group', o.metrics.connections);
   }
 
   /** Users connected to a group now, with their number of connections. */
@@ -101,19 +78,8 @@ export class GroupHub extends EventEmitter<GroupHubEvents> {
     return (this.groups.get(groupId)?.users.get(userId) ?? 0) > 0;
   }
 
-  /** Answers an upgrade request for /groups/{id}/ws (after ownership, auth and membership checks). */
-  handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
-    upgradeSocket(req, socket, head, {
-      wss: this.wss,
-      log: this.o.log,
-      what: 'upgrade',
-      admit: (r) => this.admit(r),
-      closing: () => this.closing,
-      open: (ws, { groupId, userId }, socket) => this.open(ws, socket, groupId, userId),
-    });
-  }
-
-  private async admit(req: IncomingMessage): Promise<{ groupId: string; userId: string }> {
+  /** An upgrade for /groups/{id}/ws: ownership (421), the token (401), the group (404) and membership (403). */
+  protected async admit(req: IncomingMessage): Promise<Admitted> {
     const { id: groupId, userId } = await socketRequest(req, {
       path: /^\/groups\/([^/]+)\/ws$/,
       kind: 'group',
@@ -123,18 +89,16 @@ export class GroupHub extends EventEmitter<GroupHubEvents> {
       closing: this.closing,
     });
     memberGroup(this.o.store, groupId, userId);
-    if (this.count >= this.o.cfg.shard.limits.maxConnections) throw noRoom();
+    if (this.connections >= this.limits.maxConnections) throw noRoom();
     return { groupId, userId };
   }
 
-  private open(ws: WebSocket, socket: Duplex, groupId: string, userId: string): void {
-    const conn: Conn = { ...connState(ws, socket, this.o.cfg.shard.limits), groupId, userId };
-    const registered = attachConn(conn, this.closing, {
-      message: (data, isBinary) => this.onMessage(conn, data, isBinary),
-      error: (err) => this.o.log.debug({ err: err.message, groupId, userId }, 'group WebSocket error'),
-      close: () => this.remove(conn),
-    });
-    if (!registered) return;
+  protected create(ws: WebSocket, socket: Duplex, a: Admitted): Conn {
+    return { ...this.connState(ws, socket), groupId: a.groupId, userId: a.userId };
+  }
+
+  protected added(conn: Conn): void {
+    const { groupId, userId } = conn;
     let g = this.groups.get(groupId);
     if (!g) {
       g = { conns: new Set(), users: new Map() };
@@ -143,8 +107,6 @@ export class GroupHub extends EventEmitter<GroupHubEvents> {
     const before = g.users.get(userId) ?? 0;
     g.conns.add(conn);
     g.users.set(userId, before + 1);
-    this.count++;
-    this.o.metrics.connections.set(this.count);
     const row = this.o.store.getGroup(groupId);
     this.send(conn, {
       type: 'hello',
@@ -158,25 +120,22 @@ export class GroupHub extends EventEmitter<GroupHubEvents> {
     if (before === 0) this.emit('presence', groupId, userId, true);
   }
 
-  /** Unregisters a closed connection (once). */
-  private remove(conn: Conn): void {
-    conn.done = true;
+  protected removed(conn: Conn): boolean {
     const g = this.groups.get(conn.groupId);
-    if (!g?.conns.delete(conn)) return;
-    this.count--;
-    this.o.metrics.connections.set(this.count);
+    if (!g?.conns.delete(conn)) return false;
     const left = (g.users.get(conn.userId) ?? 1) - 1;
     if (left > 0) g.users.set(conn.userId, left);
     else g.users.delete(conn.userId);
     if (g.conns.size === 0) this.groups.delete(conn.groupId);
     if (left === 0) this.emit('presence', conn.groupId, conn.userId, false);
+    return true;
   }
 
-  private onMessage(conn: Conn, data: Buffer, isBinary: boolean): void {
-    const limits = this.o.cfg.shard.limits;
-    // Rate limit (close 4029) and JSON framing, as for inboxes.
-    const ev = readClientEvent(conn, data, isBinary, limits, (e) => this.send(conn, e));
-    if (!ev) return;
+  protected *all(): Iterable<Conn> {
+    for (const g of this.groups.values()) yield* g.conns;
+  }
+
+  protected received(conn: Conn, ev: Record<string, unknown>): void {
     if (ev.type === 'typing') {
       this.emit('typing', conn.groupId, conn.userId);
       return;
@@ -222,17 +181,7 @@ export class GroupHub extends EventEmitter<GroupHubEvents> {
     const g = this.groups.get(groupId);
     if (!g) return;
     const frame = textFrame(JSON.stringify(event));
-    const limits = this.o.cfg.shard.limits;
-    for (const c of g.conns) if (c.userId !== exceptUser) sendConnFrame(c, frame, limits, this.o.metrics);
-  }
-
-  private send(conn: Conn, event: object): void {
-    this.sendText(conn, JSON.stringify(event));
-  }
-
-  private sendText(conn: Conn, text: string): void {
-    // A client that does not keep up is closed with 4008 rather than buffered without bound.
-    sendConnText(conn, text, this.o.cfg.shard.limits, this.o.metrics);
+    for (const c of g.conns) if (c.userId !== exceptUser) this.sendFrame(c, frame);
   }
 
   /** Ends a former member's connections to a group: an `error` event, then close 1008. */
@@ -248,12 +197,5 @@ export class GroupHub extends EventEmitter<GroupHubEvents> {
       });
       closeConn(conn, CLOSE.policy, 'not a member');
     }
-  }
-
-  /** Closes every connection with 1001 (shutdown); sockets that do not close in time are ended. */
-  close(): void {
-    this.closing = true;
-    for (const g of this.groups.values())
-      for (const c of g.conns) closeConn(c, CLOSE.goingAway, 'shard shutting down');
   }
 }

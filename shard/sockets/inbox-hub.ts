@@ -17,7 +17,7 @@
  */
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { type WebSocket, WebSocketServer } from 'ws';
+import type { WebSocket } from 'ws';
 import type { Config } from '../../common/config.js';
 import { ApiError } from '../../common/http-answers.js';
 import type { Logger } from '../../common/logger.js';
@@ -29,20 +29,8 @@ import { PRESENCE_REFRESH_MS, type PresenceStatus } from '../delivery/presence.j
 import type { MessageIntake } from '../messages/intake.js';
 import type { ShardMetrics } from '../metrics.js';
 import { textFrame } from './gathering.js';
-import {
-  answerPost,
-  attachConn,
-  CLOSE,
-  closeConn,
-  connState,
-  noRoom,
-  readClientEvent,
-  sendConnFrame,
-  sendConnText,
-  socketRequest,
-  upgradeSocket,
-  type WsConn,
-} from './ws-conn.js';
+import { SocketHub } from './socket-hub.js';
+import { answerPost, noRoom, socketRequest, type WsConn } from './ws-conn.js';
 
 /** Groups one inbox connection may follow at most. */
 const MAX_FOLLOWED = 10_000;
@@ -70,11 +58,8 @@ interface Conn extends WsConn {
   status: 'online' | 'away';
 }
 
-export class InboxHub {
-  private readonly wss: WebSocketServer;
+export class InboxHub extends SocketHub<Conn, string> {
   private readonly users = new Map<string, Set<Conn>>();
-  private count = 0;
-  private closing = false;
   /** What was last reported per user and group (absent: offline). */
   private readonly reported = new Map<string, Map<string, 'online' | 'away'>>();
   /** The report in progress per `userId groupId` (reports of one key go in order). */
@@ -82,17 +67,9 @@ export class InboxHub {
   private readonly refreshTimer: NodeJS.Timeout;
 
   constructor(private readonly o: InboxOptions) {
-    this.wss = new WebSocketServer({
-      noServer: true,
-      maxPayload: o.cfg.shard.limits.wsMaxPayloadBytes,
-      perMessageDeflate: false,
-    });
+    super(o, 'inbox', o.metrics.inboxConnections);
     this.refreshTimer = setInterval(() => this.refresh(), o.presenceRefreshMs ?? PRESENCE_REFRESH_MS);
     this.refreshTimer.unref();
-  }
-
-  get connections(): number {
-    return this.count;
   }
 
   /** Whether the user has a live inbox connection on this host. */
@@ -105,18 +82,8 @@ export class InboxHub {
     return /^\/users\/[^/?]+\/ws(?:\?|$)/.test(url ?? '');
   }
 
-  handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
-    upgradeSocket(req, socket, head, {
-      wss: this.wss,
-      log: this.o.log,
-      what: 'inbox upgrade',
-      admit: (r) => this.admit(r),
-      closing: () => this.closing,
-      open: (ws, userId, socket) => this.open(ws, socket, userId),
-    });
-  }
-
-  private async admit(req: IncomingMessage): Promise<string> {
+  /** An upgrade for /users/{id}/ws: ownership (421), the token (401), and only your own inbox (403). */
+  protected async admit(req: IncomingMessage): Promise<string> {
     const { id: userId, userId: me } = await socketRequest(req, {
       path: /^\/users\/([^/]+)\/ws$/,
       kind: 'user',
@@ -126,42 +93,34 @@ export class InboxHub {
       closing: this.closing,
     });
     if (me !== userId) throw new ApiError(403, 'forbidden', 'you may only open your own inbox');
-    if (this.count + this.o.otherConnections() >= this.o.cfg.shard.limits.maxConnections) throw noRoom();
+    if (this.connections + this.o.otherConnections() >= this.limits.maxConnections) throw noRoom();
     return userId;
   }
 
-  private open(ws: WebSocket, socket: Duplex, userId: string): void {
-    const conn: Conn = {
-      ...connState(ws, socket, this.o.cfg.shard.limits),
-      userId,
-      groups: new Set(),
-      status: 'online',
-    };
-    const registered = attachConn(conn, this.closing, {
-      message: (data, isBinary) => this.onMessage(conn, data, isBinary),
-      error: (err) => this.o.log.debug({ err: err.message, userId }, 'inbox WebSocket error'),
-      close: () => this.remove(conn),
-    });
-    if (!registered) return;
-    let set = this.users.get(userId);
-    if (!set) {
-      set = new Set();
-      this.users.set(userId, set);
-    }
-    set.add(conn);
-    this.count++;
-    this.o.metrics.inboxConnections.set(this.count);
-    this.send(conn, { type: 'hello', userId, shard: this.o.own.ordinal });
+  protected create(ws: WebSocket, socket: Duplex, userId: string): Conn {
+    return { ...this.connState(ws, socket), userId, groups: new Set(), status: 'online' };
   }
 
-  private remove(conn: Conn): void {
-    conn.done = true;
+  protected added(conn: Conn): void {
+    let set = this.users.get(conn.userId);
+    if (!set) {
+      set = new Set();
+      this.users.set(conn.userId, set);
+    }
+    set.add(conn);
+    this.send(conn, { type: 'hello', userId: conn.userId, shard: this.o.own.ordinal });
+  }
+
+  protected removed(conn: Conn): boolean {
     const set = this.users.get(conn.userId);
-    if (!set?.delete(conn)) return;
-    this.count--;
-    this.o.metrics.inboxConnections.set(this.count);
+    if (!set?.delete(conn)) return false;
     if (set.size === 0) this.users.delete(conn.userId);
     if (conn.groups.size > 0) this.updatePresence(conn.userId);
+    return true;
+  }
+
+  protected *all(): Iterable<Conn> {
+    for (const set of this.users.values()) yield* set;
   }
 
   // --- presence ---
@@ -230,11 +189,7 @@ export class InboxHub {
     this.updatePresence(conn.userId);
   }
 
-  private onMessage(conn: Conn, data: Buffer, isBinary: boolean): void {
-    const limits = this.o.cfg.shard.limits;
-    // Rate limit (close 4029) and JSON framing, as for group WebSockets.
-    const ev = readClientEvent(conn, data, isBinary, limits, (e) => this.send(conn, e));
-    if (!ev) return;
+  protected received(conn: Conn, ev: Record<string, unknown>): void {
     if (ev.type === 'follow' || ev.type === 'unfollow' || ev.type === 'status') {
       this.onPresenceEvent(conn, ev);
       return;
@@ -278,29 +233,18 @@ export class InboxHub {
   deliver(recipients: readonly string[], event: object): number {
     let frame: Buffer | undefined;
     let n = 0;
-    const limits = this.o.cfg.shard.limits;
     for (const userId of recipients) {
       const set = this.users.get(userId);
       if (!set) continue;
       frame ??= textFrame(JSON.stringify(event));
-      for (const c of set) if (sendConnFrame(c, frame, limits, this.o.metrics)) n++;
+      for (const c of set) if (this.sendFrame(c, frame)) n++;
     }
     return n;
   }
 
-  private send(conn: Conn, event: object): void {
-    this.sendText(conn, JSON.stringify(event));
-  }
-
-  private sendText(conn: Conn, text: string): boolean {
-    return sendConnText(conn, text, this.o.cfg.shard.limits, this.o.metrics);
-  }
-
   /** Closes every inbox with 1001 (shutdown). */
-  close(): void {
-    this.closing = true;
+  override close(): void {
     clearInterval(this.refreshTimer);
-    for (const set of this.users.values())
-      for (const c of set) closeConn(c, CLOSE.goingAway, 'shard shutting down');
+    super.close();
   }
 }

@@ -1,5 +1,5 @@
 /**
- * What group WebSockets (shard/hub.ts) and inbox WebSockets (shard/inbox.ts) share: the
+ * What group WebSockets (shard/sockets/group-hub.ts) and inbox WebSockets (shard/sockets/inbox-hub.ts) share: the
  * upgrade (the id in the path owned by this shard, 421 otherwise; the token; refusals
  * answered as JSON), and per connection the close codes, the message rate limit and
  * JSON framing of what clients send, the bounded send queue (a consumer that falls

@@ -1,5 +1,5 @@
 /**
- * What the store and the message-writer thread share: the message row and its mapping,
+ * What the store and the message-writer thread share: the message row as SQL reads it,
  * the statements of an append, and the messages between the two threads.
  */
 import type { Message } from '../../common/protocol.js';
@@ -30,23 +30,14 @@ export type WriterReply =
   | { type: 'done'; id: number; results: BatchOutcome[]; seconds: number }
   | { type: 'failed'; id: number; error: WireError };
 
+/** A message row as a Message (SQLite answers the object itself: no mapping per row). */
+export const MESSAGE_COLUMNS =
+  'group_id AS groupId, msg_id AS msgId, prev_msg_id AS prevMsgId, epoch, ts, user_id AS userId, contents, client_msg_id AS clientMsgId';
+
 export const MESSAGE_SQL = {
   groupHead: 'SELECT last_msg_id, epoch FROM groups WHERE id = ?',
-  byClientId: 'SELECT * FROM messages WHERE group_id = ? AND user_id = ? AND client_msg_id = ?',
+  byClientId: `SELECT ${MESSAGE_COLUMNS} FROM messages WHERE group_id = ? AND user_id = ? AND client_msg_id = ?`,
   insertMessage: `INSERT INTO messages (group_id, msg_id, prev_msg_id, epoch, ts, user_id, contents, client_msg_id)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
   setLast: 'UPDATE groups SET last_msg_id = ? WHERE id = ?',
 } as const;
-
-export function toMessage(r: Record<string, unknown>): Message {
-  return {
-    groupId: r.group_id as string,
-    msgId: r.msg_id as number,
-    prevMsgId: r.prev_msg_id as number,
-    epoch: r.epoch as string,
-    ts: r.ts as number,
-    userId: r.user_id as string,
-    contents: r.contents as string,
-    clientMsgId: r.client_msg_id as string,
-  };
-}

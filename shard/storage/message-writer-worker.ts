@@ -10,7 +10,7 @@ import {
   type AppendRequest,
   type BatchOutcome,
   MESSAGE_SQL,
-  toMessage,
+  type Message,
   type WriterReply,
   type WriterRequest,
 } from './message-sql.js';
@@ -20,7 +20,7 @@ if (!port) throw new Error('message-writer-worker runs in a worker thread');
 
 const { file } = workerData as { file: string };
 
-// Statements live as long as the thread (see NATIVE_OBJECTS in store.ts: an ObjectWrap
+// Statements live as long as the thread (see NATIVE_OBJECTS in database.ts: an ObjectWrap
 // collected outside a JavaScript context aborts the process on Node 24).
 let db: Database.Database;
 let st: { [K in keyof typeof MESSAGE_SQL]: Database.Statement };
@@ -41,10 +41,8 @@ try {
 
 /** One append inside the batch's transaction; a group's last msgId is written once per batch. */
 function appendOne(p: AppendRequest, heads: Map<string, { last: number; epoch: string }>): BatchOutcome {
-  const existing = st.byClientId.get(p.groupId, p.userId, p.clientMsgId) as
-    | Record<string, unknown>
-    | undefined;
-  if (existing) return { message: toMessage(existing), created: false };
+  const existing = st.byClientId.get(p.groupId, p.userId, p.clientMsgId) as Message | undefined;
+  if (existing) return { message: existing, created: false };
   let head = heads.get(p.groupId);
   if (!head) {
     const row = st.groupHead.get(p.groupId) as { last_msg_id: number; epoch: string } | undefined;

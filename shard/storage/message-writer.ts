@@ -1,6 +1,6 @@
 /**
  * Group commit on a worker thread. Appends queue here; one batch at a time goes to the
- * writer thread (shard/message-writer-worker.ts), which stores it in one transaction
+ * writer thread (shard/storage/message-writer-worker.ts), which stores it in one transaction
  * (one fsync) on its own connection. While a batch commits, the event loop keeps serving
  * and the next batch fills, so the batch grows with the load. Every caller is answered
  * only after the transaction holding its message committed.

@@ -68,30 +68,14 @@ export interface RosterRow {
   pending: boolean;
 }
 
-export function toGroup(r: Record<string, unknown>): GroupRow {
-  return {
-    id: r.id as string,
-    subject: r.subject as string,
-    owner: r.owner as string,
-    capacity: r.capacity as number,
-    overflow: r.overflow as 'reject' | 'shard',
-    closed: r.closed === 1,
-    epoch: r.epoch as string,
-    lastMsgId: r.last_msg_id as number,
-    memberCount: r.member_count as number,
-    parent: (r.parent as string | null) ?? null,
-    createdAt: r.created_at as number,
-    updatedAt: r.updated_at as number,
-  };
-}
+/** Columns of a user row as a UserRow. */
+export const USER_COLUMNS =
+  'id, name, email, photo_url AS photoUrl, created_at AS createdAt, updated_at AS updatedAt';
 
-export function toUser(r: Record<string, unknown>): UserRow {
-  return {
-    id: r.id as string,
-    name: r.name as string,
-    email: (r.email as string | null) ?? null,
-    photoUrl: (r.photo_url as string | null) ?? null,
-    createdAt: r.created_at as number,
-    updatedAt: r.updated_at as number,
-  };
+/** Columns of a group row as a GroupRow (but `closed`, an integer: see toGroup). */
+export const GROUP_COLUMNS =
+  'id, subject, owner, capacity, overflow, closed, epoch, last_msg_id AS lastMsgId, member_count AS memberCount, parent, created_at AS createdAt, updated_at AS updatedAt';
+
+export function toGroup(r: GroupRow | (Omit<GroupRow, 'closed'> & { closed: number })): GroupRow {
+  return { ...r, closed: r.closed === 1 || r.closed === true };
 }

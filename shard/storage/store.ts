@@ -16,9 +16,17 @@ import path from 'node:path';
 import type Database from 'better-sqlite3';
 import { databaseBytes, keep, openDatabase } from './database.js';
 import { readOnlyError, StorageError, storageError, wireError } from './errors.js';
-import { type AppendResult, MESSAGE_SQL, type Message, toMessage } from './message-sql.js';
+import { type AppendResult, MESSAGE_COLUMNS, MESSAGE_SQL, type Message } from './message-sql.js';
 import { MessageWriter } from './message-writer.js';
-import { type GroupRow, type MemberRow, type RosterRow, toGroup, toUser, type UserRow } from './schema.js';
+import {
+  GROUP_COLUMNS,
+  type GroupRow,
+  type MemberRow,
+  type RosterRow,
+  toGroup,
+  USER_COLUMNS,
+  type UserRow,
+} from './schema.js';
 
 export { StorageError } from './errors.js';
 export type { AppendResult, Message } from './message-sql.js';
@@ -41,20 +49,17 @@ export interface GroupSnapshot {
   roster: RosterRow[];
 }
 
-export interface NewGroup {
-  id: string;
-  subject: string;
-  owner: string;
-  capacity: number;
-  overflow: 'reject' | 'shard';
-  closed: boolean;
-  parent: string | null;
+export type NewGroup = Pick<
+  GroupRow,
+  'id' | 'subject' | 'owner' | 'capacity' | 'overflow' | 'closed' | 'parent'
+> & {
+  /** The first member (the creator), or none (sub-conversations). */
   firstMember: string | null;
-}
+};
 
 function prepareStatements(db: Database.Database) {
   const st = {
-    getUser: db.prepare('SELECT * FROM users WHERE id = ?'),
+    getUser: db.prepare(`SELECT ${USER_COLUMNS} FROM users WHERE id = ?`),
     byClientId: db.prepare(MESSAGE_SQL.byClientId),
     insertUser: db.prepare(
       'INSERT INTO users (id, name, email, photo_url, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)',
@@ -67,11 +72,7 @@ function prepareStatements(db: Database.Database) {
        VALUES (?, ?, ?, ?, ?, ?)`,
     ),
     deleteUser: db.prepare('DELETE FROM users WHERE id = ?'),
-    getGroup: db.prepare('SELECT * FROM groups WHERE id = ?'),
-    insertGroup: db.prepare(
-      `INSERT INTO groups (id, subject, owner, capacity, overflow, closed, epoch, parent, created_at, updated_at)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-    ),
+    getGroup: db.prepare(`SELECT ${GROUP_COLUMNS} FROM groups WHERE id = ?`),
     putGroup: db.prepare(
       `INSERT OR REPLACE INTO groups (id, subject, owner, capacity, overflow, closed, epoch, last_msg_id,
          member_count, parent, created_at, updated_at)
@@ -87,11 +88,13 @@ function prepareStatements(db: Database.Database) {
     deleteMembers: db.prepare('DELETE FROM members WHERE group_id = ?'),
     countMembers: db.prepare('UPDATE groups SET member_count = member_count + ? WHERE id = ?'),
     listMembers: db.prepare(
-      'SELECT user_id, joined_at FROM members WHERE group_id = ? AND user_id > ? ORDER BY user_id LIMIT ?',
+      'SELECT user_id AS userId, joined_at AS joinedAt FROM members WHERE group_id = ? AND user_id > ? ORDER BY user_id LIMIT ?',
     ),
-    after: db.prepare('SELECT * FROM messages WHERE group_id = ? AND msg_id > ? ORDER BY msg_id LIMIT ?'),
+    after: db.prepare(
+      `SELECT ${MESSAGE_COLUMNS} FROM messages WHERE group_id = ? AND msg_id > ? ORDER BY msg_id LIMIT ?`,
+    ),
     before: db.prepare(
-      'SELECT * FROM messages WHERE group_id = ? AND msg_id < ? ORDER BY msg_id DESC LIMIT ?',
+      `SELECT ${MESSAGE_COLUMNS} FROM messages WHERE group_id = ? AND msg_id < ? ORDER BY msg_id DESC LIMIT ?`,
     ),
     importMessage: db.prepare(
       `INSERT OR IGNORE INTO messages (group_id, msg_id, prev_msg_id, epoch, ts, user_id, contents, client_msg_id)
@@ -106,7 +109,7 @@ function prepareStatements(db: Database.Database) {
     rosterDelete: db.prepare('DELETE FROM roster WHERE parent_id = ? AND user_id = ?'),
     rosterDeleteAll: db.prepare('DELETE FROM roster WHERE parent_id = ?'),
     rosterAll: db.prepare(
-      'SELECT user_id, conversation, placed_at, pending FROM roster WHERE parent_id = ? ORDER BY user_id',
+      'SELECT user_id AS userId, conversation, placed_at AS placedAt, pending FROM roster WHERE parent_id = ? ORDER BY user_id',
     ),
     rosterCounts: db.prepare(
       'SELECT conversation, COUNT(*) AS n FROM roster WHERE parent_id = ? GROUP BY conversation',
@@ -174,8 +177,7 @@ export class Store extends EventEmitter<StoreEvents> {
   // --- users ---
 
   getUser(id: string): UserRow | undefined {
-    const r = this.st.getUser.get(id) as Record<string, unknown> | undefined;
-    return r ? toUser(r) : undefined;
+    return this.st.getUser.get(id) as UserRow | undefined;
   }
 
   /** Creates or updates a profile; `created` tells which. */
@@ -197,7 +199,7 @@ export class Store extends EventEmitter<StoreEvents> {
   // --- groups and members ---
 
   getGroup(id: string): GroupRow | undefined {
-    const r = this.st.getGroup.get(id) as Record<string, unknown> | undefined;
+    const r = this.st.getGroup.get(id) as (Omit<GroupRow, 'closed'> & { closed: number }) | undefined;
     return r ? toGroup(r) : undefined;
   }
 
@@ -207,24 +209,36 @@ export class Store extends EventEmitter<StoreEvents> {
       const existing = this.getGroup(g.id);
       if (existing) return { group: existing, created: false };
       const now = Date.now();
-      const epoch = randomBytes(8).toString('hex');
-      this.st.insertGroup.run(
-        g.id,
-        g.subject,
-        g.owner,
-        g.capacity,
-        g.overflow,
-        g.closed ? 1 : 0,
-        epoch,
-        g.parent,
-        now,
-        now,
-      );
+      this.putGroupRow({
+        ...g,
+        epoch: randomBytes(8).toString('hex'),
+        lastMsgId: 0,
+        createdAt: now,
+        updatedAt: now,
+      });
       if (g.firstMember) this.addMemberTx(g.id, g.firstMember, now);
       return { group: this.getGroup(g.id) as GroupRow, created: true };
     });
     if (r.created) this.emit('members-changed', g.id);
     return r;
+  }
+
+  /** Writes a group's row (inside a transaction); its member count is counted from its members. */
+  private putGroupRow(g: Omit<GroupRow, 'memberCount'>): void {
+    this.st.putGroup.run(
+      g.id,
+      g.subject,
+      g.owner,
+      g.capacity,
+      g.overflow,
+      g.closed ? 1 : 0,
+      g.epoch,
+      g.lastMsgId,
+      g.id,
+      g.parent,
+      g.createdAt,
+      g.updatedAt,
+    );
   }
 
   updateGroup(
@@ -278,10 +292,7 @@ export class Store extends EventEmitter<StoreEvents> {
   }
 
   listMembers(groupId: string, after: string, limit: number): MemberRow[] {
-    return (this.st.listMembers.all(groupId, after, limit) as Record<string, unknown>[]).map((r) => ({
-      userId: r.user_id as string,
-      joinedAt: r.joined_at as number,
-    }));
+    return this.st.listMembers.all(groupId, after, limit) as MemberRow[];
   }
 
   // --- roster of sharded conversations (kept on the parent's shard) ---
@@ -319,22 +330,20 @@ export class Store extends EventEmitter<StoreEvents> {
   append(groupId: string, userId: string, contents: string, clientMsgId: string): Promise<AppendResult> {
     if (this.readOnly) {
       // A repeated clientMsgId still gets its first result; anything new is refused.
-      const existing = this.st.byClientId.get(groupId, userId, clientMsgId) as
-        | Record<string, unknown>
-        | undefined;
+      const existing = this.st.byClientId.get(groupId, userId, clientMsgId) as Message | undefined;
       return existing
-        ? Promise.resolve({ message: toMessage(existing), created: false })
+        ? Promise.resolve({ message: existing, created: false })
         : Promise.reject(readOnlyError());
     }
     return this.writer.append({ groupId, userId, contents, clientMsgId });
   }
 
   messagesAfter(groupId: string, after: number, limit: number): Message[] {
-    return (this.st.after.all(groupId, after, limit) as Record<string, unknown>[]).map(toMessage);
+    return this.st.after.all(groupId, after, limit) as Message[];
   }
 
   messagesBefore(groupId: string, before: number, limit: number): Message[] {
-    return (this.st.before.all(groupId, before, limit) as Record<string, unknown>[]).map(toMessage).reverse();
+    return (this.st.before.all(groupId, before, limit) as Message[]).reverse();
   }
 
   // --- moving keys between shards: export and import whole ---
@@ -350,12 +359,9 @@ export class Store extends EventEmitter<StoreEvents> {
       if (page.length < 1000) break;
       after = (page[page.length - 1] as MemberRow).userId;
     }
-    const roster = (this.st.rosterAll.all(id) as Record<string, unknown>[]).map((r) => ({
-      userId: r.user_id as string,
-      conversation: r.conversation as string,
-      placedAt: r.placed_at as number,
-      pending: r.pending === 1,
-    }));
+    const roster = (this.st.rosterAll.all(id) as (Omit<RosterRow, 'pending'> & { pending: number })[]).map(
+      (r) => ({ ...r, pending: r.pending === 1 }),
+    );
     return { group, members, roster };
   }
 
@@ -371,20 +377,8 @@ export class Store extends EventEmitter<StoreEvents> {
       this.st.deleteMembers.run(g.id);
       for (const m of s.members) this.st.insertMember.run(g.id, m.userId, m.joinedAt);
       const current = this.getGroup(g.id);
-      this.st.putGroup.run(
-        g.id,
-        g.subject,
-        g.owner,
-        g.capacity,
-        g.overflow,
-        g.closed ? 1 : 0,
-        g.epoch,
-        Math.max(g.lastMsgId, current?.epoch === g.epoch ? current.lastMsgId : 0),
-        g.id,
-        g.parent,
-        g.createdAt,
-        g.updatedAt,
-      );
+      const lastMsgId = Math.max(g.lastMsgId, current?.epoch === g.epoch ? current.lastMsgId : 0);
+      this.putGroupRow({ ...g, lastMsgId });
       this.st.rosterDeleteAll.run(g.id);
       for (const r of s.roster)
         this.st.rosterPut.run(g.id, r.userId, r.conversation, r.placedAt, r.pending ? 1 : 0);

@@ -1,7 +1,7 @@
 /**
  * A small in-process stand-in for a shardchat shard, for client SDK tests: node:http
  * plus a `ws` WebSocketServer on 127.0.0.1 (port 0) speaking the protocol of
- * shard/hub.ts (hello, message, typing, presence, ack, error; close codes), and the
+ * shard/sockets/group-hub.ts (hello, message, typing, presence, ack, error; close codes), and the
  * read routes the SDK uses (GET /groups/{id}/messages?after=|before=&limit=,
  * GET /groups/{id}/presence). Tokens are user ids. The message log is controllable:
  * tests append with or without pushing, push raw events, drop connections, refuse
@@ -123,7 +123,8 @@ export class FakeChatServer {
 
   /**
    * Stores a message (idempotent by user and clientMsgId, as the shard is); pushes it to
-   * the group's connections when new and `push` is true.
+   * the group's connections when new and `push` is true. Without a clientMsgId (null),
+   * the message gets one of its own, as every stored message has one.
    */
   append(
     groupId: string,
@@ -146,7 +147,7 @@ export class FakeChatServer {
       ts: Date.now(),
       userId,
       contents,
-      clientMsgId,
+      clientMsgId: clientMsgId ?? `fake-${groupId}-${prev + 1}`,
     };
     g.log.push(message);
     if (push) {

@@ -184,6 +184,14 @@ function distUrl(rel: string): string {
   return pathToFileURL(path.join(REPO_ROOT, 'dist', rel)).href;
 }
 
+/**
+ * A module as built in dist/ (`npm run build`), typed as its source: for code that
+ * starts worker threads, which load the built JavaScript (the store's message writer).
+ */
+export async function fromDist<T>(rel: string): Promise<T> {
+  return (await import(distUrl(rel))) as T;
+}
+
 /** ShardFunction from dist/common/shard-function.js, with the hash initialised. */
 export async function loadShardFunction(): Promise<ShardFunctionApi> {
   const hash = (await import(distUrl('common/hash.js'))) as HashModule;

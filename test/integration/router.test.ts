@@ -1,5 +1,5 @@
 /**
- * The router as a black box (DESIGN sections 1, 2, 3 and 8): real router processes
+ * The router as a black box (docs/architecture.md sections 1, 2, 3 and 8): real router processes
  * started through the built CLI (`npm run build` first) in front of real test
  * backends (test/fixtures/backend.mjs), on free loopback ports. Only behaviour seen
  * from outside is asserted: where requests arrive, what they look like there, what
@@ -1201,7 +1201,7 @@ describe('admin port', () => {
     });
   });
 
-  it('/metrics carries every router series of DESIGN section 8 and process metrics', async () => {
+  it('/metrics carries every router series of docs/architecture.md section 8 and process metrics', async () => {
     // Some traffic first, so that labelled series have values.
     await request(`${main.url}${groupPath(keyOn(0, 4))}`);
     const text = await metricsOf(main);

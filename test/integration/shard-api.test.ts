@@ -1,5 +1,5 @@
 /**
- * The shard's chat API (DESIGN sections 2 and 4) through the router, against a real
+ * The shard's chat API (docs/architecture.md sections 2 and 4) through the router, against a real
  * cluster of three shard processes: message ids under concurrency, idempotent posts,
  * paging, long polls, authentication, authorization, bad input, ownership (421) and
  * the shard's metrics.

@@ -1,5 +1,5 @@
 /**
- * Durability (DESIGN section 4): a message is acknowledged only after it is durable.
+ * Durability (docs/architecture.md section 4): a message is acknowledged only after it is durable.
  * Clients post continuously to groups of one shard while that shard's process is
  * SIGKILLed at random points and restarted on the same data; afterwards every
  * acknowledged message is there exactly once with its original msgId and contents,

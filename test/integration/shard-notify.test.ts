@@ -1,5 +1,5 @@
 /**
- * Offline notifications (DESIGN section 6) on real processes, with a real HTTP server in
+ * Offline notifications (docs/architecture.md section 6) on real processes, with a real HTTP server in
  * the test process as the webhook: each member's session host notifies the members with
  * no live connection anywhere (no inbox, no group WebSocket; not the author), in batches;
  * a full queue and a failing webhook are counted as drops; an empty webhookUrl turns it

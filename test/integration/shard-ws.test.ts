@@ -1,5 +1,5 @@
 /**
- * Group WebSockets (DESIGN section 4) through the router, on real processes: hello,
+ * Group WebSockets (docs/architecture.md section 4) through the router, on real processes: hello,
  * ordered delivery of posted messages, acks, typing, presence, refusals passed through,
  * malformed frames, the rate limit (4029), the bounded send queue (4008), the payload
  * limit (1009) and shard shutdown (1001).

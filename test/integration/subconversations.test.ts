@@ -1,5 +1,5 @@
 /**
- * Sharded conversations (DESIGN section 5) through the router of a 3-shard cluster:
+ * Sharded conversations (docs/architecture.md section 5) through the router of a 3-shard cluster:
  * a group with `overflow: shard` fills itself to `capacity`, then sub-conversations
  * `{id}~k` on the shards the shard function names; the parent's shard keeps the roster.
  */

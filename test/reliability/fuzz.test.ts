@@ -340,7 +340,7 @@ describe('bad input fuzzing (router and shard)', () => {
         // counted here to show they were exercised, held to the same rule as the rest.
         if (!http.METHODS.includes(method)) unknownMethods++;
         if (path.startsWith('//')) doubleSlashTargets++;
-        // DESIGN section 2: an x-group-id header that routes the request to another shard
+        // docs/architecture.md section 2: an x-group-id header that routes the request to another shard
         // than the one owning the id in the path gets 421 from that shard, which the router
         // answers 503 shard_misdirected (JSON, Retry-After). Documented; counted apart.
         if (

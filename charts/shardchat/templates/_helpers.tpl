@@ -103,7 +103,7 @@ app.kubernetes.io/part-of: shardchat
 {{- with $v.auth.issuer }}{{ $_ := set $auth "issuer" . }}{{ end -}}
 {{- with $v.auth.audience }}{{ $_ := set $auth "audience" . }}{{ end -}}
 {{- $cfg := dict "shardSpec" $v.shardSpec "topology" $topology "router" $router "shard" $shard "auth" $auth "log" $v.log -}}
-# shardchat configuration (DESIGN section 3), rendered by the Helm chart from its values.
+# shardchat configuration (docs/architecture.md section 3), rendered by the Helm chart from its values.
 # S (topology.shards) comes from the value `shards`, like the StatefulSet's replicas.
 {{ toYaml $cfg }}
 {{- end }}

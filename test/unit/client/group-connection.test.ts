@@ -1,6 +1,6 @@
 /**
  * GroupConnection (client/group-connection.ts) against an in-process fake shard that
- * speaks the group WebSocket protocol of shard/hub.ts: history on connect, gap filling,
+ * speaks the group WebSocket protocol of shard/sockets/group-hub.ts: history on connect, gap filling,
  * duplicates, the outbox (acks, resends with the same clientMsgId, ack timeouts,
  * permanent errors, retry), reconnect states and catch-up, refusals, epoch changes,
  * typing and presence.

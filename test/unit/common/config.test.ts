@@ -1,5 +1,5 @@
 /**
- * Configuration (DESIGN section 3): defaults, validation errors that name the bad
+ * Configuration (docs/architecture.md section 3): defaults, validation errors that name the bad
  * field, refusal of unsafe patterns, and SHARDCHAT__ environment overrides.
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -73,12 +73,12 @@ describe('defaults', () => {
     auth: { devTokens: false },
   };
 
-  it('an empty configuration has the DESIGN section 3 shape', () => {
+  it('an empty configuration has the docs/architecture.md section 3 shape', () => {
     const cfg = parseConfig({});
     expect(cfg).toMatchObject(designShape);
     // Sections with nothing beyond the documented fields are exactly those fields.
     expect(cfg.shardSpec).toEqual(designShape.shardSpec);
-    // DESIGN section 3 lists the shard's base fields; limits, commit, internal and
+    // docs/architecture.md section 3 lists the shard's base fields; limits, commit, internal and
     // notifications joined as their features landed (checked below).
     expect(cfg.shard).toMatchObject(designShape.shard);
     expect(cfg.shard.ordinal).toBeUndefined();
@@ -109,7 +109,7 @@ describe('defaults', () => {
     );
   });
 
-  it('the DESIGN section 3 block itself, written out as a file, is accepted and equals the defaults', () => {
+  it('the docs/architecture.md section 3 block itself, written out as a file, is accepted and equals the defaults', () => {
     const text = `
 shardSpec:
   urlPattern: '^/(?:groups|users)/([^/]+)'

@@ -1,5 +1,5 @@
 /**
- * The shard function (DESIGN section 1): reference vectors, key extraction, hashing
+ * The shard function (docs/architecture.md section 1): reference vectors, key extraction, hashing
  * and assignment, plus properties of both assignments under fast-check.
  */
 import { existsSync, readFileSync } from 'node:fs';

@@ -1,5 +1,5 @@
 /**
- * The shard's check of JSON body text (shard/errors.ts `checkText`): well-formed UTF-8 and
+ * The shard's check of JSON body text (shard/api/errors.ts `checkText`): well-formed UTF-8 and
  * UTF-16 pass, malformed bytes are refused instead of being decoded to U+FFFD.
  */
 import { describe, expect, it } from 'vitest';

@@ -1,5 +1,5 @@
 /**
- * Push or pull per group (shard/delivery-mode.ts, docs/delivery-protocol.md section 7):
+ * Push or pull per group (shard/delivery/modes.ts, docs/delivery-protocol.md section 7):
  * the hysteresis of ModePolicy on a controlled clock (enter at enterRate with enough
  * members, stay between exitRate and enterRate, leave only after holdMs below
  * exitRate), and DeliveryModes: which messages are pushed, the ticks (the switch

@@ -1,5 +1,5 @@
 /**
- * The memory ring of recent messages (shard/recent.ts): for every `after` and `limit` it
+ * The memory ring of recent messages (shard/delivery/recent.ts): for every `after` and `limit` it
  * answers exactly what `SELECT … WHERE msg_id > after ORDER BY msg_id LIMIT limit` does
  * (here: the same filter on the full log), or nothing when the range is not all in the
  * ring; its bounds (messages per group, bytes over all groups) hold; a hole or a new

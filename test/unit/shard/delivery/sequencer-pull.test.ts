@@ -1,5 +1,5 @@
 /**
- * The session host's sequencer across push -> pull -> push (shard/delivery-sequencer.ts,
+ * The session host's sequencer across push -> pull -> push (shard/delivery/sequencer.ts,
  * docs/delivery-protocol.md section 7): ticks move `last` past the messages that were not
  * pushed, so none of them is a gap and nothing is repaired; a tick stops a repair under
  * way; repeated ticks are dropped unless they change the mode; the push tick lets the

@@ -1,5 +1,5 @@
 /**
- * The per-user message rate limit (shard/user-rate.ts) on a clock the test moves: the
+ * The per-user message rate limit (shard/messages/user-rate.ts) on a clock the test moves: the
  * burst, the refill, Retry-After, independence of users, the 429 it throws, and the
  * bound on its memory (idle buckets dropped, the map capped).
  */

@@ -1,5 +1,5 @@
 /**
- * shard/ws-conn.ts on real sockets: pre-framed events, write gathering, and the close
+ * shard/sockets/ws-conn.ts on real sockets: pre-framed events, write gathering, and the close
  * grace (`shard.limits.wsCloseGraceMs`) after which a closing socket whose client does
  * not answer is ended.
  */

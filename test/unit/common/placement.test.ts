@@ -1,0 +1,94 @@
+/** Placement (common/placement.ts): the owner of a key under a shard map, as router, shards and CLI compute it. */
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import fc from 'fast-check';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { parseConfig } from '../../../common/config.js';
+import { initHash, xxh64 } from '../../../common/hash.js';
+import { configuredMap, Placement } from '../../../common/placement.js';
+
+interface Vector {
+  key: string;
+  xxh64: string;
+  modulo: Record<string, number>;
+  jump: Record<string, number>;
+}
+
+const vectors = JSON.parse(
+  readFileSync(
+    path.join(path.dirname(fileURLToPath(import.meta.url)), '../../fixtures/shard-function-vectors.json'),
+    'utf8',
+  ),
+) as Vector[];
+
+beforeAll(async () => {
+  await initHash();
+});
+
+describe('Placement', () => {
+  it('owns every reference vector where the independent implementation put it, under both assignments', () => {
+    for (const v of vectors) {
+      for (const [s, shard] of Object.entries(v.modulo))
+        expect(new Placement({ version: 1, shards: Number(s), assignment: 'modulo' }).ownerOf(v.key)).toBe(
+          shard,
+        );
+      for (const [s, shard] of Object.entries(v.jump))
+        expect(new Placement({ version: 1, shards: Number(s), assignment: 'jump' }).ownerOf(v.key)).toBe(
+          shard,
+        );
+    }
+  });
+
+  it('gives the same owner for a key and for its hash', () => {
+    const p = new Placement({ version: 3, shards: 7, assignment: 'jump' });
+    fc.assert(fc.property(fc.string(), (k) => p.ownerOf(k) === p.ownerOfHash(xxh64(k))));
+  });
+
+  it('always names an ordinal below S', () => {
+    fc.assert(
+      fc.property(fc.string(), fc.integer({ min: 1, max: 64 }), fc.boolean(), (k, shards, jump) => {
+        const o = new Placement({ version: 0, shards, assignment: jump ? 'jump' : 'modulo' }).ownerOf(k);
+        return Number.isInteger(o) && o >= 0 && o < shards;
+      }),
+    );
+  });
+
+  it('under jump, growing S to S+1 moves exactly the keys that land on the new shard', () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.string(), { minLength: 50, maxLength: 200 }),
+        fc.integer({ min: 1, max: 32 }),
+        (keys, s) => {
+          const before = new Placement({ version: 1, shards: s, assignment: 'jump' });
+          const after = new Placement({ version: 2, shards: s + 1, assignment: 'jump' });
+          return keys.every((k) => {
+            const moved = before.ownerOf(k) !== after.ownerOf(k);
+            return moved === (after.ownerOf(k) === s);
+          });
+        },
+      ),
+    );
+  });
+
+  it('refuses a map without shards, and freezes the map it holds', () => {
+    expect(() => new Placement({ version: 0, shards: 0, assignment: 'modulo' })).toThrow(
+      /positive whole number/,
+    );
+    const p = new Placement({ version: 5, shards: 2, assignment: 'modulo' });
+    expect(Object.isFrozen(p.map)).toBe(true);
+    expect([p.version, p.shards]).toEqual([5, 2]);
+  });
+
+  it('configuredMap takes S and the assignment from the configuration (version 0)', () => {
+    expect(configuredMap(parseConfig({}))).toEqual({ version: 0, shards: 3, assignment: 'modulo' });
+    expect(
+      configuredMap(
+        parseConfig({
+          shardSpec: { assignment: 'jump' },
+          topology: { targets: ['http://a:1', 'http://b:1'] },
+        }),
+      ),
+    ).toEqual({ version: 0, shards: 2, assignment: 'jump' });
+  });
+});

@@ -1,0 +1,183 @@
+/**
+ * The store (shard/storage/store.ts) on real SQLite files: its change events reach every
+ * listener, and a group (row, members, roster, messages) and a user move whole from one
+ * store to another, keeping the epoch and the msgIds.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import type { Message } from '../../../../common/protocol.js';
+import type { GroupSnapshot, Store as StoreType } from '../../../../shard/storage/store.js';
+import { fromDist } from '../../../helpers/shardchat.js';
+
+type StoreModule = typeof import('../../../../shard/storage/store.js');
+// The store's writer thread runs the built JavaScript: the store is loaded from dist/.
+let Store: StoreModule['Store'];
+let StorageError: StoreModule['StorageError'];
+beforeAll(async () => {
+  ({ Store, StorageError } = await fromDist<StoreModule>('shard/storage/store.js'));
+});
+
+let dir: string;
+const stores: StoreType[] = [];
+const open = (ordinal: number) => {
+  const s = new Store(dir, ordinal);
+  stores.push(s);
+  return s;
+};
+
+beforeEach(() => {
+  dir = mkdtempSync(path.join(tmpdir(), 'shardchat-store-'));
+});
+afterEach(async () => {
+  for (const s of stores.splice(0)) await s.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const group = (
+  id: string,
+  owner = 'alice',
+  extra: Partial<Parameters<StoreType['createGroup']>[0]> = {},
+) => ({
+  id,
+  subject: `subject of ${id}`,
+  owner,
+  capacity: 10,
+  overflow: 'shard' as const,
+  closed: false,
+  parent: null,
+  firstMember: owner,
+  ...extra,
+});
+
+async function post(s: StoreType, groupId: string, n: number, from = 0): Promise<Message[]> {
+  const out: Message[] = [];
+  for (let i = 0; i < n; i++)
+    out.push((await s.append(groupId, 'alice', `m${from + i}`, `c${from + i}`)).message);
+  return out;
+}
+
+describe('Store events', () => {
+  it('tells every listener of committed messages, membership changes and removals', async () => {
+    const s = open(0);
+    const committed: [number[], number][] = [];
+    const committed2: number[] = [];
+    const changed: string[] = [];
+    const removed: string[] = [];
+    s.on('committed', (ms, seconds) => committed.push([ms.map((m) => m.msgId), seconds]));
+    s.on('committed', (ms) => committed2.push(...ms.map((m) => m.msgId)));
+    s.on('members-changed', (g) => changed.push(g));
+    s.on('member-removed', (g, u) => removed.push(`${g}/${u}`));
+    s.createGroup(group('g'));
+    expect(s.addMember('g', 'bob')).toBe(true);
+    expect(s.addMember('g', 'bob')).toBe(false);
+    await Promise.all([s.append('g', 'alice', 'a', 'x1'), s.append('g', 'bob', 'b', 'x2')]);
+    // A repeated clientMsgId stores nothing new: no event for it.
+    await s.append('g', 'alice', 'again', 'x1');
+    expect(s.removeMember('g', 'bob')).toBe(true);
+    expect(s.removeMember('g', 'bob')).toBe(false);
+    expect(committed.flatMap(([ids]) => ids)).toEqual([1, 2]);
+    expect(committed.every(([, sec]) => sec >= 0)).toBe(true);
+    expect(committed2).toEqual([1, 2]);
+    expect(changed).toEqual(['g', 'g', 'g']);
+    expect(removed).toEqual(['g/bob']);
+  });
+});
+
+describe('moving a group and a user between stores', () => {
+  it('copies row, members, roster and messages; the epoch stays and msgIds continue', async () => {
+    const a = open(0);
+    const b = open(1);
+    a.createGroup(group('lobby'));
+    for (const u of ['bob', 'carol', 'dave']) a.addMember('lobby', u);
+    a.placeInRoster('lobby', 'alice', 'lobby');
+    a.placeInRoster('lobby', 'erin', 'lobby~1', true);
+    await post(a, 'lobby', 25);
+    const snap = a.exportGroup('lobby') as GroupSnapshot;
+    expect(snap.group).toMatchObject({ id: 'lobby', lastMsgId: 25, memberCount: 4 });
+    expect(snap.members.map((m) => m.userId)).toEqual(['alice', 'bob', 'carol', 'dave']);
+    expect(snap.roster).toEqual([
+      expect.objectContaining({ userId: 'alice', conversation: 'lobby', pending: false }),
+      expect.objectContaining({ userId: 'erin', conversation: 'lobby~1', pending: true }),
+    ]);
+
+    b.importGroup(snap);
+    // Messages move in pages, in msgId order.
+    for (let after = 0; ; ) {
+      const page = a.messagesAfter('lobby', after, 10);
+      if (page.length === 0) break;
+      expect(b.importMessages('lobby', page)).toBe(page.length);
+      after = (page[page.length - 1] as Message).msgId;
+    }
+    expect(b.getGroup('lobby')).toMatchObject({
+      epoch: snap.group.epoch,
+      lastMsgId: 25,
+      memberCount: 4,
+      subject: 'subject of lobby',
+      owner: 'alice',
+      createdAt: snap.group.createdAt,
+    });
+    expect(b.messagesAfter('lobby', 0, 100)).toEqual(a.messagesAfter('lobby', 0, 100));
+    expect(b.rosterOf('lobby', 'erin')).toEqual({ conversation: 'lobby~1', pending: true });
+    expect(b.isMember('lobby', 'dave')).toBe(true);
+
+    // Importing again (a resumed copy) changes nothing and adds no message twice.
+    b.importGroup(snap);
+    expect(b.importMessages('lobby', a.messagesAfter('lobby', 0, 100))).toBe(0);
+    expect(b.getGroup('lobby')?.lastMsgId).toBe(25);
+
+    // The new owner appends after the copied history, in the same epoch; idempotency keys moved too.
+    const next = await b.append('lobby', 'bob', 'after the move', 'n1');
+    expect(next.message).toMatchObject({ msgId: 26, prevMsgId: 25, epoch: snap.group.epoch });
+    const repeat = await b.append('lobby', 'alice', 'ignored', 'c3');
+    expect(repeat).toMatchObject({ created: false, message: { msgId: 4, contents: 'm3' } });
+  });
+
+  it('a snapshot taken before the tail keeps the higher lastMsgId of the messages already copied', async () => {
+    const a = open(0);
+    const b = open(1);
+    a.createGroup(group('g'));
+    const snap = a.exportGroup('g') as GroupSnapshot;
+    b.importGroup(snap);
+    const tail = await post(a, 'g', 5);
+    b.importMessages('g', tail);
+    // A later snapshot of the (still lastMsgId 0) row, e.g. after a membership change, keeps 5.
+    b.importGroup(snap);
+    expect(b.getGroup('g')?.lastMsgId).toBe(5);
+  });
+
+  it('refuses messages of another group or epoch, and messages for a group it does not hold', async () => {
+    const a = open(0);
+    const b = open(1);
+    a.createGroup(group('g'));
+    b.createGroup(group('g')); // same id, another history (another epoch)
+    const ms = await post(a, 'g', 2);
+    expect(() => b.importMessages('g', ms)).toThrow(StorageError);
+    expect(() => b.importMessages('nope', ms)).toThrow(/does not exist/);
+    expect(b.messagesAfter('g', 0, 10)).toEqual([]);
+  });
+
+  it('moves a user profile, and deletes a moved group and user with everything stored with them', async () => {
+    const a = open(0);
+    const b = open(1);
+    const { user } = a.putUser('alice', 'Alice', 'alice@example.com', null);
+    b.importUser(user);
+    expect(b.getUser('alice')).toEqual(user);
+    a.createGroup(group('g'));
+    a.placeInRoster('g', 'alice', 'g');
+    await post(a, 'g', 3);
+    const changed: string[] = [];
+    a.on('members-changed', (g) => changed.push(g));
+    expect(a.deleteGroup('g')).toBe(true);
+    expect(a.getGroup('g')).toBeUndefined();
+    expect(a.messagesAfter('g', 0, 10)).toEqual([]);
+    expect(a.rosterOf('g', 'alice')).toBeUndefined();
+    expect(a.isMember('g', 'alice')).toBe(false);
+    expect(changed).toEqual(['g']);
+    expect(a.deleteGroup('g')).toBe(false);
+    expect(a.deleteUser('alice')).toBe(true);
+    expect(a.getUser('alice')).toBeUndefined();
+    expect(a.counts()).toEqual({ groups: 0, members: 0 });
+  });
+});
