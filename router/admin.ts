@@ -1,15 +1,26 @@
 /** The router's admin port: /metrics, /healthz, /readyz, /topology. Never reachable through the router. */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { Registry } from 'prom-client';
 import { sendJson } from '../common/http-json.js';
-import type { Router } from './router.js';
+import type { Topology } from '../common/topology.js';
+
+/** The little the admin port reads of the router. */
+export interface AdminView {
+  /** The router is shutting down: /readyz says `draining`. */
+  readonly draining: boolean;
+  readonly topology: Topology;
+  readonly registry: Registry;
+  /** The shard function's assignment, shown by /topology. */
+  readonly assignment: string;
+}
 
 export interface AdminServer {
   listen(port: number, host: string): Promise<number>;
   close(): Promise<void>;
 }
 
-export function createAdminServer(router: Router): AdminServer {
+export function createAdminServer(router: AdminView): AdminServer {
   const server = http.createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     if (req.method !== 'GET' && req.method !== 'HEAD') {
@@ -29,7 +40,7 @@ export function createAdminServer(router: Router): AdminServer {
         // Ready once the topology is known (kubernetes mode: listed once); unready shards
         // and a StatefulSet scaled away from S are reported, not fatal: the router still
         // serves every other shard's keys, by S.
-        const status = router.isDraining ? 'draining' : st.synced ? 'ready' : 'syncing';
+        const status = router.draining ? 'draining' : st.synced ? 'ready' : 'syncing';
         const { mode, synced, ...rest } = st;
         sendJson(res, status === 'ready' ? 200 : 503, {
           status,
@@ -41,12 +52,12 @@ export function createAdminServer(router: Router): AdminServer {
         return;
       }
       case '/topology':
-        sendJson(res, 200, { ...router.topology.snapshot(), assignment: router.cfg.shardSpec.assignment });
+        sendJson(res, 200, { ...router.topology.snapshot(), assignment: router.assignment });
         return;
       case '/metrics':
-        router.metrics.registry.metrics().then(
+        router.registry.metrics().then(
           (text) => {
-            res.writeHead(200, { 'content-type': router.metrics.registry.contentType });
+            res.writeHead(200, { 'content-type': router.registry.contentType });
             res.end(text);
           },
           (err: Error) => sendJson(res, 500, { error: { code: 'metrics_failed', message: err.message } }),

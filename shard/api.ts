@@ -114,6 +114,9 @@ export function createApi(s: ShardServices): express.Express {
   const modeOf = (groupId: string) => s.modeOf?.(groupId) ?? 'push';
   const limits = cfg.shard.limits;
   const app = express();
+  // Routes match exactly as the router's urlPattern does (docs/architecture.md section 1).
+  app.set('case sensitive routing', true);
+  app.set('strict routing', true);
   app.disable('x-powered-by');
   app.set('etag', false);
   app.set('query parser', 'simple');

@@ -9,7 +9,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Request, Response } from 'express';
-import type { Config } from '../common/config.js';
+import { type Config, forwardedHeadLimit } from '../common/config.js';
 import { initHash } from '../common/hash.js';
 import { sendJson } from '../common/http-json.js';
 import type { Logger } from '../common/logger.js';
@@ -401,7 +401,8 @@ export async function startShard(cfg: Config, log: Logger, secrets: ShardSecrets
   const finish = finalHandler(log);
 
   const server = http.createServer(
-    { maxHeaderSize: 16384, keepAliveTimeout: 5000, requestTimeout: 120_000 },
+    // A head at the router's maxHeaderBytes plus the headers the router adds must pass.
+    { maxHeaderSize: forwardedHeadLimit(cfg), keepAliveTimeout: 5000, requestTimeout: 120_000 },
     (req, res) => {
       const r = req as unknown as Request;
       const w = res as unknown as Response;
