@@ -2,7 +2,7 @@
  * Coarse deadlines for the router's connections. Instead of arming a timer per socket
  * and request (node's socket timeouts re-arm on every read and write), the hot path
  * stores a number, and one interval sweeps the connections. Timeouts fire within one
- * resolution step of their nominal value.
+ * resolution step (plus any event-loop delay) after their nominal value, never before.
  */
 
 export interface Expirable {
@@ -12,8 +12,15 @@ export interface Expirable {
 }
 
 export class DeadlineSweeper {
-  /** A clock updated every resolution step: cheap to read on the hot path. */
-  now = Date.now();
+  /**
+   * The time, read when a deadline is set. (A clock that only the sweep advanced ran
+   * behind by a step plus any event-loop delay, a second or more on a busy machine:
+   * deadlines set from it expired that much early, and an upstream still sending was
+   * timed out. Date.now() costs tens of nanoseconds.)
+   */
+  get now(): number {
+    return Date.now();
+  }
   private readonly sources: Iterable<Expirable>[] = [];
   private timer: NodeJS.Timeout | undefined;
 
@@ -41,7 +48,6 @@ export class DeadlineSweeper {
 
   sweep(): void {
     const now = Date.now();
-    this.now = now;
     const due: Expirable[] = [];
     for (const source of this.sources) {
       for (const item of source) if (item.deadline !== 0 && item.deadline <= now) due.push(item);

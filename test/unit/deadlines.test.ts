@@ -1,0 +1,53 @@
+/**
+ * The router's coarse deadlines (router/deadlines.ts): a deadline set right after the
+ * event loop was busy must not expire early (the cause of a 504 in
+ * router.test.ts "concurrent large responses ..." on a loaded machine).
+ */
+import { afterEach, describe, expect, it } from 'vitest';
+import { DeadlineSweeper, type Expirable } from '../../router/deadlines.js';
+
+const sweepers: DeadlineSweeper[] = [];
+afterEach(() => {
+  for (const s of sweepers.splice(0)) s.stop();
+});
+
+function busy(ms: number): void {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    // the event loop is blocked, as on a loaded machine
+  }
+}
+
+describe('DeadlineSweeper', () => {
+  it('a deadline set after the event loop was blocked expires no earlier than its timeout', async () => {
+    const clock = new DeadlineSweeper(50);
+    sweepers.push(clock);
+    let setAt = 0;
+    const expired = new Promise<number>((resolve) => {
+      const item: Expirable = { deadline: 0, expire: () => resolve(Date.now() - setAt) };
+      clock.watch([item]);
+      clock.start();
+      setTimeout(() => {
+        busy(400);
+        setAt = Date.now();
+        item.deadline = clock.now + 300;
+      }, 60);
+    });
+    const after = await expired;
+    expect(after).toBeGreaterThanOrEqual(300);
+    expect(after).toBeLessThan(300 + 50 + 250);
+  });
+
+  it('expires within one step after the deadline', async () => {
+    const clock = new DeadlineSweeper(20);
+    sweepers.push(clock);
+    const setAt = Date.now();
+    const after = await new Promise<number>((resolve) => {
+      const item: Expirable = { deadline: clock.now + 100, expire: () => resolve(Date.now() - setAt) };
+      clock.watch([item]);
+      clock.start();
+    });
+    expect(after).toBeGreaterThanOrEqual(100);
+    expect(after).toBeLessThan(100 + 20 + 100);
+  });
+});
