@@ -139,7 +139,9 @@ function baselineCli(dir) {
   usageError(`--baseline-dir: no dist/cli/main.js (nor cli/main.js) under ${dir}: build that checkout first`);
 }
 /** Every target of this run, in order: shardchat-before (with --baseline-dir) right after shardchat. */
-const RUN_TARGETS = PROXY_TARGETS.flatMap((t) => (t === 'shardchat' && BASELINE_CLI ? [t, 'shardchat-before'] : [t]));
+const RUN_TARGETS = PROXY_TARGETS.flatMap((t) =>
+  t === 'shardchat' && BASELINE_CLI ? [t, 'shardchat-before'] : [t],
+);
 const ALL = ['hash', ...RUN_TARGETS];
 let selected = ALL;
 if (opts.only) {
