@@ -36,7 +36,7 @@ export class RouterMetrics {
     );
     this.upstreamErrors = new Counter({
       name: 'shardchat_router_upstream_errors_total',
-      help: 'Failed exchanges with a shard, by reason (refused, unready, overloaded, reset, timeout, protocol, misdirected).',
+      help: 'Failed exchanges with a shard, by reason (refused, connect_timeout, unready, overloaded, reset, timeout, protocol, overflow, misdirected).',
       labelNames: ['shard', 'reason'],
       registers,
     });

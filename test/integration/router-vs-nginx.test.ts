@@ -79,7 +79,7 @@ const CASES: Case[] = [
   { name: 'body-304', send: get('/groups/body-304/x') + next('body-304'), reads: ['GET', 'GET'] },
   {
     name: 'head-body',
-    send: 'HEAD /groups/head-body/x HTTP/1.1\r\nHost: x\r\n\r\n' + next('head-body'),
+    send: `HEAD /groups/head-body/x HTTP/1.1\r\nHost: x\r\n\r\n${next('head-body')}`,
     reads: ['HEAD', 'GET'],
   },
   {
