@@ -22,7 +22,7 @@ import type { RouterError } from './errors.js';
 import { Exchange, type ExchangeOwner } from './forward.js';
 import { RouterMetrics } from './metrics.js';
 import { buildRequestHead, clientRequestId } from './request-head.js';
-import { headerValue, type ParsedRequest } from './request-parser.js';
+import type { ParsedRequest } from './request-parser.js';
 import { StaticFiles } from './static-files.js';
 import { UpstreamPool } from './upstream-pool.js';
 import { type RelayOwner, WebSocketRelay } from './websocket-relay.js';
@@ -48,16 +48,19 @@ const MAX_HEADERS = 100;
 /** The methods Node's HTTP parser (llhttp, the shard's) accepts; any other is refused. */
 const KNOWN_METHODS = new Set(http.METHODS);
 
-/** How many times a header (lower-case name) appears. */
-function headerValues(req: ParsedRequest, lowerName: string): number {
+/** The value of a header that may appear once (lower-case name): undefined when absent, null when repeated. */
+function singleHeader(req: ParsedRequest, lowerName: string): string | undefined | null {
   const h = req.headers;
   const len = lowerName.length;
-  let n = 0;
+  let value: string | undefined;
   for (let i = 0; i < h.length; i += 2) {
     const name = h[i] as string;
-    if (name.length === len && name.toLowerCase() === lowerName) n++;
+    if (name.length === len && name.toLowerCase() === lowerName) {
+      if (value !== undefined) return null;
+      value = h[i + 1] as string;
+    }
   }
-  return n;
+  return value;
 }
 
 export class Router implements ExchangeOwner, RelayOwner, ClientOwner {
@@ -282,19 +285,15 @@ export class Router implements ExchangeOwner, RelayOwner, ClientOwner {
         },
       };
     }
-    let keyHeader: string | undefined;
-    if (this.keyHeader) {
-      const values = headerValues(req, this.keyHeader);
-      if (values > 1) {
-        return {
-          error: {
-            status: 400,
-            code: 'repeated_key_header',
-            message: `the ${this.keyHeader} header may appear once`,
-          },
-        };
-      }
-      if (values === 1) keyHeader = headerValue(req, this.keyHeader);
+    const keyHeader = this.keyHeader ? singleHeader(req, this.keyHeader) : undefined;
+    if (keyHeader === null) {
+      return {
+        error: {
+          status: 400,
+          code: 'repeated_key_header',
+          message: `the ${this.keyHeader} header may appear once`,
+        },
+      };
     }
     const route = this.sf.routeWith(path, keyHeader, this.shards);
     switch (route.kind) {
