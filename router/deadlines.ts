@@ -52,12 +52,19 @@ export class DeadlineSweeper {
     for (const source of this.sources) {
       for (const item of source) if (item.deadline !== 0 && item.deadline <= now) due.push(item);
     }
-    // Expire outside the iteration: expiring removes items from their sets.
-    for (const item of due) {
-      if (item.deadline !== 0 && item.deadline <= now) {
-        item.deadline = 0;
-        item.expire();
+    if (due.length === 0) return;
+    // Expired after this turn's I/O has been read (setImmediate runs after the poll phase,
+    // and the sweep in the timers phase before it): when the router itself was held up (a
+    // busy machine), an upstream's bytes may be waiting unread in its socket; reading them
+    // moves its deadline, and it is not timed out for the router's own delay.
+    setImmediate(() => {
+      // Expire outside the iteration: expiring removes items from their sets.
+      for (const item of due) {
+        if (item.deadline !== 0 && item.deadline <= now) {
+          item.deadline = 0;
+          item.expire();
+        }
       }
-    }
+    });
   }
 }

@@ -222,8 +222,9 @@ export class Exchange implements ExchangeSink, ResponseCallbacks, ExchangeHooks 
     }
     this.done = true;
     this.client.respondEnd();
-    this.client.flush();
+    // Counted before the flush: finishing the response may start the client's next request.
     this.owner.finished(this.shard, this.client.status, this.startedAt);
+    this.client.flush();
   }
 
   // --- ExchangeHooks: the client went away ---
