@@ -483,7 +483,7 @@ describe('6 and 7 against real shards', () => {
     await Promise.all([...cluster.shards.map((s) => s.proc.stop()), cluster.router.proc.stop()]);
   });
 
-  /** A path whose own hash names shard `pathShard` while its id (read by the shard) is `id`. */
+  /** The upper-case form of a group's messages path: hashed as a whole path by the router. */
   function upperCasePathOn(id: string): string {
     return `/GROUPS/${id}/messages`;
   }
