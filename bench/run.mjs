@@ -5,9 +5,11 @@
 //
 //   node bench/run.mjs [--duration 10s] [--warmup 2s] [--connections 50] [--threads 1]
 //                      [--only name,name] [--backend nginx|node] [--repeat 1] [--no-pin] [--write]
+//                      [--baseline-dir DIR]
 //
 // Targets: direct nginx haproxy shardchat http-proxy-3 httpxy undici-pool node-http-agent,
-// plus `hash` (bench/hash.mjs). bench/RESULTS.md and bench/results/*.json are written
+// plus `hash` (bench/hash.mjs), and `shardchat-before` (the router of another build, such
+// as the commit before a change, given with --baseline-dir) in the same run. bench/RESULTS.md and bench/results/*.json are written
 // by a run that measures every proxy target (or with --write); a partial run only
 // prints its table, so that numbers from different runs are never mixed in one table.
 //
@@ -53,7 +55,7 @@ const PROXY_TARGETS = [
 ];
 const NODE_CANDIDATES = new Set(['http-proxy-3', 'httpxy', 'undici-pool', 'node-http-agent']);
 /** Targets that route with the project's ShardFunction: their answers are checked shard by shard. */
-const OUR_SHARD_FUNCTION = new Set(['shardchat', ...NODE_CANDIDATES]);
+const OUR_SHARD_FUNCTION = new Set(['shardchat', 'shardchat-before', ...NODE_CANDIDATES]);
 
 // ---------------------------------------------------------------- arguments
 
@@ -69,7 +71,9 @@ const USAGE = `usage: node bench/run.mjs [options]
                     (busy < 0.2 cores over 1 s; default 10s; 0 to skip)
   --no-pin          do not pin with taskset (default when nproc >= 2 and taskset exists: the proxy under
                     test on CPU ${PROXY_CPU}, wrk and the backends on CPU ${LOAD_CPU}; for direct, the backend on CPU ${PROXY_CPU})
-  --write           write RESULTS.md and results/*.json even for a partial run`;
+  --write           write RESULTS.md and results/*.json even for a partial run
+  --baseline-dir D  also measure the router built in D (a checkout with dist/ built, or a dist/ folder,
+                    such as the commit before a change) as target shardchat-before, right after shardchat`;
 
 let opts;
 try {
@@ -85,6 +89,7 @@ try {
       'quiet-wait': { type: 'string', default: '10s' },
       'no-pin': { type: 'boolean', default: false },
       write: { type: 'boolean', default: false },
+      'baseline-dir': { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
   }).values;
@@ -124,7 +129,20 @@ const BACKEND = opts.backend;
 if (BACKEND !== 'nginx' && BACKEND !== 'node') usageError(`--backend: nginx or node, got ${BACKEND}`);
 if (THREADS > CONNECTIONS) usageError('--threads must not exceed --connections');
 
-const ALL = ['hash', ...PROXY_TARGETS];
+/** The router of another build (--baseline-dir): its dist/cli/main.js. */
+const BASELINE_CLI = opts['baseline-dir'] === undefined ? undefined : baselineCli(opts['baseline-dir']);
+function baselineCli(dir) {
+  for (const rel of ['dist/cli/main.js', 'cli/main.js']) {
+    const file = join(dir, rel);
+    if (fs.existsSync(file)) return fs.realpathSync(file);
+  }
+  usageError(`--baseline-dir: no dist/cli/main.js (nor cli/main.js) under ${dir}: build that checkout first`);
+}
+/** Every target of this run, in order: shardchat-before (with --baseline-dir) right after shardchat. */
+const RUN_TARGETS = PROXY_TARGETS.flatMap((t) =>
+  t === 'shardchat' && BASELINE_CLI ? [t, 'shardchat-before'] : [t],
+);
+const ALL = ['hash', ...RUN_TARGETS];
 let selected = ALL;
 if (opts.only) {
   selected = opts.only
@@ -132,7 +150,10 @@ if (opts.only) {
     .map((s) => s.trim())
     .filter(Boolean);
   const unknown = selected.filter((s) => !ALL.includes(s));
-  if (unknown.length) usageError(`--only: unknown target(s) ${unknown.join(', ')}; known: ${ALL.join(', ')}`);
+  if (unknown.length) {
+    const hint = unknown.includes('shardchat-before') ? ' (shardchat-before needs --baseline-dir)' : '';
+    usageError(`--only: unknown target(s) ${unknown.join(', ')}; known: ${ALL.join(', ')}${hint}`);
+  }
 }
 const runHash = selected.includes('hash');
 
@@ -155,7 +176,7 @@ function pinning() {
   return { enabled: true, why: '' };
 }
 const PIN = pinning();
-const targets = PROXY_TARGETS.filter((t) => selected.includes(t));
+const targets = RUN_TARGETS.filter((t) => selected.includes(t));
 const fullRun = PROXY_TARGETS.every((t) => targets.includes(t));
 const WRITE = opts.write || fullRun;
 
@@ -560,8 +581,8 @@ ${servers}
     if (c.status !== 0)
       throw new Error(`haproxy -c rejected ${relative(ROOT, file)}:\n${c.stderr}${c.stdout}`);
     proc = start('haproxy', 'haproxy', ['-db', '-f', file], { marker: file, cpu: PROXY_CPU });
-  } else if (name === 'shardchat') {
-    const file = join(WORK, 'shardchat.yaml');
+  } else if (name === 'shardchat' || name === 'shardchat-before') {
+    const file = join(WORK, `${name}.yaml`);
     fs.writeFileSync(
       file,
       `topology: { targets: [${backendPorts.map((p) => `http://127.0.0.1:${p}`).join(', ')}] }
@@ -569,12 +590,8 @@ router: { host: 127.0.0.1, port: ${port}, adminPort: ${adminPort} }
 log: { level: warn }
 `,
     );
-    proc = start(
-      'shardchat',
-      process.execPath,
-      [join(ROOT, 'dist/cli/main.js'), 'router', '--config', file],
-      { marker: file, cpu: PROXY_CPU },
-    );
+    const cli = name === 'shardchat' ? join(ROOT, 'dist/cli/main.js') : BASELINE_CLI;
+    proc = start(name, process.execPath, [cli, 'router', '--config', file], { marker: file, cpu: PROXY_CPU });
   } else if (NODE_CANDIDATES.has(name)) {
     const script = join(BENCH, 'candidates', `${name}.mjs`);
     proc = start(name, process.execPath, [script, String(port), ...backendPorts.map(String)], {

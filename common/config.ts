@@ -406,3 +406,17 @@ export function shardCount(cfg: Config): number {
   if (cfg.topology.mode === 'kubernetes') return cfg.topology.shards;
   return cfg.topology.targets.length > 0 ? cfg.topology.targets.length : cfg.topology.shards;
 }
+
+/**
+ * Bytes of headroom between the router's limit on a client's request head
+ * (router.limits.maxHeaderBytes) and the shard's: the router adds headers to every head
+ * it forwards (x-forwarded-for, -proto, -host, x-request-id, x-shardchat-shard, a Host
+ * for HTTP/1.0; about 190 bytes for a typical request) and refuses with 431 a head that
+ * would reach the shard larger than maxHeaderBytes plus this.
+ */
+export const FORWARDED_HEAD_HEADROOM = 8192;
+
+/** The largest request head the router forwards and the shard accepts (its http maxHeaderSize). */
+export function forwardedHeadLimit(cfg: Config): number {
+  return cfg.router.limits.maxHeaderBytes + FORWARDED_HEAD_HEADROOM;
+}

@@ -96,6 +96,13 @@ export class ShardFunction {
     return this.keyWith(path, v);
   }
 
+  /** The urlPattern's capture in a path, as it appears there (not decoded); undefined without a match. */
+  pathKey(path: string): string | undefined {
+    const m = this.pattern.exec(path);
+    if (!m) return undefined;
+    return (this.named ? m.groups?.key : m[1]) || undefined;
+  }
+
   /** Key extraction given the value of the key header (if the request has it). */
   keyWith(path: string, headerValue: string | undefined): KeyResult {
     let raw: string | undefined;

@@ -29,8 +29,12 @@ export interface ClientOwner {
   readonly clock: DeadlineSweeper;
   /** A complete request (with its whole body) to answer. */
   dispatch(conn: ClientConnection, req: ParsedRequest, body: Buffer | undefined): void;
-  /** A WebSocket upgrade: the socket now belongs to the owner; `rest` are bytes read past the head. */
-  upgrade(conn: ClientConnection, req: ParsedRequest, socket: net.Socket, rest: Buffer): void;
+  /**
+   * A WebSocket upgrade. The connection stays in charge (and holds what the client sends
+   * meanwhile) until the owner either answers it like any request or, on a 101, takes the
+   * socket over with takeOver().
+   */
+  upgrade(conn: ClientConnection, req: ParsedRequest): void;
   /** The router answered a malformed request itself. */
   rejected(status: number): void;
   clientClosed(conn: ClientConnection): void;
@@ -72,6 +76,14 @@ function gather(pieces: Array<string | Buffer>): Buffer {
   return buf;
 }
 const CONTINUE = 'HTTP/1.1 100 Continue\r\n\r\n';
+
+/** Whether bytes hold a LF that does not end a CRLF. */
+function hasBareLf(buf: Buffer): boolean {
+  for (let i = buf.indexOf(10); i !== -1; i = buf.indexOf(10, i + 1)) {
+    if (i === 0 || buf[i - 1] !== 13) return true;
+  }
+  return false;
+}
 
 export class ClientConnection implements Expirable {
   readonly remoteAddress: string;
@@ -161,6 +173,13 @@ export class ClientConnection implements Expirable {
             );
             return;
           }
+          if (hasBareLf(buf)) {
+            // Lines end with CRLF: a head with bare LF line endings would never end.
+            this.reject(
+              new RequestError(400, 'bad_request', 'header lines must end with CRLF, not a bare LF'),
+            );
+            return;
+          }
           this.armHeadTimer();
           return;
         }
@@ -177,8 +196,8 @@ export class ClientConnection implements Expirable {
         this.req = req;
         this.buf = end + 4 < buf.length ? buf.subarray(end + 4) : undefined;
         if (req.upgrade === 'websocket' && req.method === 'GET' && !req.chunked && req.contentLength <= 0) {
-          this.detach();
-          this.owner.upgrade(this, req, this.socket, this.buf ?? Buffer.alloc(0));
+          this.busy(req);
+          this.owner.upgrade(this, req);
           return;
         }
         if (req.chunked || req.contentLength > 0) {
@@ -259,13 +278,18 @@ export class ClientConnection implements Expirable {
 
   private dispatch(body: Buffer | undefined): void {
     const req = this.req as ParsedRequest;
+    this.busy(req);
+    this.owner.dispatch(this, req, body);
+  }
+
+  /** A request is being answered: what the client sends meanwhile waits (see onData). */
+  private busy(req: ParsedRequest): void {
     this.phase = Phase.Busy;
     this.deadline = 0;
     this.keepAlive = req.keepAlive && !this.owner.draining;
     this.headSent = false;
     this.committed = false;
     this.status = 0;
-    this.owner.dispatch(this, req, body);
   }
 
   private armHeadTimer(): void {
@@ -314,14 +338,24 @@ export class ClientConnection implements Expirable {
     this.respondError({ status: e.status, code: e.code, message: e.message }, undefined);
   }
 
-  private detach(): void {
+  /**
+   * The shard accepted an upgrade (101): the socket leaves this connection, with the
+   * bytes the client sent after the upgrade request (held, unread, since: at most what
+   * arrived before reading paused). The socket stays paused; the new owner resumes it.
+   */
+  takeOver(): { socket: net.Socket; early: Buffer | undefined } {
+    const early = this.buf;
+    this.buf = undefined;
     this.phase = Phase.Detached;
+    this.hooks = undefined;
     const s = this.socket;
     s.off('data', this.onData);
     s.off('error', this.onError);
     s.off('close', this.onClose);
+    s.pause();
     this.deadline = 0;
     this.owner.clientClosed(this);
+    return { socket: s, early };
   }
 
   // --- writing responses ---

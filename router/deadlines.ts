@@ -2,7 +2,7 @@
  * Coarse deadlines for the router's connections. Instead of arming a timer per socket
  * and request (node's socket timeouts re-arm on every read and write), the hot path
  * stores a number, and one interval sweeps the connections. Timeouts fire within one
- * resolution step of their nominal value.
+ * resolution step (plus any event-loop delay) after their nominal value, never before.
  */
 
 export interface Expirable {
@@ -12,8 +12,15 @@ export interface Expirable {
 }
 
 export class DeadlineSweeper {
-  /** A clock updated every resolution step: cheap to read on the hot path. */
-  now = Date.now();
+  /**
+   * The time, read when a deadline is set. (A clock that only the sweep advanced ran
+   * behind by a step plus any event-loop delay, a second or more on a busy machine:
+   * deadlines set from it expired that much early, and an upstream still sending was
+   * timed out. Date.now() costs tens of nanoseconds.)
+   */
+  get now(): number {
+    return Date.now();
+  }
   private readonly sources: Iterable<Expirable>[] = [];
   private timer: NodeJS.Timeout | undefined;
 
@@ -41,17 +48,23 @@ export class DeadlineSweeper {
 
   sweep(): void {
     const now = Date.now();
-    this.now = now;
     const due: Expirable[] = [];
     for (const source of this.sources) {
       for (const item of source) if (item.deadline !== 0 && item.deadline <= now) due.push(item);
     }
-    // Expire outside the iteration: expiring removes items from their sets.
-    for (const item of due) {
-      if (item.deadline !== 0 && item.deadline <= now) {
-        item.deadline = 0;
-        item.expire();
+    if (due.length === 0) return;
+    // Expired after this turn's I/O has been read (setImmediate runs after the poll phase,
+    // and the sweep in the timers phase before it): when the router itself was held up (a
+    // busy machine), an upstream's bytes may be waiting unread in its socket; reading them
+    // moves its deadline, and it is not timed out for the router's own delay.
+    setImmediate(() => {
+      // Expire outside the iteration: expiring removes items from their sets.
+      for (const item of due) {
+        if (item.deadline !== 0 && item.deadline <= now) {
+          item.deadline = 0;
+          item.expire();
+        }
       }
-    }
+    });
   }
 }

@@ -1,7 +1,4 @@
-/** JSON error answers the router gives itself (DESIGN section 4: `{error: {code, message}}`). */
-
-import { STATUS_CODES } from 'node:http';
-import type { Duplex } from 'node:stream';
+/** JSON error answers the router gives itself (docs/architecture.md section 4: `{error: {code, message}}`). */
 
 export interface RouterError {
   status: number;
@@ -33,17 +30,4 @@ export function errorResponse(
   if (requestId) headers.push('x-request-id', requestId);
   if (e.retryAfter !== undefined) headers.push('retry-after', String(e.retryAfter));
   return { headers, body: text };
-}
-
-/** Writes an error as a raw HTTP/1.1 response on a socket (failed WebSocket upgrades) and closes it. */
-export function writeRawError(socket: Duplex, e: RouterError, requestId: string | undefined): void {
-  if (!socket.writable) {
-    socket.destroy();
-    return;
-  }
-  const text = body(e);
-  let head = `HTTP/1.1 ${e.status} ${STATUS_CODES[e.status] ?? 'Error'}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(text)}\r\ncache-control: no-store\r\nconnection: close\r\n`;
-  if (requestId) head += `x-request-id: ${requestId}\r\n`;
-  if (e.retryAfter !== undefined) head += `retry-after: ${e.retryAfter}\r\n`;
-  socket.end(`${head}\r\n${text}`);
 }

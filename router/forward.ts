@@ -3,7 +3,7 @@
  * router's hot path. The request head (and bounded body) is written in one go on a
  * pooled keep-alive connection; the response is parsed with ResponseParser and
  * written back to the client connection with backpressure. Failures map to the
- * answers of DESIGN section 2.
+ * answers of docs/architecture.md section 2.
  */
 import type { ClientConnection, ExchangeHooks } from './client-connection.js';
 import type { DeadlineSweeper } from './deadlines.js';
@@ -33,6 +33,9 @@ export class Exchange implements ExchangeSink, ResponseCallbacks, ExchangeHooks 
   private retried = false;
   private misdirectedAnswer = false;
   private done = false;
+  /** The parser saw the end of the response (onEnd), and whether the connection may be reused. */
+  private ended = false;
+  private reusable = false;
   private readonly acquireCb = this.onAcquire.bind(this);
 
   constructor(
@@ -85,6 +88,7 @@ export class Exchange implements ExchangeSink, ResponseCallbacks, ExchangeHooks 
     this.reused = reused === true;
     conn.uses++;
     conn.sink = this;
+    this.ended = false;
     conn.parser.reset(this, this.method);
     const socket = conn.socket;
     conn.deadline = this.owner.clock.now + this.owner.upstreamMs;
@@ -106,13 +110,32 @@ export class Exchange implements ExchangeSink, ResponseCallbacks, ExchangeHooks 
     const conn = this.conn;
     if (!conn) return;
     conn.deadline = this.owner.clock.now + this.owner.upstreamMs;
+    let used: number;
     try {
-      conn.parser.execute(chunk);
+      used = conn.parser.consume(chunk);
     } catch (err) {
       this.protocolError(err as Error);
       return;
     }
-    // One write for whatever this chunk produced (often the whole response).
+    if (this.ended) {
+      // The response is complete. Bytes beyond it mean the upstream connection is broken
+      // (a second response, a body longer than its length, a body on 204/304/HEAD): the
+      // response still goes to the client; the socket is closed, never handed to another
+      // request, whose response those bytes would become.
+      this.conn = undefined;
+      if (used < chunk.length) {
+        this.pool.discard(conn);
+        this.owner.upstreamFailure(
+          this.shard,
+          'overflow',
+          new Error(`${chunk.length - used} bytes after the end of the response`),
+        );
+      } else if (this.reusable) this.pool.release(conn);
+      else this.pool.discard(conn);
+      this.complete();
+      return;
+    }
+    // One write for whatever this chunk produced.
     const ok = this.client.flush();
     if (!ok && !this.done && this.conn === conn) {
       // The client is slower than the shard: stop reading the shard until it catches up.
@@ -136,7 +159,7 @@ export class Exchange implements ExchangeSink, ResponseCallbacks, ExchangeHooks 
     if (!conn || this.done) return;
     this.conn = undefined;
     if (conn.parser.finishOnClose()) {
-      this.client.flush();
+      this.complete();
       return;
     }
     if (this.reused && !conn.parser.started && !this.retried && this.retryable()) {
@@ -179,12 +202,13 @@ export class Exchange implements ExchangeSink, ResponseCallbacks, ExchangeHooks 
   }
 
   onEnd(reusable: boolean): void {
-    const conn = this.conn;
-    this.conn = undefined;
-    if (conn) {
-      if (reusable) this.pool.release(conn);
-      else this.pool.discard(conn);
-    }
+    // Settled by the caller of the parser, which knows whether bytes followed (onData, onSocketClose).
+    this.ended = true;
+    this.reusable = reusable;
+  }
+
+  /** The response ended: its last bytes go to the client (or the 421 becomes a 503). */
+  private complete(): void {
     if (this.done) return;
     if (this.misdirectedAnswer) {
       this.owner.misdirected(this.shard);
@@ -198,7 +222,9 @@ export class Exchange implements ExchangeSink, ResponseCallbacks, ExchangeHooks 
     }
     this.done = true;
     this.client.respondEnd();
+    // Counted before the flush: finishing the response may start the client's next request.
     this.owner.finished(this.shard, this.client.status, this.startedAt);
+    this.client.flush();
   }
 
   // --- ExchangeHooks: the client went away ---

@@ -1,4 +1,4 @@
-/** The router's Prometheus series (DESIGN section 8); the per-request ones live in fast-metrics.ts. */
+/** The router's Prometheus series (docs/architecture.md section 8); the per-request ones live in fast-metrics.ts. */
 import { Counter, Gauge, Registry } from 'prom-client';
 import { collectProcessMetrics } from '../common/process-metrics.js';
 import type { TopologyStatus } from '../common/topology.js';
@@ -36,7 +36,7 @@ export class RouterMetrics {
     );
     this.upstreamErrors = new Counter({
       name: 'shardchat_router_upstream_errors_total',
-      help: 'Failed exchanges with a shard, by reason (refused, unready, overloaded, reset, timeout, protocol, misdirected).',
+      help: 'Failed exchanges with a shard, by reason (refused, connect_timeout, unready, overloaded, reset, timeout, protocol, overflow, misdirected).',
       labelNames: ['shard', 'reason'],
       registers,
     });

@@ -1,8 +1,8 @@
 /**
  * A strict parser for HTTP/1.1 request heads (RFC 9112), for the router's own client
  * connections. It refuses every shape that two parsers could read differently
- * (request smuggling): both Content-Length and Transfer-Encoding, differing or listed
- * Content-Lengths, a transfer coding other than a single `chunked`, folded or
+ * (request smuggling): both Content-Length and Transfer-Encoding, repeated (even
+ * identical) or listed Content-Lengths, a transfer coding other than a single `chunked`, folded or
  * malformed header lines, whitespace before the colon, control characters, a missing
  * or repeated Host.
  */
@@ -133,6 +133,8 @@ export function parseRequestHead(text: string, maxHeaders: number): ParsedReques
           if (!/^\d{1,15}$/.test(value)) throw bad('invalid Content-Length');
           const n = Number(value);
           if (contentLength !== -1 && contentLength !== n) throw bad('conflicting Content-Length headers');
+          // Even an identical one: nginx refuses it too, and a single framing header leaves no doubt.
+          if (contentLength !== -1) throw bad('repeated Content-Length header');
           contentLength = n;
         }
         break;

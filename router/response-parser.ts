@@ -25,6 +25,8 @@ export interface ResponseCallbacks {
   onHead(head: ResponseHead): void;
   onBody(chunk: Buffer): void;
   onEnd(reusable: boolean): void;
+  /** A 101 to an upgrade request (see reset): the bytes after its head belong to the new protocol. */
+  onUpgrade?(head: ResponseHead): void;
 }
 
 export class ParseError extends Error {
@@ -74,19 +76,24 @@ export class ResponseParser {
   private readonly onChunk = (chunk: Buffer) => this.cb?.onBody(chunk);
   private keepAlive = true;
   private noBody = false;
+  private expectUpgrade = false;
   private cb: ResponseCallbacks | undefined;
   /** True once any byte of a response arrived for the current exchange. */
   started = false;
 
   constructor(private readonly maxHeadBytes = 65536) {}
 
-  /** Prepares for the response to the next request. */
-  reset(cb: ResponseCallbacks, requestMethod: string): void {
+  /**
+   * Prepares for the response to the next request. With `upgrade` (a WebSocket upgrade
+   * request), a 101 ends the exchange (onUpgrade) instead of being an error.
+   */
+  reset(cb: ResponseCallbacks, requestMethod: string, upgrade = false): void {
     this.cb = cb;
     this.state = State.Head;
     this.pending = undefined;
     this.started = false;
     this.noBody = requestMethod === 'HEAD';
+    this.expectUpgrade = upgrade;
   }
 
   get done(): boolean {
@@ -105,6 +112,15 @@ export class ResponseParser {
 
   /** Feeds bytes; throws ParseError on a malformed response or on bytes after its end. */
   execute(data: Buffer): void {
+    if (this.consume(data) < data.length) throw new ParseError('bytes after the end of the response');
+  }
+
+  /**
+   * Feeds bytes up to the end of the response (or of a 101's head) and returns how many
+   * it used: fewer than `data.length` means the upstream sent bytes beyond the response
+   * the router asked for. Throws ParseError on a malformed response.
+   */
+  consume(data: Buffer): number {
     if (data.length > 0) this.started = true;
     let off = 0;
     while (off < data.length) {
@@ -134,9 +150,10 @@ export class ResponseParser {
           off = data.length;
           break;
         case State.Done:
-          throw new ParseError('bytes after the end of the response');
+          return off;
       }
     }
+    return off;
   }
 
   private finish(): void {
@@ -230,6 +247,18 @@ export class ResponseParser {
     // RFC 9112 section 6.1: Transfer-Encoding in an HTTP/1.0 message is faulty framing;
     // the body is read as sent, and the connection is never reused.
     const faulty1_0 = hasTE && minor === '0';
+    if (statusCode === 101 && this.expectUpgrade) {
+      this.state = State.Done;
+      this.cb?.onUpgrade?.({
+        framing: 'none',
+        statusCode,
+        statusMessage,
+        headers,
+        keepAlive: false,
+        contentLength: -1,
+      });
+      return;
+    }
     if (statusCode < 200) {
       if (statusCode === 101) throw new ParseError('unexpected 101 on a non-upgrade request');
       // 1xx interim response: skip it and read the final one.

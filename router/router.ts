@@ -7,20 +7,23 @@
  * node:http server alone tops out below the throughput target, and a proxy needs
  * neither its streams nor its header objects (see bench/RESULTS.md).
  */
+import http from 'node:http';
 import net from 'node:net';
-import { type Config, shardCount } from '../common/config.js';
+import { type Config, forwardedHeadLimit, shardCount } from '../common/config.js';
 import { initHash } from '../common/hash.js';
+import { listen } from '../common/listen.js';
 import type { Logger } from '../common/logger.js';
+import { idAmbiguity, pathAmbiguity } from '../common/paths.js';
 import { pathOf, ShardFunction } from '../common/shard-function.js';
-import { StaticTopology, type Topology } from '../common/topology.js';
-import { createAdminServer } from './admin.js';
+import { type ShardState, StaticTopology, type Topology } from '../common/topology.js';
+import { type AdminView, createAdminServer } from './admin.js';
 import { ClientConnection, type ClientLimits, type ClientOwner } from './client-connection.js';
 import { DeadlineSweeper } from './deadlines.js';
-import { type RouterError, writeRawError } from './errors.js';
+import type { RouterError } from './errors.js';
 import { Exchange, type ExchangeOwner } from './forward.js';
 import { RouterMetrics } from './metrics.js';
 import { buildRequestHead, clientRequestId } from './request-head.js';
-import { headerValue, type ParsedRequest } from './request-parser.js';
+import type { ParsedRequest } from './request-parser.js';
 import { StaticFiles } from './static-files.js';
 import { UpstreamPool } from './upstream-pool.js';
 import { type RelayOwner, WebSocketRelay } from './websocket-relay.js';
@@ -34,7 +37,32 @@ export interface RunningRouter {
 
 type Target = { shard: number } | { error: RouterError };
 
+/** What passes 1 to 4 produce for a request the router forwards. */
+interface Prepared {
+  shard: number;
+  head: string;
+  requestId: string;
+}
+
 const MAX_HEADERS = 100;
+
+/** The methods Node's HTTP parser (llhttp, the shard's) accepts; any other is refused. */
+const KNOWN_METHODS = new Set(http.METHODS);
+
+/** The value of a header that may appear once (lower-case name): undefined when absent, null when repeated. */
+function singleHeader(req: ParsedRequest, lowerName: string): string | undefined | null {
+  const h = req.headers;
+  const len = lowerName.length;
+  let value: string | undefined;
+  for (let i = 0; i < h.length; i += 2) {
+    const name = h[i] as string;
+    if (name.length === len && name.toLowerCase() === lowerName) {
+      if (value !== undefined) return null;
+      value = h[i + 1] as string;
+    }
+  }
+  return value;
+}
 
 export class Router implements ExchangeOwner, RelayOwner, ClientOwner {
   readonly retryAfter: number;
@@ -56,7 +84,9 @@ export class Router implements ExchangeOwner, RelayOwner, ClientOwner {
   private readonly clients = new Set<ClientConnection>();
   private readonly wsPerShard: number[];
   private readonly lastMisdirectedLog: number[];
-  private isDrainingNow = false;
+  private drainingNow = false;
+  /** The largest head forwarded to a shard (what the shard accepts; see forwardedHeadLimit). */
+  private readonly maxForwardedHead: number;
   private readonly server: net.Server;
 
   constructor(
@@ -90,6 +120,7 @@ export class Router implements ExchangeOwner, RelayOwner, ClientOwner {
     this.shards = shardCount(cfg);
     this.sf = new ShardFunction(cfg.shardSpec);
     this.keyHeader = cfg.shardSpec.header.toLowerCase();
+    this.maxForwardedHead = forwardedHeadLimit(cfg);
     if (!topology && cfg.topology.mode !== 'static')
       throw new Error(`topology.mode ${cfg.topology.mode} needs its topology passed to the router`);
     this.topology = topology ?? new StaticTopology(cfg);
@@ -135,30 +166,137 @@ export class Router implements ExchangeOwner, RelayOwner, ClientOwner {
   }
 
   get draining(): boolean {
-    return this.isDrainingNow;
+    return this.drainingNow;
   }
 
-  get isDraining(): boolean {
-    return this.isDrainingNow;
+  // --- the passes every request and upgrade goes through, in order ---
+  //
+  //   1. method       a method Node's HTTP parser (the shard's) rejects: 400 bad_method
+  //   2. target       path bound (414), ambiguous path (400), repeated key header (400),
+  //                   the shard function (404 no_shard_key, 400 malformed_key)
+  //   3. readiness    an unready shard (503), for upgrades also the WebSocket bound (503)
+  //   4. head         the head for the shard, within what the shard accepts (431)
+  //
+  // then the exchange (Exchange, pooled) or the upgrade (WebSocketRelay, its own socket).
+
+  /** Runs passes 1 to 4; answers the client itself and returns undefined when one refuses. */
+  private prepare(
+    conn: ClientConnection,
+    req: ParsedRequest,
+    body: Buffer | undefined,
+    upgrade: boolean,
+    startedAt: number,
+  ): Prepared | undefined {
+    const refuse = (e: RouterError, shard?: number): undefined => {
+      if (shard === undefined) this.metrics.request(undefined, e.status, undefined);
+      else if (upgrade) this.answered(shard, e.status);
+      else this.finished(shard, e.status, startedAt);
+      conn.respondError(e, clientRequestId(req));
+      return undefined;
+    };
+    // 1. method
+    if (!KNOWN_METHODS.has(req.method)) {
+      return refuse({
+        status: 400,
+        code: 'bad_method',
+        message: 'unknown request method (methods are upper case: GET, PUT, POST, DELETE, ...)',
+      });
+    }
+    if (upgrade && this.drainingNow) {
+      return refuse({
+        status: 503,
+        code: 'router_shutting_down',
+        message: 'the router is shutting down',
+        retryAfter: this.retryAfter,
+      });
+    }
+    // 2. target
+    const t = this.target(req);
+    if ('error' in t) return refuse(t.error);
+    const shard = t.shard;
+    // 3. readiness
+    if (this.topology.readinessKnown && !this.topology.isReady(shard)) {
+      this.upstreamFailure(shard, 'unready');
+      return refuse(
+        {
+          status: 503,
+          code: 'shard_unavailable',
+          message: `shard ${shard} is not ready`,
+          retryAfter: this.retryAfter,
+        },
+        shard,
+      );
+    }
+    if (upgrade) {
+      const maxWs = this.cfg.router.limits.maxWebSocketsPerShard;
+      if ((this.wsPerShard[shard] ?? 0) >= maxWs) {
+        this.upstreamFailure(shard, 'overloaded');
+        return refuse(
+          {
+            status: 503,
+            code: 'too_many_websockets',
+            message: `shard ${shard} already has ${maxWs} WebSocket connections through this router`,
+            retryAfter: this.retryAfter,
+          },
+          shard,
+        );
+      }
+    }
+    // 4. head
+    const built = buildRequestHead(req, {
+      shardHeader: this.shardHeaders[shard] as string,
+      defaultHost: this.shardHosts[shard] as string,
+      remoteAddress: conn.remoteAddress,
+      bodyLength: upgrade ? undefined : body ? body.length : req.contentLength === 0 ? 0 : undefined,
+      upgrade,
+    });
+    if (built.head.length > this.maxForwardedHead) {
+      return refuse({
+        status: 431,
+        code: 'headers_too_large',
+        message: `the request head would reach the shard larger than ${this.maxForwardedHead} bytes`,
+      });
+    }
+    return { shard, head: built.head, requestId: built.requestId };
   }
 
-  /** Where a request goes, or the error the router answers itself. */
+  /** Pass 2: where a request goes, or the error the router answers itself. */
   private target(req: ParsedRequest): Target {
     const path = pathOf(req.target);
-    if (path.length > this.cfg.router.limits.maxPathBytes) {
+    const limits = this.cfg.router.limits;
+    if (path.length > limits.maxPathBytes) {
       return {
         error: {
           status: 414,
           code: 'path_too_long',
-          message: `paths are limited to ${this.cfg.router.limits.maxPathBytes} bytes`,
+          message: `paths are limited to ${limits.maxPathBytes} bytes`,
         },
       };
     }
-    const route = this.sf.routeWith(
-      path,
-      this.keyHeader ? headerValue(req, this.keyHeader) : undefined,
-      this.shards,
-    );
+    // The router and the shard must read the same id from the same bytes.
+    const ambiguous =
+      pathAmbiguity(path) ??
+      (path.indexOf('%') === -1 ? undefined : idAmbiguity(this.sf.pathKey(path) ?? ''));
+    if (ambiguous !== undefined) {
+      return {
+        error: {
+          status: 400,
+          code: 'ambiguous_path',
+          message: `the path has ${ambiguous}: the router and the shard could read different ids from it`,
+        },
+      };
+    }
+    const keyHeader = this.keyHeader ? singleHeader(req, this.keyHeader) : undefined;
+    if (keyHeader === null) {
+      return {
+        error: {
+          status: 400,
+          code: 'repeated_key_header',
+          message: `the ${this.keyHeader} header may appear once`,
+        },
+      };
+    }
+    const route = this.sf.routeWith(path, keyHeader, this.shards);
     switch (route.kind) {
       case 'shard':
       case 'fixed':
@@ -186,7 +324,7 @@ export class Router implements ExchangeOwner, RelayOwner, ClientOwner {
 
   dispatch(conn: ClientConnection, req: ParsedRequest, body: Buffer | undefined): void {
     const startedAt = performance.now();
-    if (this.web) {
+    if (this.web && KNOWN_METHODS.has(req.method)) {
       // The web UI's own paths (/, /index.html, /app/...) are answered here, before the shard function.
       const status = this.web.handle(conn, req);
       if (status !== undefined) {
@@ -194,112 +332,26 @@ export class Router implements ExchangeOwner, RelayOwner, ClientOwner {
         return;
       }
     }
-    const t = this.target(req);
-    if ('error' in t) {
-      this.metrics.request(undefined, t.error.status, undefined);
-      conn.respondError(t.error, clientRequestId(req));
-      return;
-    }
-    const shard = t.shard;
-    if (this.topology.readinessKnown && !this.topology.isReady(shard)) {
-      this.upstreamFailure(shard, 'unready');
-      conn.respondError(
-        {
-          status: 503,
-          code: 'shard_unavailable',
-          message: `shard ${shard} is not ready`,
-          retryAfter: this.retryAfter,
-        },
-        clientRequestId(req),
-      );
-      this.finished(shard, 503, startedAt);
-      return;
-    }
-    const built = buildRequestHead(req, {
-      shardHeader: this.shardHeaders[shard] as string,
-      defaultHost: this.shardHosts[shard] as string,
-      remoteAddress: conn.remoteAddress,
-      bodyLength: body ? body.length : req.contentLength === 0 ? 0 : undefined,
-      upgrade: false,
-    });
+    const p = this.prepare(conn, req, body, false, startedAt);
+    if (!p) return;
     new Exchange(
       conn,
       req.method,
-      shard,
-      this.pools[shard] as UpstreamPool,
-      built.head,
+      p.shard,
+      this.pools[p.shard] as UpstreamPool,
+      p.head,
       body,
-      built.requestId,
+      p.requestId,
       startedAt,
       this,
     ).start();
   }
 
-  upgrade(_conn: ClientConnection, req: ParsedRequest, socket: net.Socket, rest: Buffer): void {
-    socket.on('error', () => socket.destroy());
-    if (this.isDrainingNow) {
-      writeRawError(
-        socket,
-        {
-          status: 503,
-          code: 'router_shutting_down',
-          message: 'the router is shutting down',
-          retryAfter: this.retryAfter,
-        },
-        clientRequestId(req),
-      );
-      return;
-    }
-    const t = this.target(req);
-    if ('error' in t) {
-      this.metrics.request(undefined, t.error.status, undefined);
-      writeRawError(socket, t.error, clientRequestId(req));
-      return;
-    }
-    const shard = t.shard;
-    const state = this.topology.states[shard];
-    if (!state) return;
-    const refuse = (reason: string, e: RouterError) => {
-      this.upstreamFailure(shard, reason);
-      this.answered(shard, e.status);
-      writeRawError(socket, e, clientRequestId(req));
-    };
-    if (this.topology.readinessKnown && !state.ready) {
-      refuse('unready', {
-        status: 503,
-        code: 'shard_unavailable',
-        message: `shard ${shard} is not ready`,
-        retryAfter: this.retryAfter,
-      });
-      return;
-    }
-    const maxWs = this.cfg.router.limits.maxWebSocketsPerShard;
-    if ((this.wsPerShard[shard] ?? 0) >= maxWs) {
-      refuse('overloaded', {
-        status: 503,
-        code: 'too_many_websockets',
-        message: `shard ${shard} already has ${maxWs} WebSocket connections through this router`,
-        retryAfter: this.retryAfter,
-      });
-      return;
-    }
-    const built = buildRequestHead(req, {
-      shardHeader: this.shardHeaders[shard] as string,
-      defaultHost: this.shardHosts[shard] as string,
-      remoteAddress: socket.remoteAddress ?? '',
-      bodyLength: undefined,
-      upgrade: true,
-    });
-    new WebSocketRelay(
-      shard,
-      socket,
-      rest,
-      state.host,
-      state.port,
-      built.head,
-      built.requestId,
-      this,
-    ).start();
+  upgrade(conn: ClientConnection, req: ParsedRequest): void {
+    const p = this.prepare(conn, req, undefined, true, performance.now());
+    if (!p) return;
+    const state = this.topology.states[p.shard] as ShardState;
+    new WebSocketRelay(p.shard, conn, state.host, state.port, p.head, p.requestId, this).start();
   }
 
   rejected(status: number): void {
@@ -363,6 +415,19 @@ export class Router implements ExchangeOwner, RelayOwner, ClientOwner {
 
   // --- lifecycle ---
 
+  /** What the admin port needs to know of the router. */
+  adminView(): AdminView {
+    const router = this;
+    return {
+      get draining() {
+        return router.draining;
+      },
+      topology: this.topology,
+      registry: this.metrics.registry,
+      assignment: this.cfg.shardSpec.assignment,
+    };
+  }
+
   /** Logs what the web UI directory holds. */
   logWebDir(): void {
     const web = this.web;
@@ -372,21 +437,15 @@ export class Router implements ExchangeOwner, RelayOwner, ClientOwner {
   }
 
   async listen(): Promise<{ port: number }> {
-    await new Promise<void>((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(this.cfg.router.port, this.cfg.router.host, () => {
-        this.server.off('error', reject);
-        resolve();
-      });
-    });
+    const port = await listen(this.server, this.cfg.router.port, this.cfg.router.host);
     this.topology.start();
     this.clock.start();
-    return { port: (this.server.address() as net.AddressInfo).port };
+    return { port };
   }
 
   async close(): Promise<void> {
-    if (this.isDrainingNow) return;
-    this.isDrainingNow = true;
+    if (this.drainingNow) return;
+    this.drainingNow = true;
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
     // Idle keep-alive connections close now; busy ones close after their response.
     for (const c of this.clients) c.closeIfIdle();
@@ -430,7 +489,7 @@ export async function startRouter(cfg: Config, log: Logger): Promise<RunningRout
   const router = new Router(cfg, log, await createTopology(cfg, log));
   router.logWebDir();
   const { port } = await router.listen();
-  const admin = createAdminServer(router);
+  const admin = createAdminServer(router.adminView());
   const adminPort = await admin.listen(cfg.router.adminPort, cfg.router.host);
   log.info(
     {

@@ -1,13 +1,22 @@
 /**
- * Relays one WebSocket connection to its shard: the upgrade request goes to the shard
- * on a fresh connection, the shard's answer decides (101: relay bytes both ways;
- * 421: 503 to the client; anything else: passed back as is), and from then on bytes
- * flow unchanged with backpressure. Frame boundaries are tracked so that a router
- * shutdown can end the connection with a 1001 close frame on both sides.
+ * Relays one WebSocket connection to its shard. The upgrade request goes to the shard
+ * on a fresh connection while the client connection stays in charge: it holds (and
+ * stops reading) whatever the client sends meanwhile. The shard's answer, read with
+ * the strict response parser, decides:
+ *
+ * - 101: the client connection hands its socket over; the 101 goes to the client, the
+ *   bytes the client sent early go to the shard, and from then on bytes flow unchanged
+ *   both ways with backpressure. Frame boundaries are tracked so that a router shutdown
+ *   can end the connection with a 1001 close frame on both sides.
+ * - 421: 503 to the client (router and shard disagree), as for any request.
+ * - anything else: an ordinary response to the client; the upstream socket is closed
+ *   (never reused, never a tunnel), and the client connection reads the bytes that
+ *   followed the upgrade request as new requests.
  */
 import net from 'node:net';
-import type { Duplex } from 'node:stream';
-import { type RouterError, writeRawError } from './errors.js';
+import type { ClientConnection, ExchangeHooks } from './client-connection.js';
+import type { RouterError } from './errors.js';
+import { ParseError, type ResponseCallbacks, type ResponseHead, ResponseParser } from './response-parser.js';
 import { closeFrame, FrameBoundaryTracker } from './ws-frames.js';
 
 export interface RelayOwner {
@@ -23,16 +32,22 @@ export interface RelayOwner {
   answered(shard: number, code: number): void;
 }
 
-const CRLFCRLF = Buffer.from('\r\n\r\n');
+/** Bound on the head of the shard's answer to an upgrade. */
 const MAX_HEAD = 65536;
 const GOING_AWAY = 1001;
 
-type Phase = 'connecting' | 'handshake' | 'open' | 'passthrough' | 'closed';
+type Phase = 'connecting' | 'handshake' | 'open' | 'closed';
 
-export class WebSocketRelay {
+export class WebSocketRelay implements ResponseCallbacks, ExchangeHooks {
   private upstream: net.Socket | undefined;
+  private client: net.Socket | undefined;
   private phase: Phase = 'connecting';
-  private headBuf: Buffer | undefined;
+  private readonly parser = new ResponseParser(MAX_HEAD);
+  private upgraded: ResponseHead | undefined;
+  private ended = false;
+  private misdirectedAnswer = false;
+  /** The answer to the upgrade has gone to the client connection (it is the client's again). */
+  private handedBack = false;
   private readonly down = new FrameBoundaryTracker(); // shard -> client
   private readonly up = new FrameBoundaryTracker(); // client -> shard
   private closing = false;
@@ -43,8 +58,7 @@ export class WebSocketRelay {
 
   constructor(
     readonly shard: number,
-    private readonly client: Duplex,
-    private readonly clientHead: Buffer,
+    private readonly conn: ClientConnection,
     private readonly host: string,
     private readonly port: number,
     private readonly requestHead: string,
@@ -53,9 +67,8 @@ export class WebSocketRelay {
   ) {}
 
   start(): void {
-    const client = this.client;
-    client.on('error', () => this.destroy());
-    client.on('close', () => this.destroy());
+    this.conn.setHooks(this);
+    this.parser.reset(this, 'GET', true);
     const upstream = net.connect({ host: this.host, port: this.port, noDelay: true });
     this.upstream = upstream;
     upstream.setTimeout(this.owner.connectMs);
@@ -63,13 +76,11 @@ export class WebSocketRelay {
     upstream.on('error', (err: NodeJS.ErrnoException) => this.onUpstreamError(err));
     upstream.on('close', () => this.onUpstreamClose());
     upstream.once('connect', () => {
+      if (this.phase !== 'connecting') return;
       this.owner.connected(this.shard);
       this.phase = 'handshake';
       upstream.setTimeout(this.owner.upstreamMs);
-      upstream.cork();
       upstream.write(this.requestHead, 'latin1');
-      if (this.clientHead.length > 0) upstream.write(this.clientHead);
-      upstream.uncork();
     });
     upstream.on('data', (chunk: Buffer) => this.onUpstreamData(chunk));
   }
@@ -88,19 +99,35 @@ export class WebSocketRelay {
 
   destroy(): void {
     if (this.phase === 'closed') return;
+    const wasOpen = this.phase === 'open';
     this.phase = 'closed';
     if (this.killTimer) clearTimeout(this.killTimer);
-    this.client.destroy();
     this.upstream?.destroy();
+    if (wasOpen) this.client?.destroy();
+    else if (!this.handedBack) this.conn.abort();
     if (this.counted) this.owner.closed(this);
   }
 
-  private fail(e: RouterError): void {
+  // --- ExchangeHooks: the client went away during the handshake ---
+
+  onClientClose(): void {
     if (this.phase === 'closed') return;
-    this.owner.answered(this.shard, e.status);
-    writeRawError(this.client, e, this.requestId);
     this.phase = 'closed';
+    this.handedBack = true;
     this.upstream?.destroy();
+  }
+
+  // --- the handshake ---
+
+  /** An answer the router gives itself instead of the shard's. */
+  private fail(e: RouterError): void {
+    if (this.phase === 'closed' || this.handedBack) return;
+    this.phase = 'closed';
+    this.handedBack = true;
+    this.upstream?.destroy();
+    this.owner.answered(this.shard, e.status);
+    this.conn.setHooks(undefined);
+    this.conn.respondError(e, this.requestId);
   }
 
   private onUpstreamError(err: NodeJS.ErrnoException): void {
@@ -113,14 +140,8 @@ export class WebSocketRelay {
         message: `shard ${this.shard} is unavailable (${err.code ?? 'connect failed'})`,
         retryAfter: this.owner.retryAfter,
       });
-    } else if (this.phase === 'handshake') {
-      this.owner.upstreamFailure(this.shard, 'reset', err);
-      this.fail({
-        status: 502,
-        code: 'upstream_reset',
-        message: `shard ${this.shard} closed the connection`,
-      });
     }
+    // Otherwise 'close' follows and decides.
   }
 
   private onUpstreamTimeout(): void {
@@ -134,79 +155,121 @@ export class WebSocketRelay {
       });
     } else if (this.phase === 'handshake') {
       this.owner.upstreamFailure(this.shard, 'timeout');
-      this.fail({
-        status: 504,
-        code: 'upstream_timeout',
-        message: `shard ${this.shard} did not answer the upgrade within ${this.owner.upstreamMs} ms`,
-      });
+      this.failAnswer(
+        504,
+        'upstream_timeout',
+        `shard ${this.shard} did not answer the upgrade within ${this.owner.upstreamMs} ms`,
+      );
     }
   }
 
   private onUpstreamClose(): void {
     if (this.phase === 'connecting' || this.phase === 'handshake') {
+      if (this.phase === 'handshake' && this.parser.finishOnClose()) {
+        // A refusal delimited by the end of the connection.
+        this.finishAnswer();
+        return;
+      }
       this.owner.upstreamFailure(this.shard, 'reset');
-      this.fail({
-        status: 502,
-        code: 'upstream_reset',
-        message: `shard ${this.shard} closed the connection`,
-      });
-      return;
-    }
-    if (this.phase === 'passthrough') {
-      this.phase = 'closed';
-      this.client.end();
+      this.failAnswer(502, 'upstream_reset', `shard ${this.shard} closed the connection`);
       return;
     }
     // An open relay: let what was written reach the client, then close it.
     if (this.phase === 'open') {
-      this.client.end();
+      this.client?.end();
       this.scheduleKill(1000);
     }
   }
 
+  /** Fails the handshake: an error answer if nothing was sent yet, else a cut connection. */
+  private failAnswer(status: number, code: string, message: string): void {
+    if (this.conn.committed) {
+      this.phase = 'closed';
+      this.handedBack = true;
+      this.upstream?.destroy();
+      this.owner.answered(this.shard, 0);
+      this.conn.abort();
+      return;
+    }
+    this.fail({ status, code, message });
+  }
+
   private onUpstreamData(chunk: Buffer): void {
-    switch (this.phase) {
-      case 'handshake':
-        this.onHandshakeData(chunk);
-        return;
-      case 'open':
-        this.relayDown(chunk);
-        return;
-      case 'passthrough':
-        if (!this.client.write(chunk)) this.upstream?.pause();
-        return;
-      default:
-        return;
+    if (this.phase === 'open') {
+      this.relayDown(chunk);
+      return;
+    }
+    if (this.phase !== 'handshake') return;
+    let used: number;
+    try {
+      used = this.parser.consume(chunk);
+    } catch (err) {
+      this.owner.upstreamFailure(this.shard, 'protocol', err as Error);
+      const message = err instanceof ParseError ? err.message : 'invalid response';
+      this.failAnswer(
+        502,
+        'upstream_protocol_error',
+        `shard ${this.shard} sent an invalid answer to the upgrade: ${message}`,
+      );
+      return;
+    }
+    if (this.upgraded) {
+      this.open(this.upgraded, chunk.subarray(used));
+      return;
+    }
+    if (this.ended) {
+      if (used < chunk.length) {
+        this.owner.upstreamFailure(
+          this.shard,
+          'overflow',
+          new Error(`${chunk.length - used} bytes after the answer to an upgrade`),
+        );
+      }
+      this.finishAnswer();
+      return;
+    }
+    const upstream = this.upstream as net.Socket;
+    if (!this.conn.flush()) {
+      // The client is slower than the shard: the shard is not late meanwhile.
+      upstream.pause();
+      upstream.setTimeout(0);
+      this.conn.onceDrain(() => {
+        if (this.phase !== 'handshake') return;
+        upstream.setTimeout(this.owner.upstreamMs);
+        upstream.resume();
+      });
     }
   }
 
-  private onHandshakeData(chunk: Buffer): void {
-    const buf = this.headBuf ? Buffer.concat([this.headBuf, chunk]) : chunk;
-    const end = buf.indexOf(CRLFCRLF);
-    if (end === -1) {
-      if (buf.length > MAX_HEAD) {
-        this.owner.upstreamFailure(this.shard, 'protocol');
-        this.fail({
-          status: 502,
-          code: 'upstream_protocol_error',
-          message: 'upgrade response head too large',
-        });
-        return;
-      }
-      this.headBuf = Buffer.from(buf);
+  // --- ResponseCallbacks: the shard's answer to the upgrade ---
+
+  onHead(head: ResponseHead): void {
+    if (head.statusCode === 421) {
+      this.misdirectedAnswer = true;
       return;
     }
-    this.headBuf = undefined;
-    const statusLine = buf.toString('latin1', 0, Math.min(buf.indexOf(13), 64));
-    const m = /^HTTP\/1\.[01] (\d{3})/.exec(statusLine);
-    if (!m) {
-      this.owner.upstreamFailure(this.shard, 'protocol');
-      this.fail({ status: 502, code: 'upstream_protocol_error', message: 'malformed upgrade response' });
-      return;
-    }
-    const status = Number(m[1]);
-    const upstream = this.upstream as net.Socket;
-    if (status === 421) {
+    this.conn.respondHead(head.statusCode, head.statusMessage, head.headers, head.framing);
+  }
+
+  onBody(chunk: Buffer): void {
+    if (!this.misdirectedAnswer) this.conn.respondBody(chunk);
+  }
+
+  onEnd(): void {
+    this.ended = true;
+  }
+
+  onUpgrade(head: ResponseHead): void {
+    this.upgraded = head;
+  }
+
+  /**
+   * A refusal (not 101) is complete: the upstream socket is closed (an upgrade's
+   * connection is never reused), and the client connection goes on with its next request.
+   */
+  private finishAnswer(): void {
+    if (this.phase === 'closed' || this.handedBack) return;
+    if (this.misdirectedAnswer) {
       this.owner.misdirected(this.shard);
       this.fail({
         status: 503,
@@ -216,30 +279,38 @@ export class WebSocketRelay {
       });
       return;
     }
-    this.owner.answered(this.shard, status);
-    const headBytes = buf.subarray(0, end + 4);
-    const rest = buf.subarray(end + 4);
-    if (status !== 101) {
-      // The shard refused the upgrade (401, 403, 404, ...): its answer goes back as is.
-      this.phase = 'passthrough';
-      upstream.setTimeout(this.owner.upstreamMs);
-      this.client.write(buf);
-      this.client.on('drain', () => upstream.resume());
-      return;
-    }
+    this.phase = 'closed';
+    this.handedBack = true;
+    this.upstream?.destroy();
+    this.owner.answered(this.shard, this.conn.status);
+    this.conn.setHooks(undefined);
+    this.conn.respondEnd();
+    this.conn.flush();
+  }
+
+  /** 101: the socket becomes a relay; `rest` are the shard's first bytes after the 101. */
+  private open(head: ResponseHead, rest: Buffer): void {
+    const upstream = this.upstream as net.Socket;
     this.phase = 'open';
+    this.handedBack = true;
+    this.owner.answered(this.shard, 101);
     this.counted = true;
     this.owner.opened(this);
+    const { socket: client, early } = this.conn.takeOver();
+    this.client = client;
     upstream.setTimeout(0);
     upstream.setKeepAlive(true, 30_000);
-    const client = this.client;
-    if (client instanceof net.Socket) {
-      client.setTimeout(0);
-      client.setNoDelay(true);
-      client.setKeepAlive(true, 30_000);
-    }
-    client.write(headBytes);
-    if (rest.length > 0) this.relayDown(rest);
+    client.setTimeout(0);
+    client.setNoDelay(true);
+    client.setKeepAlive(true, 30_000);
+    let text = `HTTP/1.1 101 ${head.statusMessage || 'Switching Protocols'}\r\n`;
+    for (let i = 0; i < head.headers.length; i += 2) text += `${head.headers[i]}: ${head.headers[i + 1]}\r\n`;
+    client.write(`${text}connection: upgrade\r\nupgrade: websocket\r\n\r\n`, 'latin1');
+    client.on('error', () => this.destroy());
+    client.on('close', () => this.destroy());
+    if (rest.length > 0) this.relayDown(Buffer.from(rest));
+    // What the client sent before the 101 goes first, in order.
+    if (early && early.length > 0) this.relayUp(early);
     client.on('data', (c: Buffer) => this.relayUp(c));
     client.on('end', () => {
       upstream.end();
@@ -247,20 +318,24 @@ export class WebSocketRelay {
     });
     client.on('drain', () => upstream.resume());
     upstream.on('drain', () => client.resume());
+    if (!upstream.writableNeedDrain) client.resume();
   }
 
+  // --- the open relay ---
+
   private relayDown(chunk: Buffer): void {
-    if (this.downClosed) return;
+    const client = this.client;
+    if (this.downClosed || !client) return;
     let data = chunk;
     if (this.closing) {
       const n = this.down.advance(chunk, true);
       data = chunk.subarray(0, n);
-      if (data.length > 0) this.client.write(data);
+      if (data.length > 0) client.write(data);
       if (this.down.atBoundary) this.closeDown();
       return;
     }
     this.down.advance(chunk);
-    if (!this.client.write(data)) this.upstream?.pause();
+    if (!client.write(data)) this.upstream?.pause();
   }
 
   private relayUp(chunk: Buffer): void {
@@ -273,13 +348,13 @@ export class WebSocketRelay {
       return;
     }
     this.up.advance(chunk);
-    if (!upstream.write(chunk)) this.client.pause();
+    if (!upstream.write(chunk)) this.client?.pause();
   }
 
   private closeDown(): void {
     if (this.downClosed) return;
     this.downClosed = true;
-    this.client.write(closeFrame(GOING_AWAY, false, 'router shutting down'));
+    this.client?.write(closeFrame(GOING_AWAY, false, 'router shutting down'));
     this.afterClose();
   }
 
@@ -293,7 +368,7 @@ export class WebSocketRelay {
   private afterClose(): void {
     if (!this.downClosed || !this.upClosed) return;
     // Give both peers a moment to answer the close, then end the TCP connections.
-    this.client.end();
+    this.client?.end();
     this.upstream?.end();
     this.scheduleKill(2000);
   }

@@ -5,7 +5,7 @@
 import http from 'node:http';
 import type express from 'express';
 import type { Request, Response } from 'express';
-import type { Config } from '../../common/config.js';
+import { type Config, forwardedHeadLimit } from '../../common/config.js';
 import { answerClientError } from '../../common/http-answers.js';
 import type { Logger } from '../../common/logger.js';
 import type { GroupHub } from '../sockets/group-hub.js';
@@ -24,7 +24,8 @@ export function createPublicServer(d: PublicServerDeps): http.Server {
   // Express's own final handler answers HTML; every request ends in JSON instead.
   const finish = finalHandler(d.log);
   const server = http.createServer(
-    { maxHeaderSize: 16384, keepAliveTimeout: 5000, requestTimeout: 120_000 },
+    // A head at the router's maxHeaderBytes plus the headers the router adds must pass.
+    { maxHeaderSize: forwardedHeadLimit(d.cfg), keepAliveTimeout: 5000, requestTimeout: 120_000 },
     (req, res) => {
       const r = req as unknown as Request;
       const w = res as unknown as Response;

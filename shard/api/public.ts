@@ -96,7 +96,7 @@ export function createApi(s: ShardServices): express.Express {
   const { cfg, store, auth, own, messagesAfter, modeOf } = s;
   const limits = cfg.shard.limits;
   const app = express();
-  // Exactly as the router reads paths: /GROUPS/g and /groups/g/ are not /groups/g.
+  // Routes match exactly as the router's urlPattern does (docs/architecture.md section 1).
   app.set('case sensitive routing', true);
   app.set('strict routing', true);
   app.disable('x-powered-by');

@@ -11,7 +11,9 @@ import type { WebSocket, WebSocketServer } from 'ws';
 import type { Config } from '../../common/config.js';
 import { ApiError, writeRawError } from '../../common/http-answers.js';
 import type { Logger } from '../../common/logger.js';
+import { idAmbiguity, pathAmbiguity } from '../../common/paths.js';
 import { isClientMsgId, type Message, SHARD_HEADER } from '../../common/protocol.js';
+import { pathOf } from '../../common/shard-function.js';
 import { type Authenticator, tokenOf } from '../api/auth.js';
 import type { Ownership } from '../cluster/ownership.js';
 import type { ShardMetrics } from '../metrics.js';
@@ -110,9 +112,15 @@ export async function socketRequest(
     closing: boolean;
   },
 ): Promise<{ id: string; userId: string }> {
-  const url = new URL(req.url ?? '/', 'http://shard');
-  const m = o.path.exec(url.pathname);
+  // The id comes from the raw path, as the router read it (no URL normalisation).
+  const target = req.url ?? '/';
+  const path = pathOf(target);
+  const ambiguous = pathAmbiguity(path);
+  if (ambiguous) throw new ApiError(400, 'ambiguous_path', `the path has ${ambiguous}`);
+  const m = o.path.exec(path);
   if (!m) throw new ApiError(404, 'not_found', 'no WebSocket at this path');
+  const idAmbiguous = idAmbiguity(m[1] as string);
+  if (idAmbiguous) throw new ApiError(400, 'ambiguous_path', `the path has ${idAmbiguous}`);
   let id: string;
   try {
     id = decodeURIComponent(m[1] as string);
@@ -124,9 +132,17 @@ export async function socketRequest(
   o.own.check(id, typeof routed === 'string' ? routed : undefined);
   if (o.closing) throw shuttingDown();
   const userId = await o.auth.verify(
-    tokenOf(req.headers.authorization, url.searchParams.get('token') ?? undefined),
+    tokenOf(req.headers.authorization, queryOf(target).get('token') ?? undefined),
   );
   return { id, userId };
+}
+
+/** The query of a request target (after '?', before '#'). */
+function queryOf(target: string): URLSearchParams {
+  const q = target.indexOf('?');
+  if (q === -1) return new URLSearchParams();
+  const hash = target.indexOf('#', q);
+  return new URLSearchParams(target.slice(q + 1, hash === -1 ? undefined : hash));
 }
 
 /** The state of a new connection: a full rate budget. */

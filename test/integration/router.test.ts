@@ -200,6 +200,13 @@ describe('routing by the shard function (reference vectors)', () => {
         expect(want, `vector ${v.key} has S=${S}`).toBeTypeOf('number');
         const p = groupPath(v.key);
         const res = await request(`${r.url}${p}`);
+        if (v.key.includes('/')) {
+          // An encoded / inside the path's id is refused before hashing (docs/architecture.md
+          // section 1; issue 11): such keys route by the x-group-id header (next test).
+          expect(res.status, `${p}: ${res.text}`).toBe(400);
+          expect(errorOf(res).error.code).toBe('ambiguous_path');
+          continue;
+        }
         expect(res.status, `${p}: ${res.text}`).toBe(200);
         const echo = echoOf(res);
         expect(echo.name, `key ${JSON.stringify(v.key)}`).toBe(`shard-${want}`);
@@ -448,7 +455,7 @@ describe('HTTP proxying', () => {
   });
 
   it('the path and query reach the backend byte for byte', async () => {
-    const p = `${groupPath('weird key/ü')}/x?a=1&b=%2F&c=%20&d=ü`;
+    const p = `${groupPath('weird key+ü')}/x?a=1&b=%2F&c=%20&d=ü`;
     const res = await request(`${main.url}${encodeURI(p).replace(/%25/g, '%')}`);
     expect(res.status).toBe(200);
     expect(echoOf(res).url).toBe(encodeURI(p).replace(/%25/g, '%'));

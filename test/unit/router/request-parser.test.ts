@@ -182,10 +182,10 @@ describe('parseRequestHead: valid requests', () => {
     expect(headerValue(r, 'x-time')).toBe('12:34:56');
   });
 
-  it('accepts repeated identical Content-Length headers', () => {
-    const r = parse(head('POST / HTTP/1.1', 'Host: a', 'Content-Length: 5', 'content-length: 5'));
-    expect(r.contentLength).toBe(5);
-    expect(r.headers).toEqual(['Host', 'a', 'Content-Length', '5', 'content-length', '5']);
+  it('refuses repeated identical Content-Length headers (as nginx does; issue 11)', () => {
+    expect(() => parse(head('POST / HTTP/1.1', 'Host: a', 'Content-Length: 5', 'content-length: 5'))).toThrow(
+      /repeated Content-Length/,
+    );
   });
 });
 
