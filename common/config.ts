@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs';
 import yaml from 'js-yaml';
 import { z } from 'zod';
+import { closest } from './did-you-mean.js';
 import { checkPatternSafety } from './regex-safety.js';
 
 const port = z.number().int().min(0).max(65535);
@@ -227,15 +228,17 @@ const logSchema = z.strictObject({
   level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 
-export const configSchema = z
-  .strictObject({
-    shardSpec: shardSpecSchema.prefault({}),
-    topology: topologySchema.prefault({}),
-    router: routerSchema.prefault({}),
-    shard: shardSchema.prefault({}),
-    auth: authSchema.prefault({}),
-    log: logSchema.prefault({}),
-  })
+/** The file's shape: the fields each section allows ("did you mean" reads them from here). */
+const configObject = z.strictObject({
+  shardSpec: shardSpecSchema.prefault({}),
+  topology: topologySchema.prefault({}),
+  router: routerSchema.prefault({}),
+  shard: shardSchema.prefault({}),
+  auth: authSchema.prefault({}),
+  log: logSchema.prefault({}),
+});
+
+export const configSchema = configObject
   .superRefine((cfg, ctx) => {
     const verdict = checkPatternSafety(cfg.shardSpec.urlPattern);
     if (!verdict.ok) {
@@ -331,12 +334,20 @@ function parseEnvValue(value: string): unknown {
   return value;
 }
 
-/** Applies SHARDCHAT__a__b=value overrides to a raw configuration object. */
-export function applyEnvOverrides(
+/** One SHARDCHAT__ override: the variable, its value as given and the configuration path it sets. */
+interface EnvOverride {
+  name: string;
+  value: string;
+  path: string[];
+}
+
+/** Applies SHARDCHAT__ overrides to a copy of `raw`; also says which variable set which path. */
+function withEnvOverrides(
   raw: Record<string, unknown>,
   env: NodeJS.ProcessEnv,
-): Record<string, unknown> {
+): { merged: Record<string, unknown>; overrides: EnvOverride[] } {
   const out = structuredClone(raw);
+  const overrides: EnvOverride[] = [];
   const names = Object.keys(env)
     .filter((n) => n.startsWith(ENV_PREFIX))
     .sort();
@@ -358,9 +369,19 @@ export function applyEnvOverrides(
         throw new ConfigError(`environment variable ${name}: ${seg} is not a section`);
       }
     }
-    node[path[path.length - 1] as string] = parseEnvValue(env[name] ?? '');
+    const value = env[name] ?? '';
+    node[path[path.length - 1] as string] = parseEnvValue(value);
+    overrides.push({ name, value, path });
   }
-  return out;
+  return { merged: out, overrides };
+}
+
+/** Applies SHARDCHAT__a__b=value overrides to a raw configuration object. */
+export function applyEnvOverrides(
+  raw: Record<string, unknown>,
+  env: NodeJS.ProcessEnv,
+): Record<string, unknown> {
+  return withEnvOverrides(raw, env).merged;
 }
 
 function formatPath(path: ReadonlyArray<PropertyKey>): string {
@@ -369,12 +390,151 @@ function formatPath(path: ReadonlyArray<PropertyKey>): string {
   return s || '(root)';
 }
 
-/** Validates a raw object (already merged with the environment) into a Config. */
-export function parseConfig(raw: unknown, source = 'configuration'): Config {
+/**
+ * The fields the schema allows in the object at `path` (through defaults, optionals,
+ * pipes and array elements); undefined when there is no object there.
+ */
+export function configFieldsAt(path: ReadonlyArray<PropertyKey>): string[] | undefined {
+  let s: z.ZodType = configObject;
+  let i = 0;
+  for (;;) {
+    if (s instanceof z.ZodPipe) s = s.in as z.ZodType;
+    else if (
+      s instanceof z.ZodDefault ||
+      s instanceof z.ZodPrefault ||
+      s instanceof z.ZodOptional ||
+      s instanceof z.ZodNullable
+    )
+      s = s.unwrap() as z.ZodType;
+    else if (i === path.length) return s instanceof z.ZodObject ? Object.keys(s.shape) : undefined;
+    else if (s instanceof z.ZodObject) {
+      const next = (s.shape as Record<string, z.ZodType | undefined>)[String(path[i++])];
+      if (!next) return undefined;
+      s = next;
+    } else if (s instanceof z.ZodArray && typeof path[i] === 'number') {
+      s = s.element as z.ZodType;
+      i++;
+    } else return undefined;
+  }
+}
+
+/** One thing wrong with a configuration, at one path. */
+interface Problem {
+  path: PropertyKey[];
+  message: string;
+  /** A value of the wrong type: zod's name of the type wanted. */
+  expected?: string;
+  /** An unknown field: the allowed field it is closest to, if any is close. */
+  suggestion?: string;
+}
+
+/** zod's issues as problems: an unknown field each, named by its own path, with a "did you mean". */
+function problemsOf(issues: readonly z.core.$ZodIssue[]): Problem[] {
+  const out: Problem[] = [];
+  for (const issue of issues) {
+    if (issue.code === 'unrecognized_keys') {
+      const known = configFieldsAt(issue.path) ?? [];
+      for (const key of issue.keys) {
+        const suggestion = closest(key, known);
+        out.push({
+          path: [...issue.path, key],
+          message: suggestion
+            ? `unknown field; did you mean ${suggestion}?`
+            : `unknown field${known.length ? ` (known: ${known.join(', ')})` : ''}`,
+          ...(suggestion ? { suggestion } : {}),
+        });
+      }
+    } else {
+      out.push({
+        path: [...issue.path],
+        message: issue.message,
+        ...(issue.code === 'invalid_type' ? { expected: issue.expected } : {}),
+      });
+    }
+  }
+  return out;
+}
+
+function startsWith(path: ReadonlyArray<PropertyKey>, prefix: ReadonlyArray<PropertyKey>): boolean {
+  return prefix.length <= path.length && prefix.every((p, i) => String(p) === String(path[i]));
+}
+
+function hasPath(raw: unknown, path: ReadonlyArray<PropertyKey>): boolean {
+  let node = raw;
+  for (const seg of path) {
+    if (node === null || typeof node !== 'object' || !Object.hasOwn(node, seg)) return false;
+    node = (node as Record<PropertyKey, unknown>)[seg];
+  }
+  return true;
+}
+
+/**
+ * The override a problem comes from: the one that set the value at the problem's path or
+ * around it (the longest such path), else one that created the section or field the
+ * problem is about (SHARDCHAT__routr__port creates `routr`) when the file does not have it.
+ */
+function overrideOf(p: Problem, overrides: readonly EnvOverride[], file: unknown): EnvOverride | undefined {
+  let best: EnvOverride | undefined;
+  for (const o of overrides) {
+    if (startsWith(p.path, o.path) && (!best || o.path.length > best.path.length)) best = o;
+  }
+  if (best || hasPath(file, p.path)) return best;
+  return overrides.find((o) => startsWith(o.path, p.path));
+}
+
+const TYPE_NAMES: Record<string, string> = {
+  number: 'a number',
+  int: 'a whole number',
+  boolean: 'true or false',
+  string: 'a string',
+  array: 'a list such as [a, b]',
+  object: 'a mapping such as {key: value}',
+};
+
+/** A problem an environment variable caused, said in terms of that variable. */
+function envLine(p: Problem, o: EnvOverride): string {
+  let message = p.message;
+  if (p.expected && p.path.length === o.path.length) {
+    message = `expected ${TYPE_NAMES[p.expected] ?? p.expected}, got ${JSON.stringify(o.value)}`;
+  } else if (p.suggestion && p.path.length <= o.path.length) {
+    // The unknown field is part of the variable's name: suggest the variable.
+    const fixed = [...o.path];
+    fixed[p.path.length - 1] = p.suggestion;
+    message = `unknown field; did you mean ${ENV_PREFIX}${fixed.join('__')}?`;
+  }
+  return `environment variable ${o.name} (${formatPath(p.path)}): ${message}`;
+}
+
+/**
+ * Validates a raw object (already merged with the environment) into a Config. `overrides`
+ * and `file` (the raw object before them) let each problem name its source.
+ */
+function validate(
+  raw: unknown,
+  source: string,
+  overrides: readonly EnvOverride[] = [],
+  file: unknown = raw,
+): Config {
   const result = configSchema.safeParse(raw ?? {});
   if (result.success) return result.data;
-  const lines = result.error.issues.map((i) => `  ${formatPath(i.path)}: ${i.message}`);
-  throw new ConfigError(`${source} is invalid:\n${lines.join('\n')}`);
+  const lines: { env: boolean; text: string }[] = [];
+  for (const p of problemsOf(result.error.issues)) {
+    const o = overrideOf(p, overrides, file);
+    lines.push(
+      o ? { env: true, text: envLine(p, o) } : { env: false, text: `${formatPath(p.path)}: ${p.message}` },
+    );
+  }
+  if (!lines.some((l) => l.env)) {
+    throw new ConfigError(`${source} is invalid:\n${lines.map((l) => `  ${l.text}`).join('\n')}`);
+  }
+  // Both may contribute: every line names its source.
+  const named = lines.map((l) => `  ${l.env ? '' : `${source}: `}${l.text}`);
+  throw new ConfigError(`configuration is invalid:\n${named.join('\n')}`);
+}
+
+/** Validates a raw object (already merged with the environment) into a Config. */
+export function parseConfig(raw: unknown, source = 'configuration'): Config {
+  return validate(raw, source);
 }
 
 /** Loads the file (if any), applies SHARDCHAT__ overrides and validates. */
@@ -397,8 +557,8 @@ export function loadConfig(file: string | undefined, env: NodeJS.ProcessEnv = pr
       throw new ConfigError(`configuration file ${file} must hold a mapping at the top level`);
     }
   }
-  const merged = applyEnvOverrides(raw as Record<string, unknown>, env);
-  return parseConfig(merged, source);
+  const { merged, overrides } = withEnvOverrides(raw as Record<string, unknown>, env);
+  return validate(merged, source, overrides, raw);
 }
 
 /** The number of shards S, always from configuration (docs/architecture.md section 2). */

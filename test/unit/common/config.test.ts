@@ -10,11 +10,13 @@ import {
   applyEnvOverrides,
   type Config,
   ConfigError,
+  configFieldsAt,
   configSchema,
   loadConfig,
   parseConfig,
   shardCount,
 } from '../../../common/config.js';
+import { closest, editDistance } from '../../../common/did-you-mean.js';
 import { checkPatternSafety } from '../../../common/regex-safety.js';
 
 let dir: string;
@@ -241,15 +243,17 @@ describe('unknown fields are refused', () => {
   it('at the top level', () => {
     const msg = invalid({ routr: { port: 8080 } });
     expect(msg).toMatch(/routr/);
-    expect(msg).toMatch(/\(root\)/);
+    expect(msg).toMatch(/^\s*routr: unknown field; did you mean router\?$/m);
   });
 
   it('inside a section, naming the section and the key', () => {
     const msg = invalid({ router: { prot: 8080 } });
-    expect(msg).toMatch(/^\s*router: .*prot/m);
-    expect(invalid({ shardSpec: { urlpattern: '^/x/([^/]+)' } })).toMatch(/^\s*shardSpec: .*urlpattern/m);
+    expect(msg).toMatch(/^\s*router\.prot: unknown field; did you mean port\?$/m);
+    expect(invalid({ shardSpec: { urlpattern: '^/x/([^/]+)' } })).toMatch(
+      /^\s*shardSpec\.urlpattern: unknown field; did you mean urlPattern\?$/m,
+    );
     expect(invalid({ router: { limits: { maxPathByte: 100 } } })).toMatch(
-      /^\s*router\.limits: .*maxPathByte/m,
+      /^\s*router\.limits\.maxPathByte: unknown field; did you mean maxPathBytes\?$/m,
     );
   });
 
@@ -257,7 +261,170 @@ describe('unknown fields are refused', () => {
     const f = file('router:\n  port: 8080\n  bogus: true\n');
     const err = configError(() => loadConfig(f, {}));
     expect(err.message).toContain(f);
-    expect(err.message).toMatch(/router: .*bogus/);
+    expect(err.message).toMatch(/router\.bogus: unknown field/);
+  });
+});
+
+describe('unknown fields: did you mean', () => {
+  it('editDistance: insertions, deletions, substitutions and adjacent transpositions cost 1', () => {
+    expect(editDistance('', '')).toBe(0);
+    expect(editDistance('', 'port')).toBe(4);
+    expect(editDistance('port', '')).toBe(4);
+    expect(editDistance('port', 'port')).toBe(0);
+    expect(editDistance('urlPatern', 'urlPattern')).toBe(1);
+    expect(editDistance('prot', 'port')).toBe(1);
+    expect(editDistance('kitten', 'sitting')).toBe(3);
+    expect(editDistance('ca', 'abc')).toBe(3); // optimal string alignment, not unrestricted Damerau
+    expect(editDistance('urlpattern', 'urlPattern')).toBe(1); // case-sensitive itself
+  });
+
+  it('closest: at most 2 edits and under half the name, ignoring case, ties to the first candidate', () => {
+    expect(closest('urlpattern', ['urlPattern', 'header'])).toBe('urlPattern');
+    expect(closest('adminport', ['port', 'adminPort'])).toBe('adminPort');
+    expect(closest('prot', ['host', 'port'])).toBe('port');
+    expect(closest('bogus', ['host', 'port'])).toBeUndefined();
+    expect(closest('xyz', ['x', 'y'])).toBeUndefined();
+    expect(closest('host', ['port'])).toBeUndefined();
+    expect(closest('lg', ['log'])).toBe('log');
+    // Two edits at most, changing less than half of the longer name.
+    expect(closest('mxaPathByts', ['maxPathBytes'])).toBe('maxPathBytes'); // a transposition and an insertion
+    expect(closest('mxaPathByt', ['maxPathBytes'])).toBeUndefined(); // and one more
+    expect(closest('maxPathByt', ['maxPathBytes'])).toBe('maxPathBytes');
+    expect(closest('p', ['port'])).toBeUndefined();
+    expect(closest('ab', ['a'])).toBeUndefined();
+    expect(closest('ab', ['abc', 'abd'])).toBe('abc');
+  });
+
+  it("the allowed fields come from the schema's shape, through defaults and optional sections", () => {
+    const defaults = parseConfig({});
+    expect(configFieldsAt([])).toEqual(Object.keys(defaults));
+    expect(configFieldsAt(['shardSpec'])).toEqual(Object.keys(defaults.shardSpec));
+    expect(configFieldsAt(['router', 'limits'])).toEqual(Object.keys(defaults.router.limits));
+    expect(configFieldsAt(['shard', 'delivery', 'pull'])).toEqual(Object.keys(defaults.shard.delivery.pull));
+    expect(configFieldsAt(['topology', 'kubernetes'])).toEqual(['statefulSet', 'port', 'adminPort']);
+    // Optional fields absent from the defaults are fields too.
+    expect(configFieldsAt(['router'])).toContain('webDir');
+    expect(configFieldsAt(['auth'])).toEqual(['devTokens', 'issuer', 'audience']);
+    // Not objects, or not there.
+    expect(configFieldsAt(['router', 'port'])).toBeUndefined();
+    expect(configFieldsAt(['topology', 'targets', 0])).toBeUndefined();
+    expect(configFieldsAt(['nope'])).toBeUndefined();
+  });
+
+  it('the issue of #15: shardSpec.urlPatern: unknown field; did you mean urlPattern?', () => {
+    const msg = invalid({ shardSpec: { urlPatern: '^/x/([^/]+)' } });
+    expect(msg).toBe(
+      'configuration is invalid:\n  shardSpec.urlPatern: unknown field; did you mean urlPattern?',
+    );
+    expect(msg).not.toMatch(/Unrecognized/);
+  });
+
+  it('several unknown fields in one section: a line each; with no close field, the known ones are listed', () => {
+    const msg = invalid({ router: { prot: 1, bogus: true } });
+    expect(msg).toMatch(/^ {2}router\.prot: unknown field; did you mean port\?$/m);
+    expect(msg).toMatch(
+      /^ {2}router\.bogus: unknown field \(known: host, port, adminPort, limits, timeouts, retryAfterSeconds, webDir\)$/m,
+    );
+    expect(invalid({ shard: { delivery: { pul: {} } } })).toMatch(
+      /^ {2}shard\.delivery\.pul: unknown field; did you mean pull\?$/m,
+    );
+  });
+
+  it('a misspelt variable gets the corrected variable name', () => {
+    const msg = configError(() =>
+      loadConfig(undefined, {
+        SHARDCHAT__router__prot: '8080',
+        SHARDCHAT__routr__adminPort: '9090',
+        SHARDCHAT__shardspec__assignment: 'jump',
+      }),
+    ).message;
+    expect(msg).toMatch(
+      /^ {2}environment variable SHARDCHAT__router__prot \(router\.prot\): unknown field; did you mean SHARDCHAT__router__port\?$/m,
+    );
+    expect(msg).toMatch(
+      /^ {2}environment variable SHARDCHAT__routr__adminPort \(routr\): unknown field; did you mean SHARDCHAT__router__adminPort\?$/m,
+    );
+    expect(msg).toMatch(
+      /^ {2}environment variable SHARDCHAT__shardspec__assignment \(shardspec\): unknown field; did you mean SHARDCHAT__shardSpec__assignment\?$/m,
+    );
+    // A misspelt field inside a mapping given as the value: the field, not a variable.
+    expect(
+      configError(() => loadConfig(undefined, { SHARDCHAT__router__limits: '{ maxPathByte: 100 }' })).message,
+    ).toMatch(
+      /environment variable SHARDCHAT__router__limits \(router\.limits\.maxPathByte\): unknown field; did you mean maxPathBytes\?/,
+    );
+  });
+});
+
+describe('problems from the environment name the variable', () => {
+  it('the issue of #15: SHARDCHAT__router__port=abc', () => {
+    const err = configError(() => loadConfig(undefined, { SHARDCHAT__router__port: 'abc' }));
+    expect(err.message).toBe(
+      'configuration is invalid:\n  environment variable SHARDCHAT__router__port (router.port): expected a number, got "abc"',
+    );
+    // Not reported as a bad file.
+    expect(err.message).not.toMatch(/default configuration|\.yaml/);
+  });
+
+  it('says what the field wants and what the variable held', () => {
+    const msg = (env: NodeJS.ProcessEnv) => configError(() => loadConfig(undefined, env)).message;
+    expect(msg({ SHARDCHAT__router__port: '8080.5' })).toMatch(
+      /SHARDCHAT__router__port \(router\.port\): expected a whole number, got "8080\.5"$/m,
+    );
+    expect(msg({ SHARDCHAT__auth__devTokens: 'yes' })).toMatch(
+      /SHARDCHAT__auth__devTokens \(auth\.devTokens\): expected true or false, got "yes"$/m,
+    );
+    expect(msg({ SHARDCHAT__topology__targets: 'http://a:1' })).toMatch(
+      /SHARDCHAT__topology__targets \(topology\.targets\): expected a list such as \[a, b\], got "http:\/\/a:1"$/m,
+    );
+    // Other checks keep their own words.
+    expect(msg({ SHARDCHAT__router__port: '70000' })).toMatch(
+      /^ {2}environment variable SHARDCHAT__router__port \(router\.port\): .*65535/m,
+    );
+    expect(msg({ SHARDCHAT__shardSpec__assignment: 'ring' })).toMatch(
+      /^ {2}environment variable SHARDCHAT__shardSpec__assignment \(shardSpec\.assignment\): /m,
+    );
+  });
+
+  it('a problem inside a list or mapping given by a variable names the variable and the full path', () => {
+    const msg = configError(() =>
+      loadConfig(undefined, { SHARDCHAT__topology__targets: '[http://a:1, ftp://b:2]' }),
+    ).message;
+    expect(msg).toMatch(
+      /^ {2}environment variable SHARDCHAT__topology__targets \(topology\.targets\[1\]\): must be an http:\/\/ or https:\/\/ URL$/m,
+    );
+  });
+
+  it('file and environment both wrong: each line names its source', () => {
+    const f = file('router:\n  prot: 8080\nshardSpec:\n  assignment: ring\n');
+    const err = configError(() => loadConfig(f, { SHARDCHAT__router__adminPort: 'abc' }));
+    const lines = err.message.split('\n');
+    expect(lines[0]).toBe('configuration is invalid:');
+    expect(lines).toContain(`  ${f}: router.prot: unknown field; did you mean port?`);
+    expect(lines).toContain(
+      '  environment variable SHARDCHAT__router__adminPort (router.adminPort): expected a number, got "abc"',
+    );
+    expect(lines.some((l) => l.startsWith(`  ${f}: shardSpec.assignment: `))).toBe(true);
+    expect(lines).toHaveLength(4);
+  });
+
+  it('a bad file with good overrides keeps the messages of a bad file', () => {
+    const f = file('router:\n  port: http\n');
+    const err = configError(() => loadConfig(f, { SHARDCHAT__router__adminPort: '9999' }));
+    expect(err.message).toBe(
+      `${f} is invalid:\n  router.port: Invalid input: expected number, received string`,
+    );
+  });
+
+  it('a variable that replaces a bad file value takes the blame only for its own value', () => {
+    const f = file('router:\n  port: http\n');
+    // The variable fixes the file's value: valid.
+    expect(loadConfig(f, { SHARDCHAT__router__port: '8181' }).router.port).toBe(8181);
+    // A field the file misspells under a section a variable also sets is still the file's.
+    const g = file('router:\n  bogus: 1\n');
+    const msg = configError(() => loadConfig(g, { SHARDCHAT__router__port: '8181' })).message;
+    expect(msg).toMatch(new RegExp(`^${g.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} is invalid:`));
+    expect(msg).toMatch(/^ {2}router\.bogus: unknown field/m);
   });
 });
 
@@ -300,7 +467,9 @@ describe('urlPattern safety', () => {
 
   it('refuses unsafe patterns arriving through the environment too', () => {
     const err = configError(() => loadConfig(undefined, { SHARDCHAT__shardSpec__urlPattern: '^(a+)+$' }));
-    expect(err.message).toMatch(/shardSpec\.urlPattern: refused/);
+    expect(err.message).toMatch(
+      /environment variable SHARDCHAT__shardSpec__urlPattern \(shardSpec\.urlPattern\): refused/,
+    );
   });
 });
 
@@ -426,10 +595,10 @@ describe('environment overrides (SHARDCHAT__a__b)', () => {
 
   it('a bad value from the environment names the field', () => {
     expect(configError(() => loadConfig(undefined, { SHARDCHAT__router__port: 'eighty' })).message).toMatch(
-      /router\.port: /,
+      /environment variable SHARDCHAT__router__port \(router\.port\): expected a number, got "eighty"/,
     );
     expect(configError(() => loadConfig(undefined, { SHARDCHAT__router__nope: '1' })).message).toMatch(
-      /router: .*nope/,
+      /environment variable SHARDCHAT__router__nope \(router\.nope\): unknown field/,
     );
   });
 
