@@ -3,6 +3,7 @@ import { type Config, shardCount } from '../common/config.js';
 import { initHash } from '../common/hash.js';
 import { pathOf, ShardFunction } from '../common/shard-function.js';
 import { staticEndpoints } from '../common/topology.js';
+import { configWarnings } from './config-warnings.js';
 
 export interface Explanation {
   path: string;
@@ -15,6 +16,8 @@ export interface Explanation {
   target: string | null;
   /** What the router answers itself instead of forwarding, if anything. */
   outcome: 'forward' | 'reject (404)' | 'malformed key (400)' | 'path too long (414)';
+  /** What looks wrong in the configuration (cli/config-warnings.ts); present only when something does. */
+  warnings?: string[];
 }
 
 export async function explain(
@@ -23,6 +26,12 @@ export async function explain(
   headers: Record<string, string>,
 ): Promise<Explanation> {
   await initHash();
+  const e = explainRoute(cfg, target, headers);
+  const warnings = configWarnings(cfg);
+  return warnings.length > 0 ? { ...e, warnings } : e;
+}
+
+function explainRoute(cfg: Config, target: string, headers: Record<string, string>): Explanation {
   const sf = new ShardFunction(cfg.shardSpec);
   const S = shardCount(cfg);
   const endpoints = staticEndpoints(cfg);

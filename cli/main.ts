@@ -5,9 +5,14 @@ import { ConfigError, loadConfig } from '../common/config.js';
 import { createLogger } from '../common/logger.js';
 import { startRouter } from '../router/router.js';
 import { startShard } from '../shard/server.js';
+import { requiredPositiveWholeNumber, UsageError } from './args.js';
+import { configWarnings } from './config-warnings.js';
 import { explain } from './explain.js';
 import { runLocal } from './local.js';
+import { processTitle } from './process-title.js';
 import { keysFromFile, reshardPlan, sampleKeys } from './reshard-plan.js';
+import { shardSecretProblems } from './shard-secrets.js';
+import { packageVersion } from './version.js';
 
 const USAGE = `usage: shardchat <command> [options]
 
@@ -21,6 +26,8 @@ commands:
           [--config FILE]
   reshard-plan --from S --to T                how many keys move when S changes, under modulo and jump
           [--keys FILE | --sample N]
+  version, --version, -v                      print the version
+  help, --help, -h                            print this help
 
 The configuration file may also be given as SHARDCHAT_CONFIG; any field can be
 overridden with SHARDCHAT__<section>__<field>=value.`;
@@ -50,21 +57,30 @@ async function runServer(
   start: (
     cfg: ReturnType<typeof load>,
     log: ReturnType<typeof createLogger>,
-  ) => Promise<{ stop(): Promise<void> }>,
+  ) => Promise<{ port: number; stop(): Promise<void> }>,
+  /** Why the process would not start, beyond its configuration (checked by --check-config). */
+  preflight: () => string[] = () => [],
 ): Promise<void> {
   const { values } = parseArgs({
     args,
     options: { config: { type: 'string', short: 'c' }, 'check-config': { type: 'boolean' } },
   });
   const cfg = load(values.config);
+  const warnings = configWarnings(cfg);
   if (values['check-config']) {
+    for (const w of warnings) process.stderr.write(`shardchat: warning: ${w}\n`);
+    const problems = preflight();
+    if (problems.length > 0) fail(`${component} would not start:\n  ${problems.join('\n  ')}`, 1);
     process.stdout.write(`${configFile(values.config) ?? 'default configuration'}: ok\n`);
     return;
   }
+  process.title = processTitle(component, cfg, cfg[component].port);
   const log = createLogger(component, cfg.log.level);
-  let running: { stop(): Promise<void> };
+  for (const w of warnings) log.warn(w);
+  let running: { port: number; stop(): Promise<void> };
   try {
     running = await start(cfg, log);
+    process.title = processTitle(component, cfg, running.port);
   } catch (err) {
     log.fatal({ err: (err as Error).message }, `${component} failed to start`);
     process.stderr.write(`shardchat ${component}: ${(err as Error).message}\n`);
@@ -112,11 +128,9 @@ async function runExplain(args: string[]): Promise<void> {
   process.stdout.write(`${JSON.stringify(await explain(cfg, target, headers), null, 2)}\n`);
 }
 
+/** A required option that is a positive whole number (optional ones: check for undefined first). */
 function positiveInt(name: string, v: string | undefined): number {
-  const n = Number(v);
-  if (!v || !Number.isInteger(n) || n < 1)
-    fail(`--${name} wants a positive integer, got ${JSON.stringify(v)}`);
-  return n;
+  return requiredPositiveWholeNumber(name, v);
 }
 
 async function runReshardPlan(args: string[]): Promise<void> {
@@ -155,11 +169,15 @@ async function main(argv: string[]): Promise<void> {
     case 'router':
       return runServer('router', rest, startRouter);
     case 'shard':
-      return runServer('shard', rest, (cfg, log) =>
-        startShard(cfg, log, {
-          authSecret: process.env.SHARDCHAT_AUTH_SECRET,
-          internalToken: process.env.SHARDCHAT_INTERNAL_TOKEN,
-        }),
+      return runServer(
+        'shard',
+        rest,
+        (cfg, log) =>
+          startShard(cfg, log, {
+            authSecret: process.env.SHARDCHAT_AUTH_SECRET,
+            internalToken: process.env.SHARDCHAT_INTERNAL_TOKEN,
+          }),
+        () => shardSecretProblems(process.env),
       );
     case 'local': {
       const { values } = parseArgs({
@@ -183,6 +201,14 @@ async function main(argv: string[]): Promise<void> {
     case 'reshard-plan':
       return runReshardPlan(rest);
     case undefined:
+      // No command is a usage error: the usage on stderr, exit 2.
+      process.stderr.write(`${USAGE}\n`);
+      return process.exit(2);
+    case 'version':
+    case '--version':
+    case '-v':
+      process.stdout.write(`${packageVersion()}\n`);
+      return;
     case 'help':
     case '--help':
     case '-h':
@@ -195,7 +221,9 @@ async function main(argv: string[]): Promise<void> {
 
 main(process.argv.slice(2)).catch((err: Error) => {
   if (err instanceof ConfigError) fail(err.message, 1);
-  if ((err as NodeJS.ErrnoException).code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') fail(err.message);
+  if (err instanceof UsageError) fail(err.message);
+  // parseArgs: unknown options, missing option values, unexpected arguments.
+  if (String((err as NodeJS.ErrnoException).code).startsWith('ERR_PARSE_ARGS_')) fail(err.message);
   process.stderr.write(`shardchat: ${err.stack ?? err.message}\n`);
   process.exit(1);
 });

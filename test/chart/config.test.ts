@@ -36,8 +36,14 @@ describe.each(variants)('the configuration rendered with $name', ({ values, set 
     const dir = await registry.tempDir('test', 'shardchat-chart-');
     const file = path.join(dir, 'shardchat.yaml');
     await writeFile(file, configText(objects));
-    // The environment the pods have: no SHARDCHAT__ overrides, the namespace from the downward API.
-    const env = childEnv({ POD_NAMESPACE: 'shardchat', SHARD_ORDINAL: '0' });
+    // The environment the pods have: no SHARDCHAT__ overrides, the namespace from the downward API,
+    // and the chart's Secret (`shard --check-config` refuses to pass without it).
+    const env = childEnv({
+      POD_NAMESPACE: 'shardchat',
+      SHARD_ORDINAL: '0',
+      SHARDCHAT_AUTH_SECRET: 'x'.repeat(32),
+      SHARDCHAT_INTERNAL_TOKEN: 'internal-token',
+    });
     for (const component of ['router', 'shard']) {
       const r = await runCli([component, '--check-config', '--config', file], { env });
       expect(r.code, `${component} --check-config: ${r.stderr}${r.stdout}`).toBe(0);
