@@ -207,12 +207,17 @@ function reapStale() {
   }
   for (const { pgid, name, marker } of list) {
     let cmdline = '';
+    let environ = '';
     try {
       cmdline = fs.readFileSync(`/proc/${pgid}/cmdline`, 'utf8').replaceAll('\0', ' ');
+      environ = `\0${fs.readFileSync(`/proc/${pgid}/environ`, 'utf8')}`;
     } catch {
       continue;
     }
-    if (!marker || !cmdline.includes(marker)) continue; // the pid was reused by something else
+    // The marker is in the command line, or in BENCH_MARKER (shardchat replaces its command
+    // line with a process title such as `shardchat router :8080`; nginx rewrites its environment).
+    const ours = cmdline.includes(marker) || environ.includes(`\0BENCH_MARKER=${marker}\0`);
+    if (!marker || !ours) continue; // the pid was reused by something else
     log(`killing ${name} (process group ${pgid}) left over by an earlier run`);
     try {
       process.kill(-pgid, 'SIGKILL');
@@ -224,7 +229,8 @@ function reapStale() {
 /**
  * Starts a process in its own process group (so that nginx's and haproxy's workers
  * go with it), output to bench/.work/<name>.log. `marker` is a string of its command
- * line that identifies it as ours when a later run reaps leftovers. With pinning on,
+ * line that identifies it as ours when a later run reaps leftovers (also passed as
+ * BENCH_MARKER in its environment, for processes that replace their command line). With pinning on,
  * `cpu` runs it as `taskset -c <cpu> cmd args...`: taskset sets its own CPU affinity
  * and execs the command, so the pid (the process group), the command line a later run
  * checks `marker` against, and the affinity of every process and thread it starts are
@@ -235,7 +241,12 @@ function start(name, cmd, args, { marker = args.join(' '), env = process.env, cp
   const fd = fs.openSync(logPath, 'w');
   const [file, argv] =
     PIN.enabled && cpu !== undefined ? ['taskset', ['-c', String(cpu), cmd, ...args]] : [cmd, args];
-  const child = spawn(file, argv, { cwd: ROOT, env, stdio: ['ignore', fd, fd], detached: true });
+  const child = spawn(file, argv, {
+    cwd: ROOT,
+    env: { ...env, BENCH_MARKER: marker },
+    stdio: ['ignore', fd, fd],
+    detached: true,
+  });
   fs.closeSync(fd);
   child.benchName = name;
   child.benchMarker = marker;

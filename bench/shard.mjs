@@ -189,7 +189,7 @@ function savePids() {
   }
 }
 
-/** Kills a shard left behind by an earlier run that was itself SIGKILLed (checked by its command line). */
+/** Kills a shard left behind by an earlier run that was itself SIGKILLed (checked by its environment or command line). */
 function reapLeftovers() {
   let pids = [];
   try {
@@ -200,12 +200,18 @@ function reapLeftovers() {
   for (const pid of Array.isArray(pids) ? pids : []) {
     if (!Number.isInteger(pid) || pid <= 1) continue;
     let cmd = '';
+    let environ = '';
     try {
       cmd = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').replaceAll('\0', ' ');
+      environ = `\0${fs.readFileSync(`/proc/${pid}/environ`, 'utf8')}`;
     } catch {
       continue;
     }
-    if (!cmd.includes(MAIN_JS) || !cmd.includes(WORK)) continue;
+    // The shard replaces its command line with a process title (`shardchat shard-0 :port`):
+    // BENCH_MARKER in its environment says it is ours; the command line, for older builds.
+    const ours =
+      environ.includes(`\0BENCH_MARKER=${WORK}\0`) || (cmd.includes(MAIN_JS) && cmd.includes(WORK));
+    if (!ours) continue;
     log(`killing shard ${pid} left over from an earlier run`);
     try {
       process.kill(-pid, 'SIGKILL');
@@ -267,6 +273,7 @@ async function startShard(delivery = ['  delivery:', '    pull: { enabled: false
       SHARDCHAT_AUTH_SECRET: 'bench-shard-auth-secret-0123456789abcdef',
       SHARDCHAT_INTERNAL_TOKEN: 'bench-shard-internal-token',
       SHARDCHAT__shard__ordinal: '0',
+      BENCH_MARKER: WORK,
     },
   });
   fs.closeSync(out);
