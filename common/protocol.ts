@@ -23,6 +23,13 @@ export interface ErrorBody {
 
 /** The router's stamp on every forwarded request: `<ordinal>/<S>`. */
 export const SHARD_HEADER = 'x-shardchat-shard';
+/**
+ * The shard map a shard serves by, on every answer of a shard and its readiness probe:
+ * `<version>:<shards>:<assignment>` (common/placement.ts, docs/architecture.md section 7).
+ */
+export const MAP_HEADER = 'x-shardchat-map';
+/** The close code of a WebSocket whose key moved to another shard: reconnect at once. */
+export const CLOSE_MOVED = 4012;
 /** Shard-to-shard calls carry the internal token in this header. */
 export const INTERNAL_TOKEN_HEADER = 'x-shardchat-internal-token';
 /** Headers starting with this are the router's and the shards' own: clients' copies never pass. */

@@ -6,7 +6,14 @@ import fc from 'fast-check';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../../../common/config.js';
 import { initHash, xxh64 } from '../../../common/hash.js';
-import { configuredMap, Placement } from '../../../common/placement.js';
+import {
+  configuredMap,
+  isValidMap,
+  mapHeader,
+  Placement,
+  parseMapHeader,
+  shardsNeeded,
+} from '../../../common/placement.js';
 
 interface Vector {
   key: string;
@@ -80,8 +87,8 @@ describe('Placement', () => {
     expect([p.version, p.shards]).toEqual([5, 2]);
   });
 
-  it('configuredMap takes S and the assignment from the configuration (version 0)', () => {
-    expect(configuredMap(parseConfig({}))).toEqual({ version: 0, shards: 3, assignment: 'modulo' });
+  it('configuredMap takes S and the assignment from the configuration (version 1, the bootstrap)', () => {
+    expect(configuredMap(parseConfig({}))).toEqual({ version: 1, shards: 3, assignment: 'modulo' });
     expect(
       configuredMap(
         parseConfig({
@@ -89,6 +96,48 @@ describe('Placement', () => {
           topology: { targets: ['http://a:1', 'http://b:1'] },
         }),
       ),
-    ).toEqual({ version: 0, shards: 2, assignment: 'jump' });
+    ).toEqual({ version: 1, shards: 2, assignment: 'jump' });
+  });
+});
+
+describe('the shard map on the wire and in a migration', () => {
+  it('mapHeader and parseMapHeader round-trip; anything else is no map', () => {
+    const map = { version: 7, shards: 4, assignment: 'jump' as const };
+    expect(mapHeader(map)).toBe('7:4:jump');
+    expect(parseMapHeader(mapHeader(map))).toEqual(map);
+    for (const bad of [undefined, '', '0:3:modulo', '1:0:jump', '1:3:ring', '1:3', 'x:3:jump', '1:3:jump:x'])
+      expect(parseMapHeader(bad)).toBeUndefined();
+  });
+
+  it('isValidMap accepts maps with and without a migration, refuses malformed ones', () => {
+    const from = { shards: 3, assignment: 'modulo' as const };
+    const to = { shards: 4, assignment: 'jump' as const };
+    expect(isValidMap({ version: 1, ...from })).toBe(true);
+    expect(isValidMap({ version: 2, ...from, migration: { from, to, state: 'copying', startedAt: 1 } })).toBe(true);
+    expect(isValidMap({ version: 2, ...from, migration: { from, to, state: 'done', startedAt: 1 } })).toBe(false);
+    expect(isValidMap({ version: 0, ...from })).toBe(false);
+    expect(isValidMap({ version: 1, shards: 2.5, assignment: 'jump' })).toBe(false);
+    expect(isValidMap(null)).toBe(false);
+  });
+
+  it('move() gives a key its owner on both sides of a migration; shardsNeeded the larger side', () => {
+    const from = { shards: 3, assignment: 'jump' as const };
+    const to = { shards: 4, assignment: 'jump' as const };
+    const p = new Placement({ version: 2, ...from, migration: { from, to, state: 'copying', startedAt: 0 } });
+    let moved = 0;
+    for (let i = 0; i < 2000; i++) {
+      const mv = p.move(`g${i}`);
+      expect(mv?.from).toBe(p.ownerOf(`g${i}`));
+      expect(mv?.to).toBe(new Placement({ version: 1, ...to }).ownerOf(`g${i}`));
+      if (mv?.from !== mv?.to) {
+        moved++;
+        // Jump growing 3 to 4 moves keys only to the new shard.
+        expect(mv?.to).toBe(3);
+      }
+    }
+    expect(moved).toBeGreaterThan(300);
+    expect(moved).toBeLessThan(700);
+    expect(shardsNeeded(p.map)).toBe(4);
+    expect(new Placement({ version: 1, ...from }).move('g1')).toBeUndefined();
   });
 });
