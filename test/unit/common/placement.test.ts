@@ -113,8 +113,12 @@ describe('the shard map on the wire and in a migration', () => {
     const from = { shards: 3, assignment: 'modulo' as const };
     const to = { shards: 4, assignment: 'jump' as const };
     expect(isValidMap({ version: 1, ...from })).toBe(true);
-    expect(isValidMap({ version: 2, ...from, migration: { from, to, state: 'copying', startedAt: 1 } })).toBe(true);
-    expect(isValidMap({ version: 2, ...from, migration: { from, to, state: 'done', startedAt: 1 } })).toBe(false);
+    expect(isValidMap({ version: 2, ...from, migration: { from, to, state: 'copying', startedAt: 1 } })).toBe(
+      true,
+    );
+    expect(isValidMap({ version: 2, ...from, migration: { from, to, state: 'done', startedAt: 1 } })).toBe(
+      false,
+    );
     expect(isValidMap({ version: 0, ...from })).toBe(false);
     expect(isValidMap({ version: 1, shards: 2.5, assignment: 'jump' })).toBe(false);
     expect(isValidMap(null)).toBe(false);
