@@ -12,7 +12,7 @@ export interface AdminRoutes {
   /** The body of `/healthz` (always 200: the process answers). */
   health(): object;
   /** `/readyz`: ready (200) or not (503), and what to say about it. */
-  ready(): { ready: boolean; body: object };
+  ready(): { ready: boolean; body: object; headers?: Record<string, string> };
   /** The Prometheus registry `/metrics` exposes. */
   registry: Registry;
   /** Further GET routes by path. */
@@ -42,7 +42,7 @@ export function createAdminServer(routes: AdminRoutes): AdminServer {
         return;
       case '/readyz': {
         const r = routes.ready();
-        sendJson(res, r.ready ? 200 : 503, r.body);
+        sendJson(res, r.ready ? 200 : 503, r.body, r.headers);
         return;
       }
       case '/metrics':

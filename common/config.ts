@@ -136,6 +136,16 @@ const shardSchema = z.strictObject({
       maxBatch: z.number().int().min(1).default(1000),
     })
     .prefault({}),
+  /** Live resharding (docs/architecture.md section 7). */
+  reshard: z
+    .strictObject({
+      /**
+       * A write of a moving key waits at most this long for the switch while the key is
+       * fenced, then is answered 503 resharding with retry-after (nothing written).
+       */
+      holdMs: positiveMs.default(10000),
+    })
+    .prefault({}),
   internal: z
     .strictObject({
       attempts: z.number().int().min(1).default(5),

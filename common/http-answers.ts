@@ -29,10 +29,19 @@ export interface ErrorAnswer {
   code: string;
   message: string;
   headers?: Record<string, string>;
+  /** Machine-readable facts beside the message (a 421's owner and shard map). */
+  details?: unknown;
+}
+
+/** The JSON body of an error answer. */
+export function errorBody(e: ErrorAnswer): { error: { code: string; message: string; details?: unknown } } {
+  return {
+    error: { code: e.code, message: e.message, ...(e.details === undefined ? {} : { details: e.details }) },
+  };
 }
 
 export function sendError(res: ServerResponse, e: ErrorAnswer): void {
-  sendJson(res, e.status, { error: { code: e.code, message: e.message } }, e.headers);
+  sendJson(res, e.status, errorBody(e), e.headers);
 }
 
 /** An error a request is answered with (thrown by any handler; the status and code go to the client). */
@@ -43,6 +52,7 @@ export class ApiError extends Error implements ErrorAnswer {
     readonly code: string,
     message: string,
     readonly headers: Record<string, string> = {},
+    readonly details?: unknown,
   ) {
     super(message);
   }
@@ -54,7 +64,7 @@ export const notFound = (what: string) => new ApiError(404, 'not_found', `${what
 
 /** A complete HTTP/1.1 error response with `connection: close`, as one string. */
 export function rawErrorResponse(e: ErrorAnswer): string {
-  const body = JSON.stringify({ error: { code: e.code, message: e.message } });
+  const body = JSON.stringify(errorBody(e));
   let head = `HTTP/1.1 ${e.status} ${STATUS_CODES[e.status] ?? 'Error'}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\ncache-control: no-store\r\nconnection: close\r\n`;
   for (const [k, v] of Object.entries(e.headers ?? {})) head += `${k}: ${v}\r\n`;
   return `${head}\r\n${body}`;

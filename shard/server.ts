@@ -4,20 +4,26 @@
  * /internal/*) listening. How a message flows: docs/architecture.md (the picture).
  */
 import type { Config } from '../common/config.js';
+import { shardCount } from '../common/config.js';
 import { initHash } from '../common/hash.js';
 import { listen } from '../common/listen.js';
 import type { Logger } from '../common/logger.js';
-import { configuredMap } from '../common/placement.js';
+import { configuredMap, shardsNeeded } from '../common/placement.js';
+import { INTERNAL_TOKEN_HEADER } from '../common/protocol.js';
 import type { Topology } from '../common/topology.js';
 import { createShardAdmin } from './api/admin.js';
 import { Authenticator } from './api/auth.js';
 import { internalHandler } from './api/internal.js';
 import { createApi } from './api/public.js';
 import { createPublicServer } from './api/public-server.js';
+import { reshardRoutes } from './api/reshard-routes.js';
 import { GroupCalls } from './cluster/group-calls.js';
-import { InternalClient } from './cluster/internal-client.js';
+import { InternalClient, staticAdminOf } from './cluster/internal-client.js';
+import { askPeers, bootstrapMap } from './cluster/map-bootstrap.js';
 import { Membership } from './cluster/membership.js';
 import { Ownership, resolveOrdinal } from './cluster/ownership.js';
+import { registerReshardMetrics } from './cluster/reshard-metrics.js';
+import { Resharding } from './cluster/resharding.js';
 import { Delivery } from './delivery/delivery.js';
 import { DeliveryModes } from './delivery/modes.js';
 import { MessageIntake } from './messages/intake.js';
@@ -46,20 +52,36 @@ export async function startShard(cfg: Config, log: Logger, secrets: ShardSecrets
     throw new Error('SHARDCHAT_INTERNAL_TOKEN is not set: shards cannot call each other');
   const internalToken = secrets.internalToken;
   const limits = cfg.shard.limits;
-  const own = new Ownership(configuredMap(cfg), resolveOrdinal(cfg));
+  const ordinal = resolveOrdinal(cfg);
   const auth = new Authenticator({
     secret: secrets.authSecret,
     issuer: cfg.auth.issuer,
     audience: cfg.auth.audience,
   });
-  const store = new Store(cfg.shard.dataDir, own.ordinal, cfg.shard.commit.maxBatch);
+  const store = new Store(cfg.shard.dataDir, ordinal, cfg.shard.commit.maxBatch);
   if (store.readOnly)
     log.warn(
       { db: store.file },
       'the data volume is read-only: serving reads, refusing writes (503 storage_readonly) until it is writable and the shard restarted',
     );
-  const metrics = new ShardMetrics(own.ordinal, store);
+  const metrics = new ShardMetrics(ordinal, store);
   const topology = await shardTopology(cfg, log, metrics);
+  const adminOf = topology ? (o: number) => topology.adminOf(o) : staticAdminOf(cfg, log);
+  const peers = Array.from({ length: shardCount(cfg) + 1 }, (_, i) => i)
+    .filter((i) => i !== ordinal)
+    .map(adminOf);
+  const { map, source } = await bootstrapMap(
+    cfg,
+    store,
+    log,
+    askPeers(peers, internalToken, INTERNAL_TOKEN_HEADER, cfg.shard.internal.timeoutMs),
+  );
+  const own = new Ownership(map, ordinal, cfg.shard.reshard.holdMs);
+  if (ordinal >= shardsNeeded(map))
+    log.warn(
+      { shard: ordinal, shards: map.shards, version: map.version },
+      'this shard is not in the shard map yet: it owns nothing until shardchat reshard moves keys here',
+    );
   const internal = new InternalClient(cfg, own, internalToken, log, topology);
   const rate = new UserRateLimiter({
     perSecond: limits.userMessagesPerSecond,
@@ -98,6 +120,13 @@ export async function startShard(cfg: Config, log: Logger, secrets: ShardSecrets
   });
   const delivery = new Delivery({ cfg, log, store, own, internal, metrics, modes, groups, inboxes });
   const membership = new Membership({ cfg, log, store, own, internal });
+  const resharding = new Resharding(
+    store,
+    own,
+    log,
+    () => groups.closeMoved((g) => own.owns(g)) + inboxes.closeMoved((u) => own.owns(u)),
+  );
+  registerReshardMetrics(metrics.registry, own, resharding, configuredMap(cfg));
 
   store.on('committed', (messages, seconds) => metrics.committed(messages.length, seconds));
   store.on('committed', (messages) => delivery.committed(messages));
@@ -128,16 +157,36 @@ export async function startShard(cfg: Config, log: Logger, secrets: ShardSecrets
   let draining = false;
   const admin = createShardAdmin({
     own,
+    configured: configuredMap(cfg),
     store,
     metrics,
     topology,
     internalToken,
-    internal: internalHandler({ cfg, log, store, own, intake, delivery: delivery.internalRoutes() }),
+    internal: internalHandler({
+      cfg,
+      log,
+      store,
+      own,
+      intake,
+      delivery: delivery.internalRoutes(),
+      reshard: reshardRoutes(resharding),
+    }),
     draining: () => draining,
   });
   const port = await listen(server, cfg.shard.port, cfg.shard.host);
   const adminPort = await admin.listen(cfg.shard.adminPort, cfg.shard.host);
-  log.info({ shard: own.ordinal, shards: own.shards, port, adminPort, db: store.file }, 'shard listening');
+  log.info(
+    {
+      shard: own.ordinal,
+      shards: own.shards,
+      map: map.version,
+      mapFrom: source,
+      port,
+      adminPort,
+      db: store.file,
+    },
+    'shard listening',
+  );
 
   return {
     ordinal: own.ordinal,

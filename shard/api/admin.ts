@@ -8,7 +8,8 @@ import { timingSafeEqual } from 'node:crypto';
 import type http from 'node:http';
 import { type AdminServer, createAdminServer } from '../../common/admin-server.js';
 import { sendJson } from '../../common/http-answers.js';
-import { INTERNAL_TOKEN_HEADER } from '../../common/protocol.js';
+import { type Layout, sameLayout } from '../../common/placement.js';
+import { INTERNAL_TOKEN_HEADER, MAP_HEADER } from '../../common/protocol.js';
 import type { Topology } from '../../common/topology.js';
 import type { Ownership } from '../cluster/ownership.js';
 import type { ShardMetrics } from '../metrics.js';
@@ -24,6 +25,8 @@ export function tokenMatches(given: string | undefined, expected: string): boole
 
 export interface ShardAdminDeps {
   own: Ownership;
+  /** The configuration's shards and assignment (reported when they differ from the map). */
+  configured: Layout;
   store: Store;
   metrics: ShardMetrics;
   topology: Topology | undefined;
@@ -42,14 +45,26 @@ export function createShardAdmin(d: ShardAdminDeps): AdminServer {
       const { mode, synced, ...rest } = d.topology?.status() ?? { mode: 'static', synced: true };
       // Read-only storage keeps the shard ready: it serves reads (writes get 503
       // storage_readonly), which the router could not send anywhere else.
+      const map = d.own.map;
+      const mismatch =
+        !map.migration && !sameLayout(map, d.configured)
+          ? [
+              `configuration says ${d.configured.shards} shards (${d.configured.assignment}), the shard map ${map.shards} (${map.assignment}): serving by the map; run shardchat reshard --to ${d.configured.shards} to change it`,
+            ]
+          : [];
       return {
         ready: !draining,
+        headers: { [MAP_HEADER]: d.own.mapHeaderValue },
         body: {
           status: draining ? 'draining' : 'ready',
           shard,
           shards: d.own.shards,
+          map,
           storage: d.store.readOnly ? 'read-only' : 'read-write',
           ...(mode === 'kubernetes' ? { mode, topologySynced: synced, ...rest } : {}),
+          ...(mismatch.length > 0
+            ? { warnings: [...('warnings' in rest ? rest.warnings : []), ...mismatch] }
+            : {}),
         },
       };
     },

@@ -6,7 +6,7 @@
  */
 import { TextDecoder } from 'node:util';
 import type { NextFunction, Request, Response } from 'express';
-import { ApiError, type ErrorAnswer } from '../../common/http-answers.js';
+import { ApiError, type ErrorAnswer, errorBody } from '../../common/http-answers.js';
 import { StorageError } from '../storage/errors.js';
 
 /** The `type` of the error `verifyText` throws (body-parser keeps it). */
@@ -63,7 +63,7 @@ export function sendError(res: Response, e: ErrorAnswer): void {
   res
     .status(e.status)
     .set({ 'cache-control': 'no-store', ...e.headers })
-    .json({ error: { code: e.code, message: e.message } });
+    .json(errorBody(e));
 }
 
 const decoders = new Map<string, TextDecoder>();

@@ -28,7 +28,8 @@ import { addSubMember, ensureSub, removeSubMember } from '../cluster/subconversa
 import { type DeliveryBatch, deliveryBatchSchema } from '../delivery/records.js';
 import type { MessageIntake } from '../messages/intake.js';
 import type { Store } from '../storage/store.js';
-import { answerOrLog, checkText } from './errors.js';
+import { answerOrLog } from './errors.js';
+import { decodeSegment, parse, queryInt, readJson } from './internal-io.js';
 
 const MAX_INTERNAL_BODY = 16 * 1024;
 /** POST /internal/deliver bodies at most (senders cap a batch at 4 MiB of records). */
@@ -41,6 +42,8 @@ export interface InternalDeps {
   own: Ownership;
   intake: MessageIntake;
   delivery: InternalDelivery;
+  /** The coordinator's routes (`/internal/reshard/<what>`, shard/api/reshard-routes.ts). */
+  reshard(req: http.IncomingMessage, what: string): Promise<[status: number, body: unknown]>;
 }
 
 /** What the delivery routes do on this shard. */
@@ -78,80 +81,6 @@ const subSpecBody = (maxCapacity: number) =>
     closed: z.boolean().optional(),
   });
 
-/** A body checked against its schema: 400 `bad_field` naming the first wrong field. */
-function parse<T>(schema: z.ZodType<T>, body: unknown): T {
-  const r = schema.safeParse(body);
-  if (r.success) return r.data;
-  const issue = r.error.issues[0];
-  const where = issue?.path.map((p) => (typeof p === 'number' ? `[${p}]` : `.${String(p)}`)).join('') ?? '';
-  throw badRequest('bad_field', `${where.replace(/^\./, '') || 'body'}: ${issue?.message ?? 'invalid'}`);
-}
-
-function readJson(req: http.IncomingMessage, max: number): Promise<unknown> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    let failed = false;
-    req.on('data', (c: Buffer) => {
-      if (failed) return;
-      size += c.length;
-      if (size > max) {
-        failed = true;
-        reject(new ApiError(413, 'body_too_large', 'the request body is too large'));
-        return;
-      }
-      chunks.push(c);
-    });
-    req.on('error', (err) => {
-      if (!failed) {
-        failed = true;
-        reject(err);
-      }
-    });
-    req.on('end', () => {
-      if (failed) return;
-      const body = Buffer.concat(chunks);
-      try {
-        // Malformed UTF-8 is refused, never decoded to U+FFFD and stored.
-        checkText(body, 'utf-8');
-      } catch (err) {
-        reject(new ApiError(400, 'malformed_json', (err as Error).message));
-        return;
-      }
-      let v: unknown;
-      try {
-        v = JSON.parse(body.toString('utf8'));
-      } catch {
-        reject(new ApiError(400, 'malformed_json', 'the request body is not valid JSON'));
-        return;
-      }
-      if (typeof v !== 'object' || v === null || Array.isArray(v)) {
-        reject(new ApiError(400, 'bad_body', 'the request body must be a JSON object'));
-        return;
-      }
-      resolve(v);
-    });
-  });
-}
-
-function decodeSegment(s: string): string {
-  try {
-    return decodeURIComponent(s);
-  } catch {
-    throw new ApiError(400, 'bad_id', 'malformed percent-encoding in the path');
-  }
-}
-
-function queryInt(q: URLSearchParams, name: string, min: number, max: number, dflt: number): number {
-  const v = q.get(name);
-  if (v === null) return dflt;
-  if (!/^\d{1,15}$/.test(v)) throw new ApiError(400, 'bad_parameter', `${name} must be a whole number`);
-  const n = Number(v);
-  if (n < min || n > max)
-    throw new ApiError(400, 'bad_parameter', `${name} must be between ${min} and ${max}`);
-  return n;
-}
-
 // --- routes ---
 
 type Answer = [status: number, body: unknown];
@@ -181,17 +110,19 @@ class InternalRoutes {
       if (method !== 'POST') throw new ApiError(405, 'method_not_allowed', 'use POST to deliver');
       return this.deliver(req);
     }
+    if (segs[2] === 'reshard' && segs.length === 4) return this.d.reshard(req, segs[3] as string);
     if (segs[2] !== 'groups' || segs.length < 4) throw this.noRoute(method, path);
     const raw = segs[3] as string;
     if (segs.length === 4) {
       if (method !== 'POST')
         throw new ApiError(405, 'method_not_allowed', 'use POST to create a sub-conversation');
-      return this.createSub(req, this.owned(raw, shardHeader, true));
+      return this.admitted(this.owned(raw, shardHeader, true), (id) => this.createSub(req, id));
     }
     if (segs.length === 5) {
       const groupId = this.owned(raw, shardHeader, false);
       if (segs[4] === 'messages' && method === 'GET') return this.messages(req, groupId);
-      if (segs[4] === 'messages' && method === 'POST') return this.post(req, groupId);
+      if (segs[4] === 'messages' && method === 'POST')
+        return this.admitted(groupId, (id) => this.post(req, id));
       if (segs[4] === 'typing' && method === 'POST') return this.typing(req, groupId);
       if (segs[4] === 'presence' && method === 'POST') return this.presence(req, groupId);
     }
@@ -200,15 +131,28 @@ class InternalRoutes {
       const member = decodeSegment(segs[5] as string);
       if (!isClientId(member)) throw new ApiError(400, 'bad_id', 'userId must be a valid id');
       if (method === 'PUT')
-        return [200, { groupId: subId, userId: member, added: addSubMember(this.d.store, subId, member) }];
-      if (method === 'DELETE')
-        return [
+        return this.admitted(subId, async (id) => [
           200,
-          { groupId: subId, userId: member, removed: removeSubMember(this.d.store, subId, member) },
-        ];
+          { groupId: id, userId: member, added: addSubMember(this.d.store, id, member) },
+        ]);
+      if (method === 'DELETE')
+        return this.admitted(subId, async (id) => [
+          200,
+          { groupId: id, userId: member, removed: removeSubMember(this.d.store, id, member) },
+        ]);
       throw new ApiError(405, 'method_not_allowed', 'use PUT or DELETE on a member');
     }
     throw this.noRoute(method, path);
+  }
+
+  /** A write of a group: held while its key is fenced, counted until it is answered. */
+  private async admitted(id: string, write: (id: string) => Promise<Answer>): Promise<Answer> {
+    const release = await this.d.own.admit(id);
+    try {
+      return await write(id);
+    } finally {
+      release();
+    }
   }
 
   private noRoute(method: string, path: string): ApiError {
@@ -226,7 +170,7 @@ class InternalRoutes {
     const q = new URL(req.url ?? '/', 'http://shard').searchParams;
     const after = queryInt(q, 'after', 0, Number.MAX_SAFE_INTEGER, 0);
     const limit = queryInt(q, 'limit', 1, 1000, 200);
-    const host = q.get('for') === null ? undefined : queryInt(q, 'for', 0, this.d.own.shards - 1, 0);
+    const host = q.get('for') === null ? undefined : queryInt(q, 'for', 0, this.d.own.span - 1, 0);
     const messages = this.d.delivery.messagesAfter(groupId, after, limit);
     if (host === undefined) return [200, { messages }];
     const recipients = this.d.delivery.recipientsOn(groupId, host);
@@ -235,7 +179,7 @@ class InternalRoutes {
 
   private async post(req: http.IncomingMessage, groupId: string): Promise<Answer> {
     const b = parse(postBody, await readJson(req, MAX_INTERNAL_BODY));
-    const { message, created } = await this.d.intake.post({ groupId, ...b });
+    const { message, created } = await this.d.intake.post({ groupId, ...b }, { admitted: true });
     return [created === false ? 200 : 201, message];
   }
 
@@ -248,7 +192,7 @@ class InternalRoutes {
 
   private async presence(req: http.IncomingMessage, groupId: string): Promise<Answer> {
     const b = parse(presenceBody, await readJson(req, MAX_INTERNAL_BODY));
-    if (b.host >= this.d.own.shards) throw badRequest('bad_field', 'host must be the ordinal of a shard');
+    if (b.host >= this.d.own.span) throw badRequest('bad_field', 'host must be the ordinal of a shard');
     groupOr404(this.d.store, groupId);
     // Non-members are ignored (the host reports what its clients follow, unchecked).
     const accepted = this.d.store.isMember(groupId, b.userId);

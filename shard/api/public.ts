@@ -13,6 +13,7 @@ import {
   type DeliveryMode,
   isClientId,
   isGroupId,
+  MAP_HEADER,
   type Message,
   parseSubId,
   SHARD_HEADER,
@@ -103,9 +104,10 @@ export function createApi(s: ShardServices): express.Express {
   app.set('etag', false);
   app.set('query parser', 'simple');
   // Which shard served the answer (clients show it; the router sends the same header upstream).
-  const servedBy = `${own.ordinal}/${own.shards}`;
+  // The map it serves by rides on every answer (routers adopt a newer one).
   app.use((_req, res, next) => {
-    res.setHeader(SHARD_HEADER, servedBy);
+    res.setHeader(SHARD_HEADER, `${own.ordinal}/${own.shards}`);
+    res.setHeader(MAP_HEADER, own.mapHeaderValue);
     next();
   });
   // JSON bodies are parsed per route, after the ownership check, so that a misdirected
@@ -119,9 +121,11 @@ export function createApi(s: ShardServices): express.Express {
   });
 
   // Ownership of the id in the path comes before everything else (421, nothing written).
+  // A write of a key that is moving away is held while it is fenced, and counted until
+  // it is answered (the fence waits for it).
   const owned =
     (param: 'userId' | 'groupId') =>
-    (req: Request, _res: Response, next: NextFunction): void => {
+    (req: Request, res: Response, next: NextFunction): void => {
       const id = req.params[param] as string;
       if (param === 'userId' ? !isClientId(id) : !isGroupId(id)) {
         next(
@@ -132,12 +136,19 @@ export function createApi(s: ShardServices): express.Express {
         );
         return;
       }
-      try {
-        own.check(id, req.get(SHARD_HEADER));
-        next();
-      } catch (err) {
-        next(err);
+      if (req.method === 'GET' || req.method === 'HEAD') {
+        try {
+          own.check(id);
+          next();
+        } catch (err) {
+          next(err);
+        }
+        return;
       }
+      own.admit(id).then((release) => {
+        res.once('close', release);
+        next();
+      }, next);
     };
 
   const authed = async (req: Request): Promise<string> =>
@@ -336,7 +347,7 @@ export function createApi(s: ShardServices): express.Express {
       const body = jsonBody(req);
       const { message, created } = await s.intake.post(
         { groupId: g.id, userId: me, contents: body.contents, clientMsgId: body.clientMsgId },
-        true,
+        { memberChecked: true, admitted: true },
       );
       res.status(created === false ? 200 : 201).json({
         msgId: message.msgId,

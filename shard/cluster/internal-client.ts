@@ -9,7 +9,7 @@ import { backoffDelay, NO_JITTER } from '../../common/backoff.js';
 import type { Config } from '../../common/config.js';
 import type { Logger } from '../../common/logger.js';
 import { INTERNAL_TOKEN_HEADER, type Message, SHARD_HEADER } from '../../common/protocol.js';
-import { staticEndpoints, type Topology } from '../../common/topology.js';
+import { expandTemplate, staticEndpoints, type Topology } from '../../common/topology.js';
 import type { DeliveryBatch } from '../delivery/records.js';
 import type { Ownership } from './ownership.js';
 import type { SubSpec } from './subconversations.js';
@@ -24,6 +24,45 @@ export class InternalCallError extends Error {
     readonly code?: string,
   ) {
     super(message);
+  }
+}
+
+/**
+ * Static mode: a shard's admin address from `adminTargets`, or from `adminTemplate` for
+ * any ordinal (a cluster grown by resharding has more shards than configured).
+ */
+export function staticAdminOf(
+  cfg: Config,
+  log: Pick<Logger, 'error'>,
+): (ordinal: number) => string | undefined {
+  const t = cfg.topology;
+  if (t.targets.length === 0 && t.adminTemplate) {
+    const template = t.adminTemplate;
+    return (o) => new URL(expandTemplate(template, o, t.namespace)).origin;
+  }
+  let admin: (string | undefined)[];
+  try {
+    admin = staticEndpoints(cfg).map((e) => e.admin);
+  } catch (err) {
+    // no usable addresses: every call to another shard fails (503 to the client)
+    log.error({ err: (err as Error).message }, 'cannot tell the admin addresses of the other shards');
+    admin = [];
+  }
+  return (o) => admin[o];
+}
+
+/** 421 answers followed per call at most. */
+const MAX_HOPS = 3;
+
+/** The owner a 421 answer names, when it is another shard than the one asked. */
+function misdirectedOwner(text: string, asked: number): number | undefined {
+  try {
+    const owner = (JSON.parse(text) as { error?: { details?: { owner?: unknown } } }).error?.details?.owner;
+    return typeof owner === 'number' && Number.isInteger(owner) && owner >= 0 && owner !== asked
+      ? owner
+      : undefined;
+  } catch {
+    return undefined;
   }
 }
 
@@ -46,15 +85,7 @@ export class InternalClient {
     if (topology) {
       this.adminOf = (o) => topology.adminOf(o);
     } else {
-      let admin: (string | undefined)[];
-      try {
-        admin = staticEndpoints(cfg).map((e) => e.admin);
-      } catch (err) {
-        // no usable addresses: every call to another shard fails (503 to the client)
-        log.error({ err: (err as Error).message }, 'cannot tell the admin addresses of the other shards');
-        admin = [];
-      }
-      this.adminOf = (o) => admin[o];
+      this.adminOf = staticAdminOf(cfg, log);
     }
     this.attempts = cfg.shard.internal.attempts;
     this.backoffMs = cfg.shard.internal.backoffMs;
@@ -151,6 +182,8 @@ export class InternalClient {
     attempts = this.attempts,
   ): Promise<T> {
     let last = '';
+    let hops = 0;
+    let shard = ordinal;
     for (let attempt = 1; attempt <= attempts; attempt++) {
       if (attempt > 1)
         await sleep(
@@ -161,7 +194,7 @@ export class InternalClient {
           }),
         );
       // Looked up on every attempt: in kubernetes mode a restarted pod has a new IP.
-      const base = this.adminOf(ordinal);
+      const base = this.adminOf(shard);
       if (!base) {
         last = 'no known admin address';
         continue;
@@ -173,7 +206,7 @@ export class InternalClient {
           method,
           headers: {
             [INTERNAL_TOKEN_HEADER]: this.token,
-            [SHARD_HEADER]: `${ordinal}/${this.own.shards}`,
+            [SHARD_HEADER]: `${shard}/${this.own.shards}`,
             ...(body === undefined ? {} : { 'content-type': 'application/json' }),
           },
           body: body === undefined ? undefined : JSON.stringify(body),
@@ -188,6 +221,15 @@ export class InternalClient {
       }
       if (status >= 200 && status < 300) return (text ? JSON.parse(text) : undefined) as T;
       last = `${status} ${text.slice(0, 200)}`;
+      // 421: nothing was written, and the answer names the owner under a newer map
+      // (a migration switched): the same call goes there, without counting an attempt.
+      const owner = status === 421 && hops < MAX_HOPS ? misdirectedOwner(text, shard) : undefined;
+      if (owner !== undefined) {
+        hops++;
+        attempt--;
+        shard = owner;
+        continue;
+      }
       // 429 rate_limited is the user's per-user message limit (shard/messages/user-rate.ts): the
       // user is told at once, as on the group's shard; an immediate retry would only use
       // up more of the budget. Other 429s are retried.
@@ -203,18 +245,15 @@ export class InternalClient {
           // not JSON
         }
         if (status !== 403 && status !== 404 && status !== 429)
-          this.log.error(
-            { shard: ordinal, method, path, status, body: text.slice(0, 200) },
-            'internal call refused',
-          );
+          this.log.error({ shard, method, path, status, body: text.slice(0, 200) }, 'internal call refused');
         throw new InternalCallError(
-          message === last ? `shard ${ordinal} answered ${last}` : message,
+          message === last ? `shard ${shard} answered ${last}` : message,
           status,
           code,
         );
       }
     }
-    if (attempts > 1) this.log.warn({ shard: ordinal, method, path, attempts, last }, 'internal call failed');
-    throw new InternalCallError(`shard ${ordinal} did not answer ${method} ${path} (${last})`, undefined);
+    if (attempts > 1) this.log.warn({ shard, method, path, attempts, last }, 'internal call failed');
+    throw new InternalCallError(`shard ${shard} did not answer ${method} ${path} (${last})`, undefined);
   }
 }

@@ -1,12 +1,20 @@
 /**
- * Ownership (docs/architecture.md section 2): a shard serves only the ids its placement
- * maps to it, and answers 421 otherwise before it looks at anything else, so that a
- * router and a shard that disagree about the shard map never create split data.
+ * Ownership (docs/architecture.md sections 2 and 7): a shard serves only the ids its
+ * shard map gives it, and answers 421 otherwise before it looks at anything else, with
+ * the owner and the map it knows, so that a router or a shard that holds an older map
+ * retries at the right place and never creates split data.
+ *
+ * While a migration is fenced, writes of the keys leaving this shard are held (not
+ * failed) until the map switches, then answered 421 towards their new owner; writes
+ * admitted before the fence are counted, and the fence completes only once they are
+ * done, so the final copy sees every acknowledged write.
  */
+import { EventEmitter } from 'node:events';
 import { hostname } from 'node:os';
 import type { Config } from '../../common/config.js';
 import { ApiError } from '../../common/http-answers.js';
-import { Placement, type ShardMap } from '../../common/placement.js';
+import { mapHeader, Placement, type ShardMap, shardsNeeded } from '../../common/placement.js';
+import { MAP_HEADER } from '../../common/protocol.js';
 
 /** This shard's ordinal: configuration, then $SHARD_ORDINAL, then the -N suffix of the hostname. */
 export function resolveOrdinal(cfg: Config, env: NodeJS.ProcessEnv = process.env, host = hostname()): number {
@@ -24,49 +32,162 @@ export function resolveOrdinal(cfg: Config, env: NodeJS.ProcessEnv = process.env
   );
 }
 
-export class Ownership {
-  readonly placement: Placement;
+export interface OwnershipEvents {
+  /** A new map was adopted. */
+  map: [map: ShardMap, previous: ShardMap];
+  /** A held write waited this many seconds (released by the switch, or timed out). */
+  held: [seconds: number];
+}
+
+/** Releases an admitted write (call once it is answered). */
+export type Release = () => void;
+
+export class Ownership extends EventEmitter<OwnershipEvents> {
+  private current: Placement;
+  private header: string;
+  /** Writes admitted for keys leaving this shard, not yet answered. */
+  private leavingInFlight = 0;
+  private drainWaiters: (() => void)[] = [];
+  /** Writes waiting for the fence to end. */
+  private holding = 0;
 
   constructor(
     map: ShardMap,
     readonly ordinal: number,
+    private readonly holdMs = 10_000,
   ) {
-    this.placement = new Placement(map);
-    if (ordinal >= map.shards)
-      throw new Error(`shard ordinal ${ordinal} is not below the shard count ${map.shards}`);
+    super();
+    // Every held write listens for the switch.
+    this.setMaxListeners(0);
+    this.current = new Placement(map);
+    this.header = mapHeader(map);
   }
 
+  get placement(): Placement {
+    return this.current;
+  }
+
+  get map(): Readonly<ShardMap> {
+    return this.current.map;
+  }
+
+  /** S of the map that owns keys now. */
   get shards(): number {
-    return this.placement.shards;
+    return this.current.shards;
+  }
+
+  /** Shard ordinals in use (both sides of a migration): valid hosts and peers. */
+  get span(): number {
+    return shardsNeeded(this.current.map);
+  }
+
+  /** The `x-shardchat-map` header value of the current map. */
+  get mapHeaderValue(): string {
+    return this.header;
+  }
+
+  /** Writes held by a fence right now. */
+  get held(): number {
+    return this.holding;
   }
 
   ownerOf(id: string): number {
-    return this.placement.ownerOf(id);
+    return this.current.ownerOf(id);
   }
 
   owns(id: string): boolean {
     return this.ownerOf(id) === this.ordinal;
   }
 
-  /** 421 unless this shard owns `id` and the router's `x-shardchat-shard` (if sent) agrees on S. */
-  check(id: string, routerHeader: string | undefined): void {
-    if (routerHeader !== undefined) {
-      const m = /^(\d+)\/(\d+)$/.exec(routerHeader);
-      if (!m || Number(m[2]) !== this.shards) {
-        throw new ApiError(
-          421,
-          'misdirected',
-          `the router counts ${m ? m[2] : 'an unknown number of'} shards, this shard counts ${this.shards}`,
-        );
-      }
-    }
+  /** True while a migration that has not switched moves `id` from this shard to another. */
+  leaving(id: string): boolean {
+    const m = this.current.map.migration;
+    if (!m || m.state === 'switched') return false;
+    const mv = this.current.move(id);
+    return mv !== undefined && mv.from === this.ordinal && mv.to !== this.ordinal;
+  }
+
+  private fenced(id: string): boolean {
+    return this.current.map.migration?.state === 'fenced' && this.leaving(id);
+  }
+
+  /** 421 (with the owner and this shard's map) unless this shard owns `id`. */
+  check(id: string, _routerHeader?: string): void {
     const owner = this.ownerOf(id);
-    if (owner !== this.ordinal) {
-      throw new ApiError(
-        421,
-        'misdirected',
-        `${id} belongs to shard ${owner} of ${this.shards}, not to shard ${this.ordinal}`,
-      );
+    if (owner === this.ordinal) return;
+    const map = this.current.map;
+    throw new ApiError(
+      421,
+      'misdirected',
+      `${id} belongs to shard ${owner} of ${map.shards} (shard map version ${map.version}), not to shard ${this.ordinal}`,
+      { [MAP_HEADER]: this.header },
+      { owner, map },
+    );
+  }
+
+  /**
+   * Admits a write of `id`: waits while a fence holds it (up to the hold time, then 503
+   * with retry-after: nothing was written), checks ownership (421), and counts it until
+   * released if the key is leaving.
+   */
+  async admit(id: string): Promise<Release> {
+    if (this.fenced(id)) await this.hold(id);
+    this.check(id);
+    if (!this.leaving(id)) return noop;
+    this.leavingInFlight++;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.leavingInFlight--;
+      if (this.leavingInFlight === 0) for (const w of this.drainWaiters.splice(0)) w();
+    };
+  }
+
+  private async hold(id: string): Promise<void> {
+    const started = performance.now();
+    this.holding++;
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const onMap = () => {
+          if (this.fenced(id)) return;
+          clearTimeout(timer);
+          this.off('map', onMap);
+          resolve();
+        };
+        const timer = setTimeout(() => {
+          this.off('map', onMap);
+          reject(
+            new ApiError(
+              503,
+              'resharding',
+              `${id} is moving to another shard and its writes are held; try again`,
+              { 'retry-after': '1' },
+            ),
+          );
+        }, this.holdMs);
+        timer.unref();
+        this.on('map', onMap);
+      });
+    } finally {
+      this.holding--;
+      this.emit('held', (performance.now() - started) / 1000);
     }
   }
+
+  /** Resolves once every admitted write of a leaving key has been answered. */
+  drained(): Promise<void> {
+    if (this.leavingInFlight === 0) return Promise.resolve();
+    return new Promise((resolve) => this.drainWaiters.push(resolve));
+  }
+
+  /** Serves by `map` from now on (the caller stored it first). */
+  adopt(map: ShardMap): void {
+    const previous = this.current.map;
+    this.current = new Placement(map);
+    this.header = mapHeader(map);
+    this.emit('map', this.current.map, previous);
+  }
 }
+
+const noop: Release = () => {};

@@ -51,18 +51,25 @@ export class MessageIntake {
    * `memberChecked`: the caller has just checked the membership (the public route,
    * which answers 403 before it reads the body).
    */
-  async post(p: PostedMessage, memberChecked = false): Promise<Posted> {
+  async post(p: PostedMessage, o: { memberChecked?: boolean; admitted?: boolean } = {}): Promise<Posted> {
     const { contents, clientMsgId } = checkMessage(p.contents, p.clientMsgId, this.maxBytes);
     const owner = this.d.own.ownerOf(p.groupId);
     if (owner !== this.d.own.ordinal) return this.forward(owner, p.groupId, p.userId, contents, clientMsgId);
-    if (!memberChecked) memberGroup(this.d.store, p.groupId, p.userId);
+    // A write of a group that is moving away is held while it is fenced (the routes that
+    // call with `admitted` did so for the whole request).
+    const release = o.admitted ? undefined : await this.d.own.admit(p.groupId);
     try {
-      this.d.rate.admit(p.userId);
-    } catch (err) {
-      this.d.metrics.rateLimited.inc();
-      throw err;
+      if (!o.memberChecked) memberGroup(this.d.store, p.groupId, p.userId);
+      try {
+        this.d.rate.admit(p.userId);
+      } catch (err) {
+        this.d.metrics.rateLimited.inc();
+        throw err;
+      }
+      return await this.d.store.append(p.groupId, p.userId, contents, clientMsgId);
+    } finally {
+      release?.();
     }
-    return this.d.store.append(p.groupId, p.userId, contents, clientMsgId);
   }
 
   private async forward(

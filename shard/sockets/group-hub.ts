@@ -135,6 +135,10 @@ export class GroupHub extends SocketHub<Conn, Admitted, GroupHubEvents> {
     for (const g of this.groups.values()) yield* g.conns;
   }
 
+  protected keyOf(conn: Conn): string {
+    return conn.groupId;
+  }
+
   protected received(conn: Conn, ev: Record<string, unknown>): void {
     if (ev.type === 'typing') {
       this.emit('typing', conn.groupId, conn.userId);

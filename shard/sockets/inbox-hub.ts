@@ -123,6 +123,10 @@ export class InboxHub extends SocketHub<Conn, string> {
     for (const set of this.users.values()) yield* set;
   }
 
+  protected keyOf(conn: Conn): string {
+    return conn.userId;
+  }
+
   // --- presence ---
 
   /** Reports what changed of a user's presence in the groups their connections follow. */

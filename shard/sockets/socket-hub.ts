@@ -90,6 +90,19 @@ export abstract class SocketHub<
   protected abstract received(conn: C, event: Record<string, unknown>): void;
   /** Every open connection. */
   protected abstract all(): Iterable<C>;
+  /** The key (group or user id) whose owner serves a connection. */
+  protected abstract keyOf(conn: C): string;
+
+  /** Closes once, with 4012 "moved", every connection whose key `stays` no longer keeps here. */
+  closeMoved(stays: (key: string) => boolean): number {
+    let n = 0;
+    for (const c of [...this.all()]) {
+      if (stays(this.keyOf(c))) continue;
+      closeConn(c, CLOSE.moved, 'moved to another shard');
+      n++;
+    }
+    return n;
+  }
 
   private connect(ws: WebSocket, socket: Duplex, admitted: A): void {
     const conn = this.create(ws, socket, admitted);

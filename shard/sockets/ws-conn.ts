@@ -12,7 +12,7 @@ import type { Config } from '../../common/config.js';
 import { ApiError, writeRawError } from '../../common/http-answers.js';
 import type { Logger } from '../../common/logger.js';
 import { idAmbiguity, pathAmbiguity } from '../../common/paths.js';
-import { isClientMsgId, type Message, SHARD_HEADER } from '../../common/protocol.js';
+import { CLOSE_MOVED, isClientMsgId, type Message, SHARD_HEADER } from '../../common/protocol.js';
 import { pathOf } from '../../common/shard-function.js';
 import { type Authenticator, tokenOf } from '../api/auth.js';
 import type { Ownership } from '../cluster/ownership.js';
@@ -27,6 +27,8 @@ export const CLOSE = {
   tryAgain: 1013,
   slowConsumer: 4008,
   rateLimited: 4029,
+  /** The group or user moved to another shard (resharding): reconnect at once through the router. */
+  moved: CLOSE_MOVED,
 } as const;
 
 /** The per-connection state both hubs keep. */

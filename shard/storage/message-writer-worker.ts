@@ -83,7 +83,9 @@ port.on('message', (req: WriterRequest) => {
   const started = performance.now();
   let reply: WriterReply;
   try {
-    const results = runBatch(req.items);
+    // IMMEDIATE: take the write lock at BEGIN, so that a transaction of the main thread's
+    // connection never upgrades into SQLITE_BUSY against this one (or this one against it).
+    const results = runBatch.immediate(req.items);
     reply = { type: 'done', id: req.id, results, seconds: (performance.now() - started) / 1000 };
   } catch (err) {
     const e = err as { message?: string; code?: string };

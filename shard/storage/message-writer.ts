@@ -57,6 +57,12 @@ export class MessageWriter {
     });
   }
 
+  /** Resolves when no append is queued or committing. */
+  idle(): Promise<void> {
+    if (this.pending === 0) return Promise.resolve();
+    return new Promise((resolve) => this.idleWaiters.push(resolve));
+  }
+
   /** Appends waiting or being committed. */
   get pending(): number {
     return this.queue.length + (this.inFlight?.items.length ?? 0);

@@ -27,6 +27,8 @@ export const MIGRATIONS: string[] = [
   // A placement in a sub-conversation on another shard is recorded as pending before that
   // shard is written, and confirmed after (see shard/cluster/membership.ts).
   'ALTER TABLE roster ADD COLUMN pending INTEGER NOT NULL DEFAULT 0;',
+  // The shard map this shard accepted (docs/architecture.md section 7): one row, JSON.
+  'CREATE TABLE shard_map (id INTEGER PRIMARY KEY CHECK (id = 1), map TEXT NOT NULL) STRICT;',
 ];
 
 export interface UserRow {

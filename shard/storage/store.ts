@@ -39,6 +39,12 @@ export interface StoreEvents {
   'members-changed': [groupId: string];
   /** A membership was removed (every path: leave, owner removal, internal calls). */
   'member-removed': [groupId: string, userId: string];
+  /**
+   * A client-facing write changed what is stored under a key (a group id: its row,
+   * members, roster or messages; a user id: its profile). Imports and deletes of moving
+   * keys are not told. Resharding follows it to copy again what changed.
+   */
+  changed: [key: string];
 }
 
 /** A group and everything stored with it but its messages (moved in pages). */
@@ -114,6 +120,12 @@ function prepareStatements(db: Database.Database) {
     rosterCounts: db.prepare(
       'SELECT conversation, COUNT(*) AS n FROM roster WHERE parent_id = ? GROUP BY conversation',
     ),
+    readMap: db.prepare('SELECT map FROM shard_map WHERE id = 1').pluck(),
+    writeMap: db.prepare('INSERT OR REPLACE INTO shard_map (id, map) VALUES (1, ?)'),
+    groupIds: db.prepare('SELECT id FROM groups WHERE id > ? ORDER BY id LIMIT ?').pluck(),
+    userIds: db.prepare('SELECT id FROM users WHERE id > ? ORDER BY id LIMIT ?').pluck(),
+    anyData: db.prepare('SELECT EXISTS (SELECT 1 FROM groups) OR EXISTS (SELECT 1 FROM users)').pluck(),
+    lastStored: db.prepare('SELECT COALESCE(MAX(msg_id), 0) FROM messages WHERE group_id = ?').pluck(),
     counts: db.prepare(
       'SELECT (SELECT COUNT(*) FROM groups) AS groups, (SELECT COALESCE(SUM(member_count), 0) FROM groups) AS members',
     ),
@@ -146,7 +158,10 @@ export class Store extends EventEmitter<StoreEvents> {
       file: this.file,
       maxBatch,
       toError: wireError,
-      committed: (messages, seconds) => this.emit('committed', messages, seconds),
+      committed: (messages, seconds) => {
+        for (const m of messages) this.emit('changed', m.groupId);
+        this.emit('committed', messages, seconds);
+      },
     });
   }
 
@@ -168,7 +183,9 @@ export class Store extends EventEmitter<StoreEvents> {
   private write<T>(fn: () => T): T {
     if (this.readOnly) throw readOnlyError();
     try {
-      return this.db.transaction(fn)();
+      // IMMEDIATE: the write lock is taken at BEGIN (waiting up to busy_timeout) rather
+      // than on the first write, which fails SQLITE_BUSY at once if the writer thread holds it.
+      return this.db.transaction(fn).immediate();
     } catch (err) {
       throw storageError(err);
     }
@@ -187,13 +204,15 @@ export class Store extends EventEmitter<StoreEvents> {
     email: string | null,
     photoUrl: string | null,
   ): { user: UserRow; created: boolean } {
-    return this.write(() => {
+    const r = this.write(() => {
       const now = Date.now();
       const existing = this.getUser(id);
       if (existing) this.st.updateUser.run(name, email, photoUrl, now, id);
       else this.st.insertUser.run(id, name, email, photoUrl, now, now);
       return { user: this.getUser(id) as UserRow, created: !existing };
     });
+    this.emit('changed', id);
+    return r;
   }
 
   // --- groups and members ---
@@ -219,7 +238,10 @@ export class Store extends EventEmitter<StoreEvents> {
       if (g.firstMember) this.addMemberTx(g.id, g.firstMember, now);
       return { group: this.getGroup(g.id) as GroupRow, created: true };
     });
-    if (r.created) this.emit('members-changed', g.id);
+    if (r.created) {
+      this.emit('changed', g.id);
+      this.emit('members-changed', g.id);
+    }
     return r;
   }
 
@@ -248,10 +270,12 @@ export class Store extends EventEmitter<StoreEvents> {
     overflow: 'reject' | 'shard',
     closed: boolean,
   ): GroupRow {
-    return this.write(() => {
+    const g = this.write(() => {
       this.st.updateGroup.run(subject, capacity, overflow, closed ? 1 : 0, Date.now(), id);
       return this.getGroup(id) as GroupRow;
     });
+    this.emit('changed', id);
+    return g;
   }
 
   isMember(groupId: string, userId: string): boolean {
@@ -270,7 +294,10 @@ export class Store extends EventEmitter<StoreEvents> {
   /** Adds a member; false when already one. */
   addMember(groupId: string, userId: string): boolean {
     const added = this.write(() => this.addMemberTx(groupId, userId, Date.now()));
-    if (added) this.emit('members-changed', groupId);
+    if (added) {
+      this.emit('changed', groupId);
+      this.emit('members-changed', groupId);
+    }
     return added;
   }
 
@@ -285,6 +312,7 @@ export class Store extends EventEmitter<StoreEvents> {
       return false;
     });
     if (removed) {
+      this.emit('changed', groupId);
       this.emit('members-changed', groupId);
       this.emit('member-removed', groupId, userId);
     }
@@ -318,10 +346,12 @@ export class Store extends EventEmitter<StoreEvents> {
 
   placeInRoster(parentId: string, userId: string, conversation: string, pending = false): void {
     this.write(() => this.st.rosterPut.run(parentId, userId, conversation, Date.now(), pending ? 1 : 0));
+    this.emit('changed', parentId);
   }
 
   removeFromRoster(parentId: string, userId: string): void {
     this.write(() => this.st.rosterDelete.run(parentId, userId));
+    this.emit('changed', parentId);
   }
 
   // --- messages ---
@@ -346,7 +376,42 @@ export class Store extends EventEmitter<StoreEvents> {
     return (this.st.before.all(groupId, before, limit) as Message[]).reverse();
   }
 
-  // --- moving keys between shards: export and import whole ---
+  // --- the shard map and moving keys between shards (docs/architecture.md section 7) ---
+
+  /** The shard map this shard accepted, as stored (JSON), or undefined before the first. */
+  readMap(): unknown {
+    const text = this.st.readMap.get() as string | undefined;
+    return text === undefined ? undefined : JSON.parse(text);
+  }
+
+  writeMap(map: object): void {
+    this.write(() => this.st.writeMap.run(JSON.stringify(map)));
+  }
+
+  /** True when any group or user is stored. */
+  hasData(): boolean {
+    return this.st.anyData.get() === 1;
+  }
+
+  /** Group ids after `after`, in order, `limit` at most. */
+  groupIds(after: string, limit: number): string[] {
+    return this.st.groupIds.all(after, limit) as string[];
+  }
+
+  /** User ids (profiles) after `after`, in order, `limit` at most. */
+  userIds(after: string, limit: number): string[] {
+    return this.st.userIds.all(after, limit) as string[];
+  }
+
+  /** The highest msgId stored of a group (0: none), whatever its row says. */
+  lastStoredMsgId(groupId: string): number {
+    return this.st.lastStored.get(groupId) as number;
+  }
+
+  /** Resolves when no append is queued or committing. */
+  settled(): Promise<void> {
+    return this.writer.idle();
+  }
 
   /** A group with its members and roster (its messages are read with messagesAfter). */
   exportGroup(id: string): GroupSnapshot | undefined {
