@@ -136,13 +136,17 @@ export function createApi(s: ShardServices): express.Express {
         );
         return;
       }
-      if (req.method === 'GET' || req.method === 'HEAD') {
+      if (!own.migrating && (req.method === 'GET' || req.method === 'HEAD')) {
         try {
           own.check(id);
           next();
         } catch (err) {
           next(err);
         }
+        return;
+      }
+      if (req.method === 'GET' || req.method === 'HEAD') {
+        own.admitRead(id).then(() => next(), next);
         return;
       }
       own.admit(id).then((release) => {

@@ -6,8 +6,8 @@
  *
  * While a migration is fenced, writes of the keys leaving this shard are held (not
  * failed) until the map switches, then answered 421 towards their new owner; writes
- * admitted before the fence are counted, and the fence completes only once they are
- * done, so the final copy sees every acknowledged write.
+ * admitted under an earlier map are counted, and the fence completes only once they
+ * are done, so the final copy sees every acknowledged write.
  */
 import { EventEmitter } from 'node:events';
 import { hostname } from 'node:os';
@@ -45,8 +45,10 @@ export type Release = () => void;
 export class Ownership extends EventEmitter<OwnershipEvents> {
   private current: Placement;
   private header: string;
-  /** Writes admitted for keys leaving this shard, not yet answered. */
-  private leavingInFlight = 0;
+  /** Bumped by every adopted map. */
+  private epoch = 0;
+  /** Writes admitted and not yet answered, by the epoch they were admitted in. */
+  private readonly inFlight = new Map<number, number>();
   private drainWaiters: (() => void)[] = [];
   /** Writes waiting for the fence to end. */
   private holding = 0;
@@ -86,6 +88,11 @@ export class Ownership extends EventEmitter<OwnershipEvents> {
     return this.header;
   }
 
+  /** A migration runs (without one, admitting is checking: no waiting, no counting). */
+  get migrating(): boolean {
+    return this.current.map.migration !== undefined;
+  }
+
   /** Writes held by a fence right now. */
   get held(): number {
     return this.holding;
@@ -107,8 +114,17 @@ export class Ownership extends EventEmitter<OwnershipEvents> {
     return mv !== undefined && mv.from === this.ordinal && mv.to !== this.ordinal;
   }
 
-  private fenced(id: string): boolean {
-    return this.current.map.migration?.state === 'fenced' && this.leaving(id);
+  /**
+   * While fenced, a key moving in or out waits for the switch: out, its source holds its
+   * writes; in, its target (which a router that already knows the switched map may
+   * reach first) holds everything rather than send it back to the source.
+   */
+  private fenced(id: string, writing: boolean): boolean {
+    const m = this.current.map.migration;
+    if (m?.state !== 'fenced') return false;
+    const mv = this.current.move(id);
+    if (!mv || mv.from === mv.to) return false;
+    return (writing && mv.from === this.ordinal) || mv.to === this.ordinal;
   }
 
   /** 421 (with the owner and this shard's map) unless this shard owns `id`. */
@@ -131,26 +147,43 @@ export class Ownership extends EventEmitter<OwnershipEvents> {
    * released if the key is leaving.
    */
   async admit(id: string): Promise<Release> {
-    if (this.fenced(id)) await this.hold(id);
+    if (this.fenced(id, true)) await this.hold(id, true);
     this.check(id);
-    if (!this.leaving(id)) return noop;
-    this.leavingInFlight++;
+    // Counted under the map it was admitted by: a fence waits for every write admitted
+    // under an earlier map (whatever its key: leaving keys are not told apart before).
+    const epoch = this.epoch;
+    this.inFlight.set(epoch, (this.inFlight.get(epoch) ?? 0) + 1);
     let released = false;
     return () => {
       if (released) return;
       released = true;
-      this.leavingInFlight--;
-      if (this.leavingInFlight === 0) for (const w of this.drainWaiters.splice(0)) w();
+      const left = (this.inFlight.get(epoch) ?? 1) - 1;
+      if (left > 0) this.inFlight.set(epoch, left);
+      else {
+        this.inFlight.delete(epoch);
+        if (this.drainWaiters.length > 0 && this.isDrained()) for (const w of this.drainWaiters.splice(0)) w();
+      }
     };
   }
 
-  private async hold(id: string): Promise<void> {
+  private isDrained(): boolean {
+    for (const e of this.inFlight.keys()) if (e < this.epoch) return false;
+    return true;
+  }
+
+  /** Admits a read of `id`: waits only while it is fenced moving here, then checks ownership (421). */
+  async admitRead(id: string): Promise<void> {
+    if (this.fenced(id, false)) await this.hold(id, false);
+    this.check(id);
+  }
+
+  private async hold(id: string, writing: boolean): Promise<void> {
     const started = performance.now();
     this.holding++;
     try {
       await new Promise<void>((resolve, reject) => {
         const onMap = () => {
-          if (this.fenced(id)) return;
+          if (this.fenced(id, writing)) return;
           clearTimeout(timer);
           this.off('map', onMap);
           resolve();
@@ -175,9 +208,9 @@ export class Ownership extends EventEmitter<OwnershipEvents> {
     }
   }
 
-  /** Resolves once every admitted write of a leaving key has been answered. */
+  /** Resolves once every write admitted under an earlier map has been answered. */
   drained(): Promise<void> {
-    if (this.leavingInFlight === 0) return Promise.resolve();
+    if (this.isDrained()) return Promise.resolve();
     return new Promise((resolve) => this.drainWaiters.push(resolve));
   }
 
@@ -186,6 +219,7 @@ export class Ownership extends EventEmitter<OwnershipEvents> {
     const previous = this.current.map;
     this.current = new Placement(map);
     this.header = mapHeader(map);
+    this.epoch++;
     this.emit('map', this.current.map, previous);
   }
 }
