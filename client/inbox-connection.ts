@@ -572,6 +572,7 @@ export class InboxConnection extends SocketClient<InboxEvents, InboxServerEvent>
       backoff: this.o.backoff,
       typingIntervalMs: this.o.typingIntervalMs,
       stableAfterMs: this.o.stableAfterMs,
+      movedRetryWindowMs: this.o.movedRetryWindowMs,
       random: this.o.random,
       shared: { sequencer: f.seq, outbox: this.outbox, userId: this.userId },
     });

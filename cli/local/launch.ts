@@ -62,7 +62,7 @@ function spawnCli(name: string, args: string[], configPath: string, env: NodeJS.
 }
 
 /** The newest map the running shards report in their /readyz (`map`), or undefined. */
-async function readMap(adminUrls: string[]): Promise<ShardMap | undefined> {
+export async function readMap(adminUrls: string[]): Promise<ShardMap | undefined> {
   const maps = await Promise.all(
     adminUrls.map(async (url) => {
       try {

@@ -4,7 +4,10 @@
  * a clean stop, and following the shard map (start shards a migration needs, record a
  * settled count, stop the extra shards once a shrink has settled).
  */
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
+import { readMap } from '../../../cli/local/launch.js';
 import { type Proc, Supervisor, type SupervisorOptions } from '../../../cli/local/supervisor.js';
 import type { ShardMap } from '../../../common/placement.js';
 import { sleep, until } from '../../helpers/fake-chat-server.js';
@@ -259,5 +262,38 @@ describe('local mode supervisor', () => {
     await until(() => h.sup.shards.length === 4, 'shard-3 started from the map');
     await until(() => h.settled.length === 1, 'recorded');
     expect(h.settled).toEqual([4]);
+  });
+});
+
+describe('reading the map from the shards (cli/local/launch.ts readMap)', () => {
+  it('takes the newest valid `map` of the /readyz answers; none without one', async () => {
+    const bodies = [
+      { ready: true, map: { version: 3, shards: 4, assignment: 'jump' } },
+      { ready: false, map: { version: 5, shards: 3, assignment: 'jump', migration: undefined } },
+      { ready: true }, // a shard that does not report a map (yet)
+      { ready: true, map: { version: 9, shards: 0, assignment: 'jump' } }, // not a valid map
+    ];
+    const servers = await Promise.all(
+      bodies.map(
+        (b, i) =>
+          new Promise<http.Server>((resolve) => {
+            const s = http.createServer((_req, res) => {
+              res.writeHead(i === 1 ? 503 : 200, { 'content-type': 'application/json' });
+              res.end(JSON.stringify(b));
+            });
+            s.listen(0, '127.0.0.1', () => resolve(s));
+          }),
+      ),
+    );
+    const url = (s: http.Server) => `http://127.0.0.1:${(s.address() as AddressInfo).port}`;
+    try {
+      const urls = servers.map(url);
+      expect(await readMap(urls)).toEqual({ version: 5, shards: 3, assignment: 'jump' });
+      expect(await readMap([urls[0] as string, 'http://127.0.0.1:1'])).toMatchObject({ version: 3 });
+      expect(await readMap(urls.slice(2))).toBeUndefined();
+      expect(await readMap([])).toBeUndefined();
+    } finally {
+      for (const s of servers) s.close();
+    }
   });
 });
