@@ -143,7 +143,7 @@ describe('GroupConnection and close 4012 (moved)', () => {
     expect(await timeToUpgrade(() => server.upgrades, 2)).toBeGreaterThanOrEqual(750);
     await until(() => conn.state === 'open', 'open after the backoff');
     // Past the window, a move is retried at once again.
-    const wait = 1600 - (Date.now() - t0);
+    const wait = 1900 - (Date.now() - t0);
     if (wait > 0) await sleep(wait);
     server.closeAll(CLOSE_MOVED, 'moved');
     expect(await timeToUpgrade(() => server.upgrades, 3)).toBeLessThan(500);
