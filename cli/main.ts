@@ -8,7 +8,7 @@ import { startShard } from '../shard/server.js';
 import { requiredPositiveWholeNumber, UsageError } from './args.js';
 import { configWarnings } from './config-warnings.js';
 import { explain } from './explain.js';
-import { runLocal } from './local.js';
+import { runLocal } from './local/launch.js';
 import { processTitle } from './process-title.js';
 import { keysFromFile, reshardPlan, sampleKeys } from './reshard-plan.js';
 import { shardSecretProblems } from './shard-secrets.js';
@@ -21,7 +21,9 @@ commands:
   shard [--config FILE] [--check-config]      run one chat shard (ordinal: shard.ordinal, SHARD_ORDINAL
                                               or the -N suffix of the hostname)
   local [--shards N] [--data DIR] [--port P]  router and N shards on loopback with the web UI
-        [--no-demo]                           (npm start); seeds a demo conversation on first start
+        [--no-demo]                           (npm start); seeds a demo conversation on first start;
+                                              N (default 3) only for a new data folder: later starts
+                                              keep the count in DIR/local.yaml (shardchat reshard)
   explain <path> [--header name=value]...     show {key, hash, shard, shards, target} for a request
           [--config FILE]
   reshard-plan --from S --to T                how many keys move when S changes, under modulo and jump
@@ -190,7 +192,8 @@ async function main(argv: string[]): Promise<void> {
         },
       });
       return runLocal({
-        shards: values.shards ? positiveInt('shards', values.shards) : 3,
+        // Without --shards: the count local.yaml records, or 3 for a new data folder.
+        shards: values.shards ? positiveInt('shards', values.shards) : undefined,
         dataDir: values.data ?? 'data',
         port: values.port ? positiveInt('port', values.port) : 8080,
         demo: !values['no-demo'],

@@ -22,7 +22,7 @@ import type { ChatApi } from './api.js';
 import { ShardChatError } from './errors.js';
 import { asError, GroupSequencer } from './group-sequencer.js';
 import { Outbox, type OutboxEntry, type Outgoing } from './outbox.js';
-import { type ConnectionOptions, SocketClient } from './socket.js';
+import { CLOSE_MOVED, type ConnectionOptions, SocketClient } from './socket.js';
 import type { DeliveryMode, Message, ServerEvent } from './types.js';
 
 export type { Outgoing, OutgoingState } from './outbox.js';
@@ -219,6 +219,15 @@ export class GroupConnection extends SocketClient<GroupEvents, ServerEvent> {
       // would only close the next connection too.
       this.outbox.tooLarge(this.openedAt, this.groupId);
     }
+    if (code === CLOSE_MOVED) {
+      // The group moved to another shard: reconnect at once (the router sends the next
+      // socket to the new owner); the hello there resumes from lastMsgId, and what is
+      // pending is written again with its clientMsgId. A write on the moved socket does
+      // not count against maxSendAttempts.
+      if (greeted) this.outbox.moved(this.openedAt, this.groupId);
+      this.scheduleReconnect(undefined, true);
+      return;
+    }
     if (greeted) {
       this.scheduleReconnect();
       return;
@@ -239,10 +248,11 @@ export class GroupConnection extends SocketClient<GroupEvents, ServerEvent> {
     );
   }
 
-  protected scheduleReconnect(retryAfterSeconds?: number): void {
+  protected scheduleReconnect(retryAfterSeconds?: number, moved = false): void {
     if (this.userClosed) return;
     this.setState('reconnecting');
-    this.retryIn(retryAfterSeconds);
+    if (moved) this.retryMoved();
+    else this.retryIn(retryAfterSeconds);
   }
 
   protected clearTimers(): void {

@@ -12,6 +12,8 @@
  * - Sends go through the same outbox as GroupConnection's (one clientMsgId over every
  *   resend), now with a groupId; `ack` and `error` events name group and clientMsgId.
  * - Reconnects with exponential backoff and jitter; refusals (401, 403, close 1008) end it.
+ *   Close 4012 (the user moved to another session host) reconnects at once, without
+ *   counting a failure (a further 4012 soon after waits the backoff).
  * - Fallback (docs/architecture.md section 6): when the inbox cannot be reached for `fallbackAfterMs`, every
  *   followed group gets its own group WebSocket (fed into the same sequencers and
  *   outbox, so nothing is delivered or stored twice across the switch) while the inbox
@@ -27,7 +29,7 @@ import { ShardChatError } from './errors.js';
 import { type ConnectionState, FATAL_CLOSE, GroupConnection, TOO_BIG } from './group-connection.js';
 import { asError, GroupSequencer } from './group-sequencer.js';
 import { Outbox, type OutboxEntry, type Outgoing } from './outbox.js';
-import { type ConnectionOptions, SocketClient } from './socket.js';
+import { CLOSE_MOVED, type ConnectionOptions, SocketClient } from './socket.js';
 import type { DeliveryMode, Message, TickEvent } from './types.js';
 
 export type InboxMode = 'inbox' | 'fallback';
@@ -351,6 +353,14 @@ export class InboxConnection extends SocketClient<InboxEvents, InboxServerEvent>
     this.inboxState = this.inboxState === 'connecting' && !greeted ? 'connecting' : 'reconnecting';
     this.armFallback();
     this.emitStatus();
+    if (code === CLOSE_MOVED) {
+      // The user moved to another session host: reconnect at once; the hello there
+      // catches every group up from its lastMsgId and writes what is pending again with
+      // its clientMsgId. A write on the moved socket does not count against maxSendAttempts.
+      if (greeted && this.modeNow === 'inbox') this.outbox.moved(this.openedAt);
+      this.scheduleReconnect(undefined, true);
+      return;
+    }
     if (greeted) {
       this.scheduleReconnect();
       return;
@@ -382,11 +392,12 @@ export class InboxConnection extends SocketClient<InboxEvents, InboxServerEvent>
     );
   }
 
-  protected scheduleReconnect(retryAfterSeconds?: number): void {
+  protected scheduleReconnect(retryAfterSeconds?: number, moved = false): void {
     if (this.userClosed) return;
     if (this.inboxState === 'open') this.inboxState = 'reconnecting';
     this.emitStatus();
-    this.retryIn(retryAfterSeconds);
+    if (moved) this.retryMoved();
+    else this.retryIn(retryAfterSeconds);
   }
 
   protected clearTimers(): void {
@@ -561,6 +572,7 @@ export class InboxConnection extends SocketClient<InboxEvents, InboxServerEvent>
       backoff: this.o.backoff,
       typingIntervalMs: this.o.typingIntervalMs,
       stableAfterMs: this.o.stableAfterMs,
+      movedRetryWindowMs: this.o.movedRetryWindowMs,
       random: this.o.random,
       shared: { sequencer: f.seq, outbox: this.outbox, userId: this.userId },
     });

@@ -217,6 +217,16 @@ export class Outbox {
     }
   }
 
+  /**
+   * A socket was closed with 4012 (moved): what was written on it since `since` (of
+   * `groupId`, or of every group) is written again after the reconnect with the same
+   * clientMsgId; that write on the moved socket is not counted as an attempt.
+   */
+  moved(since: number, groupId?: string): void {
+    for (const e of this.list(groupId))
+      if (e.state === 'pending' && e.attempts > 0 && e.sentAt >= since) e.attempts--;
+  }
+
   /** Rejects and drops every entry (of one group when given). */
   rejectAll(err: ShardChatError, groupId?: string): void {
     for (const e of this.list(groupId)) {

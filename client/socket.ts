@@ -6,6 +6,7 @@
  */
 
 import { Backoff, type BackoffOptions, DEFAULT_BACKOFF } from '../common/backoff.js';
+import { CLOSE_MOVED } from '../common/protocol.js';
 import type { ChatApi } from './api.js';
 import { Emitter } from './emitter.js';
 import type { ShardChatError } from './errors.js';
@@ -27,8 +28,15 @@ export interface ConnectionOptions extends OutboxOptions {
   pageSize?: number;
   /** A connection that stayed open this long resets the backoff (default 5 s). */
   stableAfterMs?: number;
+  /**
+   * After close 4012 (moved) the client reconnects at once; another 4012 within this
+   * long of that immediate retry waits the normal backoff instead (default 10 s).
+   */
+  movedRetryWindowMs?: number;
   random?: () => number;
 }
+
+export { CLOSE_MOVED };
 
 /** WebSocket readyState OPEN. */
 export const OPEN = 1;
@@ -132,13 +140,22 @@ export abstract class SocketClient<
   protected generation = 0;
   protected userClosed = false;
   private retryTimer: ReturnType<typeof setTimeout> | undefined;
+  private readonly movedRetryWindowMs: number;
+  /** When the last immediate retry after a move (close 4012) was made. */
+  private movedRetryAt = Number.NEGATIVE_INFINITY;
 
-  constructor(o: { WebSocket?: WebSocketFactory; backoff?: BackoffOptions; random?: () => number }) {
+  constructor(o: {
+    WebSocket?: WebSocketFactory;
+    backoff?: BackoffOptions;
+    random?: () => number;
+    movedRetryWindowMs?: number;
+  }) {
     super();
     const WS = o.WebSocket ?? (globalThis as { WebSocket?: WebSocketFactory }).WebSocket;
     if (!WS) throw new Error('no WebSocket implementation: pass options.WebSocket (e.g. the ws package)');
     this.WS = WS;
     this.backoff = new Backoff(o.backoff ?? DEFAULT_BACKOFF, o.random);
+    this.movedRetryWindowMs = o.movedRetryWindowMs ?? 10_000;
   }
 
   /** Closes for good. */
@@ -154,8 +171,8 @@ export abstract class SocketClient<
   ): void;
   /** Tells the application about an error. */
   protected abstract reportError(e: ShardChatError): void;
-  /** Marks the state as reconnecting and calls `retryIn`. */
-  protected abstract scheduleReconnect(retryAfterSeconds?: number): void;
+  /** Marks the state as reconnecting and calls `retryIn` (or `retryMoved` when `moved`). */
+  protected abstract scheduleReconnect(retryAfterSeconds?: number, moved?: boolean): void;
   /** Stops the timers of an open socket. */
   protected abstract clearTimers(): void;
 
@@ -182,6 +199,23 @@ export abstract class SocketClient<
     const delay = Math.max(this.backoff.next(), (retryAfterSeconds ?? 0) * 1000);
     clearTimeout(this.retryTimer);
     this.retryTimer = setTimeout(() => void this.connect(), delay);
+  }
+
+  /**
+   * The server closed with 4012 (the key moved to another shard): the next attempt at
+   * once, not counted by the backoff. A stale router may send the client to the old
+   * owner again: a further move within `movedRetryWindowMs` of the immediate retry waits
+   * the normal backoff instead, so repeated 4012s do not spin.
+   */
+  protected retryMoved(): void {
+    const now = Date.now();
+    if (now - this.movedRetryAt < this.movedRetryWindowMs) {
+      this.retryIn();
+      return;
+    }
+    this.movedRetryAt = now;
+    clearTimeout(this.retryTimer);
+    this.retryTimer = setTimeout(() => void this.connect(), 0);
   }
 
   /** An error retrying cannot help: reported, then closed for good. */

@@ -283,11 +283,11 @@ export const configSchema = configObject
         message: `has ${t.adminTargets.length} entries but targets has ${t.targets.length}; give one per target, in the same order`,
       });
     }
-    if (t.mode === 'static' && t.targets.length === 0 && !t.targetTemplate.includes('{ordinal}')) {
+    if (t.mode === 'static' && t.targets.length === 0 && !/\{ordinal(\+\d{1,9})?\}/.test(t.targetTemplate)) {
       ctx.addIssue({
         code: 'custom',
         path: ['topology', 'targetTemplate'],
-        message: 'must contain {ordinal} when targets is empty',
+        message: 'must contain {ordinal} or {ordinal+N} when targets is empty',
       });
     }
     const pull = cfg.shard.delivery.pull;

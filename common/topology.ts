@@ -24,8 +24,13 @@ export interface ShardState extends ShardEndpoint {
   since: string;
 }
 
+/** `{ordinal}` or `{ordinal+N}` (the ordinal plus a whole number, e.g. a port: `{ordinal+8081}`). */
+const ORDINAL_PLACEHOLDER = /\{ordinal(?:\+(\d{1,9}))?\}/g;
+
 export function expandTemplate(template: string, ordinal: number, namespace: string): string {
-  return template.replaceAll('{ordinal}', String(ordinal)).replaceAll('{namespace}', namespace);
+  return template
+    .replace(ORDINAL_PLACEHOLDER, (_, plus: string | undefined) => String(ordinal + Number(plus ?? 0)))
+    .replaceAll('{namespace}', namespace);
 }
 
 function endpoint(ordinal: number, target: string, admin: string | undefined): ShardEndpoint {

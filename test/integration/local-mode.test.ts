@@ -1,9 +1,11 @@
 /**
  * `shardchat local` (what npm start runs) on the built tree: one terminal of readable,
  * prefixed logs; a restart keeps conversations and issued tokens (the secret lives in
- * the data folder) and does not seed the demo twice; a shard that dies stops the rest.
+ * the data folder) and does not seed the demo twice; a shard that dies is restarted;
+ * a data folder keeps its shard count (a different --shards is refused). Following the
+ * shard map is tested as a unit (test/unit/cli/local-supervisor.test.ts).
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -82,24 +84,67 @@ describe('shardchat local', () => {
     await ctrlC(second);
   }, 120_000);
 
-  it('--no-demo seeds nothing; when a shard dies, everything stops and the ports are free', async () => {
+  it('--no-demo seeds nothing; a killed shard is restarted; a different --shards is refused', async () => {
     const dataDir = path.join(await defaultRegistry.tempDir(), 'data');
     const base = await freeLocalBase(2);
     const l = await startLocal(dataDir, base, ['--shards', '2', '--no-demo']);
     expect(l.output()).not.toContain('demo conversation');
+    const yamlText = await readFile(path.join(dataDir, 'local.yaml'), 'utf8');
+    expect(yamlText).toMatch(/shards: 2/);
+    expect(yamlText).toContain(`targetTemplate: http://127.0.0.1:{ordinal+${base + 1}}`);
+    expect(yamlText).toContain(`adminTemplate: http://127.0.0.1:{ordinal+${base + 1011}}`);
     const alice = new ChatApi({
       baseUrl: l.url,
       token: await new ChatApi({ baseUrl: l.url }).devToken('alice'),
     });
     await expect(alice.getGroup('cafe')).rejects.toMatchObject({ status: 404 });
-    // Kill shard 1 (port base+2): local notices and stops the rest.
-    const pids = await shardPids(l, 1);
-    process.kill(pids, 'SIGKILL');
+    // Kill shard 1 (port base+2): local restarts it, and it serves again.
+    const pid = await shardPids(l, 1);
+    process.kill(pid, 'SIGKILL');
     await expect
-      .poll(() => groupAlive(l.child.pid as number), { timeout: 30_000, interval: 100 })
-      .toBe(false);
-    expect(l.output()).toMatch(/shard-1 exited \(SIGKILL\); stopping everything/);
+      .poll(() => /shard-1 exited \(SIGKILL\) after .*; restarting it in/.test(l.output()), {
+        timeout: 30_000,
+        interval: 100,
+      })
+      .toBe(true);
+    await expect
+      .poll(() => (l.output().match(/shard listening shard=1/g) ?? []).length, {
+        timeout: 30_000,
+        interval: 200,
+      })
+      .toBe(2);
+    expect(await shardPids(l, 1)).not.toBe(pid);
+    expect(groupAlive(l.child.pid as number)).toBe(true);
+    // Writes go through again (the router sees the shard ready at its next probe).
+    await expect
+      .poll(
+        async () => {
+          await alice.putUser('alice', { name: 'Alice' });
+          for (const g of ['a1', 'a2', 'a3', 'a4']) {
+            await alice.putGroup(g, { subject: g });
+            await alice.post(g, 'still here', `${g}-1`);
+          }
+          return true;
+        },
+        { timeout: 15_000, interval: 500 },
+      )
+      .toBe(true);
+    await ctrlC(l);
+    expect(l.output()).toContain('shardchat local: stopped cleanly');
     for (const p of [base, base + 1, base + 2, base + 1010]) expect(await canConnect(p)).toBe(false);
+
+    // The data folder holds 2 shards: starting it with 3 is refused (exit 2), naming reshard.
+    const refused = spawnSync(
+      process.execPath,
+      [CLI, 'local', '--port', String(base), '--data', dataDir, '--shards', '3', '--no-demo'],
+      { env: childEnv(), encoding: 'utf8', timeout: 30_000 },
+    );
+    expect(refused.status).toBe(2);
+    expect(refused.stderr).toContain(
+      `shardchat: ${dataDir}/ holds a cluster of 2 shards; --shards 3 would hide the groups of the others. ` +
+        `To change the number of shards of a running cluster: shardchat reshard --to 3 --config ${dataDir}/local.yaml`,
+    );
+    expect(await canConnect(base)).toBe(false);
   }, 120_000);
 });
 
