@@ -10,6 +10,7 @@ import { configWarnings } from './config-warnings.js';
 import { explain } from './explain.js';
 import { runLocal } from './local/launch.js';
 import { processTitle } from './process-title.js';
+import { runReshard } from './reshard/command.js';
 import { keysFromFile, reshardPlan, sampleKeys } from './reshard-plan.js';
 import { shardSecretProblems } from './shard-secrets.js';
 import { packageVersion } from './version.js';
@@ -26,6 +27,9 @@ commands:
                                               keep the count in DIR/local.yaml (shardchat reshard)
   explain <path> [--header name=value]...     show {key, hash, shard, shards, target} for a request
           [--config FILE]
+  reshard --to T [--assignment modulo|jump]   move the cluster FILE describes to T shards, live
+          --config FILE                       (local mode: data/local.yaml); resumable after a crash
+  reshard --status | --abort --config FILE    the map and migration as JSON; roll back before the switch
   reshard-plan --from S --to T                how many keys move when S changes, under modulo and jump
           [--keys FILE | --sample N]
   version, --version, -v                      print the version
@@ -165,6 +169,37 @@ async function runReshardPlan(args: string[]): Promise<void> {
   process.stdout.write(`${JSON.stringify(await reshardPlan(from, to, keys, source), null, 2)}\n`);
 }
 
+async function runReshardCommand(args: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      to: { type: 'string' },
+      assignment: { type: 'string' },
+      status: { type: 'boolean' },
+      abort: { type: 'boolean' },
+      config: { type: 'string', short: 'c' },
+    },
+  });
+  const assignment = values.assignment;
+  if (assignment !== undefined && assignment !== 'modulo' && assignment !== 'jump')
+    fail(`--assignment wants modulo or jump, got ${JSON.stringify(assignment)}`);
+  const file = configFile(values.config);
+  if (!file) fail('--config is required (the router configuration; in local mode data/local.yaml)');
+  const cfg = load(file);
+  try {
+    process.exitCode = await runReshard(cfg, {
+      to: values.to === undefined ? undefined : positiveInt('to', values.to),
+      assignment,
+      status: values.status === true,
+      abort: values.abort === true,
+      configFile: file,
+    });
+  } catch (err) {
+    if (err instanceof UsageError) throw err;
+    fail((err as Error).message, 1);
+  }
+}
+
 async function main(argv: string[]): Promise<void> {
   const [command, ...rest] = argv;
   switch (command) {
@@ -203,6 +238,8 @@ async function main(argv: string[]): Promise<void> {
       return runExplain(rest);
     case 'reshard-plan':
       return runReshardPlan(rest);
+    case 'reshard':
+      return runReshardCommand(rest);
     case undefined:
       // No command is a usage error: the usage on stderr, exit 2.
       process.stderr.write(`${USAGE}\n`);

@@ -272,11 +272,7 @@ export class Coordinator {
   private async generations(): Promise<Map<number, number>> {
     const out = new Map<number, number>();
     for (const s of this.sources()) {
-      const r = await this.calls.call<{ generation: number }>(
-        s,
-        'GET',
-        `changed?since=${Number.MAX_SAFE_INTEGER}`,
-      );
+      const r = await this.calls.call<{ generation: number }>(s, 'GET', 'changed');
       out.set(s, r.generation);
     }
     return out;

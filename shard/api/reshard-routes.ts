@@ -7,7 +7,7 @@
  *   DELETE /internal/reshard/lease   {holder}      give it back
  *   POST   /internal/reshard/map     {map}         accept a newer map (or the same again)
  *   GET    /internal/reshard/keys?cursor&limit    leaving keys (source)
- *   GET    /internal/reshard/changed?since        leaving keys changed since a generation (source)
+ *   GET    /internal/reshard/changed[?since]      leaving keys changed since a generation (source)
  *   POST   /internal/reshard/export  {groups, users, limit}   snapshots and message pages (source)
  *   POST   /internal/reshard/import  {groups, users}          store them (target)
  *   POST   /internal/reshard/drop                 delete what this shard no longer owns
@@ -106,7 +106,11 @@ export function reshardRoutes(r: Resharding) {
         return [200, r.leavingKeys(cursor, queryInt(q, 'limit', 1, 10_000, 1000))];
       }
       case 'GET changed':
-        return [200, r.changedSince(queryInt(q, 'since', 0, Number.MAX_SAFE_INTEGER, 0))];
+        // Without `since`: the generation now (where the next question starts).
+        return [
+          200,
+          r.changedSince(q.has('since') ? queryInt(q, 'since', 0, Number.MAX_SAFE_INTEGER, 0) : null),
+        ];
       case 'POST export':
         return [200, r.exportKeys(parse(exportBody, await readJson(req, MAX_SMALL_BODY)))];
       case 'POST import':

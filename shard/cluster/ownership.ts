@@ -161,7 +161,8 @@ export class Ownership extends EventEmitter<OwnershipEvents> {
       if (left > 0) this.inFlight.set(epoch, left);
       else {
         this.inFlight.delete(epoch);
-        if (this.drainWaiters.length > 0 && this.isDrained()) for (const w of this.drainWaiters.splice(0)) w();
+        if (this.drainWaiters.length > 0 && this.isDrained())
+          for (const w of this.drainWaiters.splice(0)) w();
       }
     };
   }

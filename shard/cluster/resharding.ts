@@ -191,8 +191,12 @@ export class Resharding extends EventEmitter<ReshardingEvents> {
     return { groups, users, next: `${kind}:${after}` };
   }
 
-  /** The leaving keys changed since `since` (all of them unknown if this process started later). */
-  changedSince(since: number): { generation: number; keys: string[]; complete: boolean } {
+  /**
+   * The leaving keys changed since `since` (complete: false when this process started
+   * later and cannot tell); with `since` null, none: the generation now.
+   */
+  changedSince(since: number | null): { generation: number; keys: string[]; complete: boolean } {
+    if (since === null) return { generation: this.generation, keys: [], complete: true };
     const keys: string[] = [];
     for (const [k, g] of this.dirty) if (g > since) keys.push(k);
     return { generation: this.generation, keys, complete: since >= this.knownSince };

@@ -9,6 +9,7 @@ import {
   CLI,
   childEnv,
   defaultRegistry,
+  freePortRange,
   freePorts,
   type ManagedProcess,
   type ProcessRegistry,
@@ -43,6 +44,10 @@ export interface Cluster {
   };
   /** Restarts shard i (after a kill) on the same ports and data. */
   restartShard(i: number): Promise<ShardProc>;
+  /** Starts shard i (maxShards clusters: an ordinal beyond S, for growing). */
+  startShard(i: number): Promise<ShardProc>;
+  /** Stops the router and starts it again on the same ports. */
+  restartRouter(): Promise<void>;
   /** A token for userId (dev tokens, through the router). */
   token(userId: string): Promise<string>;
 }
@@ -54,6 +59,11 @@ export interface ClusterOptions {
   registry?: ProcessRegistry;
   /** Extra environment for every process. */
   env?: NodeJS.ProcessEnv;
+  /**
+   * Addresses by templates for up to this many shards (contiguous ports), so that the
+   * cluster can grow past S by resharding; S shards are started.
+   */
+  maxShards?: number;
 }
 
 async function startShardProc(
@@ -110,18 +120,40 @@ async function startClusterOnce(
 ): Promise<Cluster> {
   const S = opts.shards ?? 3;
   const registry = opts.registry ?? defaultRegistry;
-  const ports = await freePorts(2 * S + 2);
-  const shardPorts = ports.slice(0, S);
-  const shardAdmin = ports.slice(S, 2 * S);
-  const [routerPort, routerAdmin] = ports.slice(2 * S) as [number, number];
+  const max = opts.maxShards;
+  let shardPorts: number[];
+  let shardAdmin: number[];
+  let routerPort: number;
+  let routerAdmin: number;
+  let addresses: Record<string, unknown>;
+  if (max === undefined) {
+    const ports = await freePorts(2 * S + 2);
+    shardPorts = ports.slice(0, S);
+    shardAdmin = ports.slice(S, 2 * S);
+    [routerPort, routerAdmin] = ports.slice(2 * S) as [number, number];
+    addresses = {
+      targets: shardPorts.map((p) => `http://127.0.0.1:${p}`),
+      adminTargets: shardAdmin.map((p) => `http://127.0.0.1:${p}`),
+    };
+  } else {
+    const base = await freePortRange(max);
+    const adminBase = await freePortRange(max);
+    shardPorts = Array.from({ length: max }, (_, i) => base + i);
+    shardAdmin = Array.from({ length: max }, (_, i) => adminBase + i);
+    [routerPort, routerAdmin] = (await freePorts(2)) as [number, number];
+    addresses = {
+      shards: S,
+      targetTemplate: `http://127.0.0.1:{ordinal+${base}}`,
+      adminTemplate: `http://127.0.0.1:{ordinal+${adminBase}}`,
+    };
+  }
   const dataDir = path.join(dir, 'data');
   const extra = opts.config ?? {};
   const config: Record<string, unknown> = {
     ...extra,
     shardSpec: { ...(extra.shardSpec ?? {}) },
     topology: {
-      targets: shardPorts.map((p) => `http://127.0.0.1:${p}`),
-      adminTargets: shardAdmin.map((p) => `http://127.0.0.1:${p}`),
+      ...addresses,
       probeIntervalMs: 500,
       ...(extra.topology ?? {}),
     },
@@ -150,19 +182,22 @@ async function startClusterOnce(
     ...(opts.env ?? {}),
   };
   const shards = await Promise.all(
-    shardPorts.map(async (p, i) => {
+    shardPorts.slice(0, S).map(async (p, i) => {
       const shard = await startShardProc(configPath, env, i, p, shardAdmin[i] as number, registry);
       started.push(shard.proc);
       return shard;
     }),
   );
-  const routerProc = await startProcess({
-    name: `router:${routerPort}`,
-    args: [CLI, 'router', '--config', configPath],
-    env: childEnv(env),
-    waitForPorts: [routerPort, routerAdmin],
-    registry,
-  });
+  const startRouterProc = () =>
+    startProcess({
+      name: `router:${routerPort}`,
+      args: [CLI, 'router', '--config', configPath],
+      env: childEnv(env),
+      waitForPorts: [routerPort, routerAdmin],
+      registry,
+    });
+  const routerProc = await startRouterProc();
+  started.push(routerProc);
   const router = {
     port: routerPort,
     adminPort: routerAdmin,
@@ -184,6 +219,19 @@ async function startClusterOnce(
       const fresh = await startShardProc(configPath, env, i, old.port, old.adminPort, registry);
       shards[i] = fresh;
       return fresh;
+    },
+    async startShard(i) {
+      const port = shardPorts[i];
+      const admin = shardAdmin[i];
+      if (port === undefined || admin === undefined)
+        throw new Error(`shard ${i} has no ports: start the cluster with maxShards > ${i}`);
+      const fresh = await startShardProc(configPath, env, i, port, admin, registry);
+      shards[i] = fresh;
+      return fresh;
+    },
+    async restartRouter() {
+      await router.proc.kill();
+      router.proc = await startRouterProc();
     },
     async token(userId) {
       const res = await fetch(`${router.url}/users/${encodeURIComponent(userId)}/token`, { method: 'POST' });

@@ -70,6 +70,29 @@ export async function freePorts(n: number): Promise<number[]> {
   return out;
 }
 
+/** The first of n consecutive free ports (templated addresses: `{ordinal+base}`). */
+export async function freePortRange(n: number): Promise<number> {
+  const [lo, hi] = portSlice();
+  for (let attempt = 0; attempt < 500; attempt++) {
+    const base = lo + Math.floor(Math.random() * (hi - lo - n));
+    const servers: net.Server[] = [];
+    let ok = true;
+    for (let p = base; p < base + n; p++) {
+      const server = handedOut.has(p) ? undefined : await listenOn(p);
+      if (!server) {
+        ok = false;
+        break;
+      }
+      servers.push(server);
+    }
+    await Promise.all(servers.map((sv) => new Promise<void>((resolve) => sv.close(() => resolve()))));
+    if (!ok) continue;
+    for (let p = base; p < base + n; p++) handedOut.add(p);
+    return base;
+  }
+  throw new Error(`could not find ${n} consecutive free ports in ${lo}-${hi - 1}`);
+}
+
 export async function freePort(): Promise<number> {
   const [port] = await freePorts(1);
   return port as number;
