@@ -61,6 +61,24 @@ const topologySchema = z.strictObject({
 
 const DEFAULT_SHARDS = 3;
 
+/** `{ordinal}` or `{ordinal+N}` in a target template (common/topology.ts expandTemplate). */
+const ORDINAL_PLACEHOLDER = /\{ordinal(?:\+\d{1,9})?\}/;
+
+/** What is wrong with the placeholders of a target or admin template, if anything. */
+function templatePlaceholderProblem(template: string): string | undefined {
+  for (const m of template.matchAll(/\{[^{}]*\}/g)) {
+    const p = m[0];
+    if (p === '{namespace}' || p === '{ordinal}') continue;
+    const plus = /^\{ordinal\+(\d{1,9})\}$/.exec(p);
+    if (plus) {
+      if (Number(plus[1]) > 65535) return `${p}: N in {ordinal+N} is at most 65535`;
+      continue;
+    }
+    return `unknown placeholder ${p}: use {ordinal}, {ordinal+N} (N a whole number, e.g. {ordinal+8081}) or {namespace}`;
+  }
+  return undefined;
+}
+
 const routerSchema = z.strictObject({
   host: z.string().min(1).default('0.0.0.0'),
   port: port.default(8080),
@@ -74,6 +92,12 @@ const routerSchema = z.strictObject({
       maxSocketsPerShard: z.number().int().min(1).default(256),
       maxQueuedPerShard: z.number().int().min(0).default(4096),
       maxWebSocketsPerShard: z.number().int().min(1).default(50000),
+      /**
+       * Requests whose body is at most this many bytes are kept until the shard's answer
+       * arrives, so that a 421 (the key moved under a newer shard map) can be sent again
+       * to the new owner; a 421 to a larger request passes to the client.
+       */
+      retryBodyBytes: z.number().int().min(0).default(65536),
     })
     .prefault({}),
   timeouts: z
@@ -283,12 +307,16 @@ export const configSchema = configObject
         message: `has ${t.adminTargets.length} entries but targets has ${t.targets.length}; give one per target, in the same order`,
       });
     }
-    if (t.mode === 'static' && t.targets.length === 0 && !/\{ordinal(\+\d{1,9})?\}/.test(t.targetTemplate)) {
+    if (t.mode === 'static' && t.targets.length === 0 && !ORDINAL_PLACEHOLDER.test(t.targetTemplate)) {
       ctx.addIssue({
         code: 'custom',
         path: ['topology', 'targetTemplate'],
-        message: 'must contain {ordinal} or {ordinal+N} when targets is empty',
+        message: 'must contain {ordinal} (or {ordinal+N}) when targets is empty',
       });
+    }
+    for (const field of ['targetTemplate', 'adminTemplate'] as const) {
+      const bad = templatePlaceholderProblem(t[field]);
+      if (bad) ctx.addIssue({ code: 'custom', path: ['topology', field], message: bad });
     }
     const pull = cfg.shard.delivery.pull;
     if (pull.exitRate >= pull.enterRate) {

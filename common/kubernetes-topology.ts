@@ -12,7 +12,8 @@
  * Ordinal n < S: target http://<podIP>:<port>, admin http://<podIP>:<adminPort>, ready
  * when the pod is Running, its Ready condition is True and it is not being deleted.
  * No pod: not ready (the last known address stays). Pods with n >= S are ignored (and
- * logged). spec.replicas != S (someone ran `kubectl scale`) never reshards: it is a
+ * logged) until resize() makes their ordinals addressable (a shard map with more shards
+ * than configured); S then means the grown count. spec.replicas != S (someone ran `kubectl scale`) never reshards: it is a
  * warning in status() (the /readyz body), a log line and a metric.
  *
  * A watch that ends is restarted from the last resourceVersion; a 410 Gone (as an
@@ -230,7 +231,8 @@ function baseUrl(ip: string, port: number): string {
 
 export class KubernetesTopology extends EventEmitter<TopologyEvents> implements Topology {
   readonly mode = 'kubernetes' as const;
-  readonly shards: number;
+  /** The addressable ordinals: topology.shards, or more after resize(). */
+  shards: number;
   readonly states: KubernetesShardState[];
   readonly readinessKnown = true;
   readonly namespace: string;
@@ -280,8 +282,12 @@ export class KubernetesTopology extends EventEmitter<TopologyEvents> implements 
       this.kc = new KubeConfig();
       this.kc.loadFromDefault();
     }
-    const now = new Date().toISOString();
-    this.states = Array.from({ length: this.shards }, (_, ordinal) => ({
+    this.states = Array.from({ length: this.shards }, (_, ordinal) => this.emptyState(ordinal));
+    this.stsRunner = this.makeStatefulSetRunner();
+  }
+
+  private emptyState(ordinal: number): KubernetesShardState {
+    return {
       ordinal,
       target: '',
       host: '',
@@ -290,12 +296,26 @@ export class KubernetesTopology extends EventEmitter<TopologyEvents> implements 
       ready: false,
       consecutiveFailures: 0,
       reason: 'no pod seen yet',
-      since: now,
+      since: new Date().toISOString(),
       pod: undefined,
       podIP: undefined,
       phase: undefined,
-    }));
-    this.stsRunner = this.makeStatefulSetRunner();
+    };
+  }
+
+  /**
+   * Tracks ordinals below `n` (never fewer): a shard map with more shards than
+   * configured. Pods of the new ordinals already listed are applied at once.
+   */
+  resize(n: number): number {
+    if (n <= this.states.length) return this.states.length;
+    for (let i = this.states.length; i < n; i++) this.states.push(this.emptyState(i));
+    this.shards = this.states.length;
+    this.log.info({ shards: this.shards }, 'tracking more shard pods: the shard map grew');
+    this.emit('grown', this.shards);
+    this.applyPods();
+    this.emitStatusIfChanged();
+    return this.shards;
   }
 
   private hooks(): RunnerHooks {

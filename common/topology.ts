@@ -1,11 +1,16 @@
 /**
- * Topology (docs/architecture.md section 2): S, the address of every shard, and each shard's
- * readiness. S comes from configuration only; readiness never changes where a key goes.
+ * Topology (docs/architecture.md section 2): the address of every shard, and each shard's
+ * readiness. The configured S is where it starts; a shard map with more shards (or a
+ * migration to more) grows it with resize(), as far as the mode can address shards
+ * (templates and kubernetes pods: any ordinal; an explicit `targets` list: its length).
+ * Readiness never changes where a key goes.
  * This file holds the interface the router and the shards use, and the static mode;
  * the kubernetes mode is common/kubernetes-topology.ts (loaded only in that mode).
  */
 import { EventEmitter } from 'node:events';
 import { type Config, shardCount } from './config.js';
+import { isValidMap, type ShardMap } from './placement.js';
+import { MAP_HEADER } from './protocol.js';
 
 export interface ShardEndpoint {
   ordinal: number;
@@ -24,12 +29,16 @@ export interface ShardState extends ShardEndpoint {
   since: string;
 }
 
-/** `{ordinal}` or `{ordinal+N}` (the ordinal plus a whole number, e.g. a port: `{ordinal+8081}`). */
-const ORDINAL_PLACEHOLDER = /\{ordinal(?:\+(\d{1,9}))?\}/g;
-
+/**
+ * A target or admin template for one ordinal: `{ordinal}` is the ordinal, `{ordinal+N}`
+ * the ordinal plus N (contiguous ports: `http://127.0.0.1:{ordinal+8081}`), `{namespace}`
+ * the namespace.
+ */
 export function expandTemplate(template: string, ordinal: number, namespace: string): string {
   return template
-    .replace(ORDINAL_PLACEHOLDER, (_, plus: string | undefined) => String(ordinal + Number(plus ?? 0)))
+    .replace(/\{ordinal(?:\+(\d{1,9}))?\}/g, (_, n: string | undefined) =>
+      String(n === undefined ? ordinal : ordinal + Number(n)),
+    )
     .replaceAll('{namespace}', namespace);
 }
 
@@ -41,24 +50,39 @@ function endpoint(ordinal: number, target: string, admin: string | undefined): S
   return { ordinal, target: url.origin, host, port: url.port ? Number(url.port) : 80, admin };
 }
 
-/** The endpoints of all S shards, from `targets` or from the templates. */
+/** The endpoints of all S configured shards, from `targets` or from the templates. */
 export function staticEndpoints(cfg: Config): ShardEndpoint[] {
-  const t = cfg.topology;
-  if (t.targets.length > 0) {
-    return t.targets.map((target, i) => endpoint(i, target, t.adminTargets[i]));
-  }
   const S = shardCount(cfg);
   const out: ShardEndpoint[] = [];
-  for (let i = 0; i < S; i++) {
-    out.push(
-      endpoint(
-        i,
-        expandTemplate(t.targetTemplate, i, t.namespace),
-        t.adminTemplate ? expandTemplate(t.adminTemplate, i, t.namespace) : undefined,
-      ),
-    );
-  }
+  for (let i = 0; i < S; i++) out.push(staticEndpoint(cfg, i) as ShardEndpoint);
   return out;
+}
+
+/**
+ * The endpoint of any ordinal in static mode, configured or not (a shard map may have
+ * more shards than the configuration): from the templates, or from `targets`, which
+ * gives none past its end (undefined).
+ */
+export function staticEndpoint(cfg: Config, ordinal: number): ShardEndpoint | undefined {
+  const t = cfg.topology;
+  if (t.targets.length > 0) {
+    const target = t.targets[ordinal];
+    return target === undefined ? undefined : endpoint(ordinal, target, t.adminTargets[ordinal]);
+  }
+  return endpoint(
+    ordinal,
+    expandTemplate(t.targetTemplate, ordinal, t.namespace),
+    t.adminTemplate ? expandTemplate(t.adminTemplate, ordinal, t.namespace) : undefined,
+  );
+}
+
+/** What a readiness probe of a shard's `/readyz` told about the shard map. */
+export interface ProbedMap {
+  ordinal: number;
+  /** The `x-shardchat-map` header of the answer, if any. */
+  header: string | undefined;
+  /** The `map` field of its JSON body, if it held a valid shard map. */
+  map: ShardMap | undefined;
 }
 
 export interface TopologyEvents {
@@ -68,6 +92,10 @@ export interface TopologyEvents {
   address: [ShardState];
   /** What the topology reports about the cluster changed (kubernetes mode: the StatefulSet's replicas). */
   status: [TopologyStatus];
+  /** A readiness probe's answer told about the shard map (static mode with admin endpoints). */
+  map: [ProbedMap];
+  /** resize() added ordinals: `states` now has `shards` entries. */
+  grown: [number];
 }
 
 /** What /readyz reports about the topology, beyond the shards' readiness. */
@@ -89,8 +117,16 @@ export interface TopologyStatus {
  */
 export interface Topology {
   readonly mode: 'static' | 'kubernetes';
+  /** The number of addressable ordinals (`states.length`): S at first, more after resize(). */
   readonly shards: number;
   readonly states: readonly ShardState[];
+  /**
+   * Makes ordinals below `n` addressable, as far as the mode can (never shrinks): a shard
+   * map with more shards than configured, or a migration to more, needs them. Returns
+   * the number of addressable ordinals now (less than `n` for an explicit `targets` list
+   * that ends before). Emits 'grown' when ordinals were added.
+   */
+  resize(n: number): number;
   /** True when readiness is known (probes, or pod conditions) and unready shards get 503 at once. */
   readonly readinessKnown: boolean;
   on<K extends keyof TopologyEvents>(event: K, listener: (...args: TopologyEvents[K]) => void): unknown;
@@ -119,7 +155,6 @@ export interface Topology {
  */
 export class StaticTopology extends EventEmitter<TopologyEvents> implements Topology {
   readonly mode = 'static' as const;
-  readonly shards: number;
   readonly states: ShardState[];
   readonly probing: boolean;
   private timer: NodeJS.Timeout | undefined;
@@ -128,22 +163,44 @@ export class StaticTopology extends EventEmitter<TopologyEvents> implements Topo
   private readonly failureThreshold: number;
   private probesInFlight = 0;
 
-  constructor(cfg: Config) {
+  constructor(private readonly cfg: Config) {
     super();
     const endpoints = staticEndpoints(cfg);
-    this.shards = endpoints.length;
-    const now = new Date().toISOString();
-    this.states = endpoints.map((e) => ({
-      ...e,
-      ready: true,
-      consecutiveFailures: 0,
-      reason: undefined,
-      since: now,
-    }));
+    this.states = endpoints.map((e) => StaticTopology.stateOf(e));
     this.probing = endpoints.every((e) => e.admin !== undefined);
     this.probeIntervalMs = cfg.topology.probeIntervalMs;
     this.probeTimeoutMs = cfg.topology.probeTimeoutMs;
     this.failureThreshold = cfg.topology.probeFailureThreshold;
+  }
+
+  private static stateOf(e: ShardEndpoint): ShardState {
+    return { ...e, ready: true, consecutiveFailures: 0, reason: undefined, since: new Date().toISOString() };
+  }
+
+  get shards(): number {
+    return this.states.length;
+  }
+
+  /** Whether ordinals past the configured ones can be addressed (templates, not a `targets` list). */
+  get growable(): boolean {
+    return this.cfg.topology.targets.length === 0;
+  }
+
+  resize(n: number): number {
+    const added: ShardState[] = [];
+    for (let i = this.states.length; i < n; i++) {
+      const e = staticEndpoint(this.cfg, i);
+      if (!e) break;
+      const s = StaticTopology.stateOf(e);
+      this.states.push(s);
+      added.push(s);
+    }
+    if (added.length > 0) {
+      this.emit('grown', this.states.length);
+      // New shards are probed at once (a template without an admin part has no probes).
+      if (this.timer && this.probing) for (const s of added) void this.probe(s);
+    }
+    return this.states.length;
   }
 
   start(): void {
@@ -192,10 +249,17 @@ export class StaticTopology extends EventEmitter<TopologyEvents> implements Topo
     if (this.probing && this.probesInFlight === 0) void this.probeAll();
   }
 
-  snapshot(): { mode: 'static'; shards: number; probing: boolean; members: ShardState[] } {
+  snapshot(): {
+    mode: 'static';
+    shards: number;
+    configuredShards: number;
+    probing: boolean;
+    members: ShardState[];
+  } {
     return {
       mode: 'static',
       shards: this.shards,
+      configuredShards: shardCount(this.cfg),
       probing: this.probing,
       members: this.states.map((s) => ({ ...s })),
     };
@@ -228,8 +292,10 @@ export class StaticTopology extends EventEmitter<TopologyEvents> implements Topo
     let failure: string | undefined;
     try {
       const res = await fetch(`${s.admin}/readyz`, { signal: AbortSignal.timeout(this.probeTimeoutMs) });
-      await res.arrayBuffer().catch(() => undefined);
+      const body = await res.text().catch(() => undefined);
       if (res.status !== 200) failure = `/readyz answered ${res.status}`;
+      const header = res.headers.get(MAP_HEADER) ?? undefined;
+      if (header !== undefined) this.emit('map', { ordinal: s.ordinal, header, map: mapOfBody(body) });
     } catch (err) {
       const e = err as Error & { cause?: { code?: string } };
       failure = `/readyz failed: ${e.cause?.code ?? e.name}`;
@@ -240,5 +306,16 @@ export class StaticTopology extends EventEmitter<TopologyEvents> implements Topo
     }
     s.consecutiveFailures++;
     if (s.consecutiveFailures >= this.failureThreshold) this.setReady(s.ordinal, false, failure);
+  }
+}
+
+/** The `map` field of a `/readyz` JSON body, when it is a valid shard map. */
+export function mapOfBody(body: string | undefined): ShardMap | undefined {
+  if (!body || body.indexOf('"map"') === -1) return undefined;
+  try {
+    const map = (JSON.parse(body) as { map?: unknown }).map;
+    return isValidMap(map) ? map : undefined;
+  } catch {
+    return undefined;
   }
 }

@@ -2,6 +2,7 @@
 import type { Registry } from 'prom-client';
 import { type AdminServer, createAdminServer as createAdmin } from '../common/admin-server.js';
 import type { Topology } from '../common/topology.js';
+import type { MapView } from './shard-map.js';
 
 export type { AdminServer } from '../common/admin-server.js';
 
@@ -11,8 +12,10 @@ export interface AdminView {
   readonly draining: boolean;
   readonly topology: Topology;
   readonly registry: Registry;
-  /** The shard function's assignment, shown by /topology. */
+  /** The assignment of the shard map the router routes by, shown by /topology. */
   readonly assignment: string;
+  /** The shard map the router routes by (and its migration, when a probe reported one). */
+  map(): MapView;
 }
 
 export function createAdminServer(router: AdminView): AdminServer {
@@ -30,11 +33,15 @@ export function createAdminServer(router: AdminView): AdminServer {
       const { mode, synced, ...rest } = st;
       return {
         ready: status === 'ready',
-        body: { status, shards: topo.shards, notReadyShards: notReady, mode, ...rest },
+        body: { status, shards: topo.shards, notReadyShards: notReady, mode, map: router.map(), ...rest },
       };
     },
     get: {
-      '/topology': () => ({ ...router.topology.snapshot(), assignment: router.assignment }),
+      '/topology': () => ({
+        ...router.topology.snapshot(),
+        assignment: router.assignment,
+        map: router.map(),
+      }),
     },
   });
 }

@@ -37,6 +37,11 @@ export class ShardCodeCounter implements CustomMetric {
     registry.registerMetric(this as never);
   }
 
+  /** Counts shards below `shards` too (the shard map grew). */
+  grow(shards: number): void {
+    while (this.counts.length < shards + 1) this.counts.push(new Map<number, number>());
+  }
+
   inc(shard: number | undefined, code: number): void {
     const m = this.counts[shard === undefined ? 0 : shard + 1];
     if (m) m.set(code, (m.get(code) ?? 0) + 1);
@@ -59,8 +64,8 @@ export class ShardHistogram implements CustomMetric {
   private readonly buckets: number[];
   /** Per shard: counts per bucket (not cumulative), then the +Inf overflow. */
   private readonly counts: Float64Array[];
-  private readonly sums: Float64Array;
-  private readonly totals: Float64Array;
+  private sums: Float64Array;
+  private totals: Float64Array;
 
   constructor(
     readonly name: string,
@@ -74,6 +79,19 @@ export class ShardHistogram implements CustomMetric {
     this.sums = new Float64Array(shards);
     this.totals = new Float64Array(shards);
     registry.registerMetric(this as never);
+  }
+
+  /** Observes shards below `shards` too (the shard map grew). */
+  grow(shards: number): void {
+    const old = this.counts.length;
+    if (shards <= old) return;
+    while (this.counts.length < shards) this.counts.push(new Float64Array(this.buckets.length + 1));
+    const sums = new Float64Array(shards);
+    sums.set(this.sums);
+    this.sums = sums;
+    const totals = new Float64Array(shards);
+    totals.set(this.totals);
+    this.totals = totals;
   }
 
   observe(shard: number, seconds: number): void {

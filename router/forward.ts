@@ -4,16 +4,29 @@
  * pooled keep-alive connection; the response is parsed with ResponseParser and
  * written back to the client connection with backpressure. Failures map to the
  * answers of docs/architecture.md section 2.
+ *
+ * A 421 that carries a shard map under which the key has another owner (see
+ * router/shard-map.ts) is read to its end and never reaches the client: once it is
+ * complete (its connection back in the pool or closed) the owner sends the request
+ * again, as a new Exchange with the new shard. A 421 without a map is a configuration
+ * mismatch (503); any other 421 passes to the client unchanged.
  */
 import type { ClientConnection, ExchangeHooks } from './client-connection.js';
 import type { DeadlineSweeper } from './deadlines.js';
 import type { RouterError } from './errors.js';
 import type { ResponseCallbacks, ResponseHead } from './response-parser.js';
 import { ParseError } from './response-parser.js';
+import type { Redispatch } from './shard-map.js';
 import type { ExchangeSink, UpstreamConnection, UpstreamPool } from './upstream-pool.js';
 
 /** What an exchange reports back to the router. */
 export interface ExchangeOwner {
+  /** A shard answer's x-shardchat-map value (called only when present). */
+  mapSeen(value: string): void;
+  /** A 421 with a map: the shard to send the request to instead, or undefined (the 421 passes). */
+  misdirectedWithMap(shard: number, map: string, redispatch: Redispatch | undefined): number | undefined;
+  /** Sends a request answered 421 again, to `shard` (its previous exchange is over). */
+  redispatch(client: ClientConnection, r: Redispatch, shard: number, startedAt: number): void;
   readonly retryAfter: number;
   readonly upstreamMs: number;
   readonly clock: DeadlineSweeper;
@@ -32,6 +45,8 @@ export class Exchange implements ExchangeSink, ResponseCallbacks, ExchangeHooks 
   private reused = false;
   private retried = false;
   private misdirectedAnswer = false;
+  /** A 421 to send again to this shard, once its answer is read. */
+  private rerouteTo: number | undefined;
   private done = false;
   /** The parser saw the end of the response (onEnd), and whether the connection may be reused. */
   private ended = false;
@@ -48,6 +63,8 @@ export class Exchange implements ExchangeSink, ResponseCallbacks, ExchangeHooks 
     private readonly requestId: string,
     private readonly startedAt: number,
     private readonly owner: ExchangeOwner,
+    /** What a 421 needs to send the request again; undefined: it cannot be. */
+    private readonly retry: Redispatch | undefined = undefined,
   ) {}
 
   start(): void {
@@ -189,15 +206,20 @@ export class Exchange implements ExchangeSink, ResponseCallbacks, ExchangeHooks 
   // --- ResponseCallbacks: the parsed response ---
 
   onHead(head: ResponseHead): void {
+    const map = head.map;
     if (head.statusCode === 421) {
-      this.misdirectedAnswer = true;
-      return;
-    }
+      if (map === undefined) {
+        this.misdirectedAnswer = true;
+        return;
+      }
+      this.rerouteTo = this.owner.misdirectedWithMap(this.shard, map, this.retry);
+      if (this.rerouteTo !== undefined) return;
+    } else if (map !== undefined) this.owner.mapSeen(map);
     this.client.respondHead(head.statusCode, head.statusMessage, head.headers, head.framing);
   }
 
   onBody(chunk: Buffer): void {
-    if (this.misdirectedAnswer || this.done) return;
+    if (this.misdirectedAnswer || this.rerouteTo !== undefined || this.done) return;
     this.client.respondBody(chunk);
   }
 
@@ -210,6 +232,13 @@ export class Exchange implements ExchangeSink, ResponseCallbacks, ExchangeHooks 
   /** The response ended: its last bytes go to the client (or the 421 becomes a 503). */
   private complete(): void {
     if (this.done) return;
+    if (this.rerouteTo !== undefined && this.retry) {
+      // Nothing of the 421 went to the client: the request goes again, to the new owner.
+      this.done = true;
+      this.client.setHooks(undefined);
+      this.owner.redispatch(this.client, this.retry, this.rerouteTo, this.startedAt);
+      return;
+    }
     if (this.misdirectedAnswer) {
       this.owner.misdirected(this.shard);
       this.fail(

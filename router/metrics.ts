@@ -14,6 +14,11 @@ export class RouterMetrics {
   private readonly websockets: Gauge<'shard'>;
   private readonly misdirected: Counter<'shard'>;
   private readonly wsChildren: Gauge.Internal<'shard'>[] = [];
+  private readonly mapVersion: Gauge;
+  private readonly mapShards: Gauge;
+  private readonly misdirectedRetries: Counter;
+  /** Shards with series so far: S, more once the shard map grows. */
+  private shards = 0;
   private readonly stsReplicas: Gauge | undefined;
   private readonly replicasMismatch: Gauge | undefined;
 
@@ -59,8 +64,23 @@ export class RouterMetrics {
     });
     this.misdirected = new Counter({
       name: 'shardchat_router_misdirected_total',
-      help: '421 answers from shards: router and shard configurations disagree about the topology.',
+      help: '421 answers from shards (those sent again to the new owner included).',
       labelNames: ['shard'],
+      registers,
+    });
+    this.misdirectedRetries = new Counter({
+      name: 'shardchat_router_misdirected_retries_total',
+      help: 'Requests and upgrades sent again to the owner under a newer shard map after a 421.',
+      registers,
+    });
+    this.mapVersion = new Gauge({
+      name: 'shardchat_router_map_version',
+      help: 'The version of the shard map the router routes by (0: its configuration, before any shard reported a map).',
+      registers,
+    });
+    this.mapShards = new Gauge({
+      name: 'shardchat_router_map_shards',
+      help: 'The number of shards of the shard map the router routes by.',
       registers,
     });
     if (kubernetes) {
@@ -76,12 +96,31 @@ export class RouterMetrics {
       });
     }
     this.shardsGauge.set(shards);
-    for (let i = 0; i < shards; i++) {
+    this.mapShards.set(shards);
+    this.grow(shards);
+  }
+
+  /** Series for shards below `shards` too (the shard map grew). */
+  grow(shards: number): void {
+    if (shards <= this.shards) return;
+    this.requests.grow(shards);
+    this.duration.grow(shards);
+    for (let i = this.shards; i < shards; i++) {
       const s = String(i);
       this.wsChildren.push(this.websockets.labels(s));
       this.ready.labels(s).set(1);
       this.misdirected.labels(s);
     }
+    this.shards = shards;
+  }
+
+  setMap(version: number, shards: number): void {
+    this.mapVersion.set(version);
+    this.mapShards.set(shards);
+  }
+
+  misdirectedRetry(): void {
+    this.misdirectedRetries.inc();
   }
 
   request(shard: number | undefined, code: number, seconds: number | undefined): void {

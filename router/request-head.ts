@@ -33,6 +33,8 @@ export interface HeadOptions {
   remoteAddress: string;
   bodyLength: number | undefined;
   upgrade: boolean;
+  /** The request id when the client sent none (a request sent again keeps its first one); default: a new one. */
+  requestId?: string;
 }
 
 export interface BuiltHead {
@@ -69,7 +71,7 @@ export function buildRequestHead(req: ParsedRequest, o: HeadOptions): BuiltHead 
   }
   // The shard speaks HTTP/1.1, which requires a Host (an HTTP/1.0 client may omit it).
   if (host === undefined) head += `host: ${o.defaultHost}\r\n`;
-  requestId ??= randomUUID();
+  requestId ??= o.requestId ?? randomUUID();
   const remote = o.remoteAddress;
   head += `x-forwarded-for: ${xff === undefined ? remote : `${xff}, ${remote}`}\r\nx-forwarded-proto: ${xfp ?? 'http'}\r\n`;
   const fwdHost = xfh ?? host;

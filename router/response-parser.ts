@@ -5,6 +5,7 @@
  * malformed header lines, oversized heads, bad chunk sizes) is an error: the
  * connection is then closed, never reused.
  */
+import { MAP_HEADER } from '../common/protocol.js';
 import { ChunkedDecoder } from './chunked.js';
 import { trimOws } from './request-parser.js';
 
@@ -19,6 +20,8 @@ export interface ResponseHead {
   headers: string[];
   keepAlive: boolean;
   contentLength: number;
+  /** The shard map the shard serves by (`x-shardchat-map`, forwarded as well), when it sent one. */
+  map?: string;
 }
 
 export interface ResponseCallbacks {
@@ -199,6 +202,7 @@ export class ResponseParser {
     let contentLength = -1;
     let chunked = false;
     let hasTE = false;
+    let map: string | undefined;
     const headers: string[] = [];
     let pos = eol + 2;
     while (pos < text.length) {
@@ -230,6 +234,9 @@ export class ResponseParser {
             continue;
           }
           break;
+        case 15:
+          if (name.toLowerCase() === MAP_HEADER) map = value;
+          break;
         case 10:
           if (name.toLowerCase() === 'connection') {
             connectionTokens ??= [];
@@ -256,6 +263,7 @@ export class ResponseParser {
         headers,
         keepAlive: false,
         contentLength: -1,
+        map,
       });
       return;
     }
@@ -284,6 +292,7 @@ export class ResponseParser {
       headers: filtered,
       keepAlive: this.keepAlive,
       contentLength,
+      map,
     };
     if (this.noBody || statusCode === 204 || statusCode === 304) {
       head.framing = 'none';

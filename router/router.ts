@@ -10,10 +10,11 @@
 import http from 'node:http';
 import net from 'node:net';
 import { type Config, forwardedHeadLimit, shardCount } from '../common/config.js';
-import { initHash } from '../common/hash.js';
+import { initHash, xxh64 } from '../common/hash.js';
 import { listen } from '../common/listen.js';
 import type { Logger } from '../common/logger.js';
 import { idAmbiguity, pathAmbiguity } from '../common/paths.js';
+import { configuredMap, type ShardMap, shardsNeeded } from '../common/placement.js';
 import { pathOf, ShardFunction } from '../common/shard-function.js';
 import { type ShardState, StaticTopology, type Topology } from '../common/topology.js';
 import { type AdminView, createAdminServer } from './admin.js';
@@ -24,6 +25,7 @@ import { Exchange, type ExchangeOwner } from './forward.js';
 import { RouterMetrics } from './metrics.js';
 import { buildRequestHead, clientRequestId } from './request-head.js';
 import type { ParsedRequest } from './request-parser.js';
+import { type Redispatch, RouterShardMap } from './shard-map.js';
 import { StaticFiles } from './static-files.js';
 import { UpstreamPool } from './upstream-pool.js';
 import { type RelayOwner, WebSocketRelay } from './websocket-relay.js';
@@ -35,9 +37,10 @@ export interface RunningRouter {
   stop(): Promise<void>;
 }
 
-type Target = { shard: number } | { error: RouterError };
+/** Where a request goes: its owner, and its key's hash (none for onNoMatch's fixed shard). */
+type Target = { shard: number; hash: bigint | undefined } | { error: RouterError };
 
-/** What passes 1 to 4 produce for a request the router forwards. */
+/** What passes 1 to 5 produce for a request the router forwards. */
 interface Prepared {
   shard: number;
   head: string;
@@ -68,8 +71,11 @@ export class Router implements ExchangeOwner, RelayOwner, ClientOwner {
   readonly retryAfter: number;
   readonly upstreamMs: number;
   readonly connectMs: number;
+  /** The configured S (the shard map may have more: see shardMap). */
   readonly shards: number;
   readonly topology: Topology;
+  /** The shard map the router routes by: its configuration (version 0) until a shard reports one. */
+  readonly shardMap: RouterShardMap;
   readonly metrics: RouterMetrics;
   readonly limits: ClientLimits;
   readonly clock: DeadlineSweeper;
@@ -77,6 +83,8 @@ export class Router implements ExchangeOwner, RelayOwner, ClientOwner {
   /** The web UI's files when router.webDir is set. */
   private readonly web: StaticFiles | undefined;
   private readonly keyHeader: string;
+  /** Requests with bodies up to this many bytes are kept for a re-dispatch after a 421. */
+  private readonly retryBodyBytes: number;
   private readonly pools: UpstreamPool[];
   private readonly shardHeaders: string[];
   private readonly shardHosts: string[];
@@ -120,31 +128,24 @@ export class Router implements ExchangeOwner, RelayOwner, ClientOwner {
     this.shards = shardCount(cfg);
     this.sf = new ShardFunction(cfg.shardSpec);
     this.keyHeader = cfg.shardSpec.header.toLowerCase();
+    this.retryBodyBytes = r.limits.retryBodyBytes;
     this.maxForwardedHead = forwardedHeadLimit(cfg);
+    this.shardMap = new RouterShardMap({ ...configuredMap(cfg), version: 0 }, (map, previous) =>
+      this.adopted(map, previous),
+    );
     if (!topology && cfg.topology.mode !== 'static')
       throw new Error(`topology.mode ${cfg.topology.mode} needs its topology passed to the router`);
     this.topology = topology ?? new StaticTopology(cfg);
     this.metrics = new RouterMetrics(this.shards, {}, cfg.topology.mode === 'kubernetes');
-    for (const s of this.topology.states) this.metrics.setReady(s.ordinal, s.ready);
-    this.pools = this.topology.states.map(
-      (s) =>
-        new UpstreamPool({
-          host: s.host,
-          port: s.port,
-          maxSockets: r.limits.maxSocketsPerShard,
-          maxQueued: r.limits.maxQueuedPerShard,
-          connectMs: r.timeouts.connectMs,
-          idleMs: r.timeouts.idleSocketMs,
-          maxHeadBytes: r.limits.maxHeaderBytes * 4,
-          clock: this.clock,
-        }),
-    );
+    this.pools = [];
+    this.shardHeaders = [];
+    this.shardHosts = [];
+    this.wsPerShard = [];
+    this.lastMisdirectedLog = [];
     this.clock.watch(this.clients);
-    for (const pool of this.pools) this.clock.watch(pool.all);
-    this.shardHeaders = this.topology.states.map((s) => `${s.ordinal}/${this.shards}`);
-    this.shardHosts = this.topology.states.map((s) => hostOf(s.target));
-    this.wsPerShard = new Array(this.shards).fill(0);
-    this.lastMisdirectedLog = new Array(this.shards).fill(0);
+    this.grow();
+    this.topology.on('grown', () => this.grow());
+    this.topology.on('map', (p) => this.shardMap.probedMap(p));
     this.topology.on('change', (s) => {
       this.metrics.setReady(s.ordinal, s.ready);
       if (s.ready) this.log.info({ shard: s.ordinal, target: s.target }, 'shard ready');
@@ -173,24 +174,25 @@ export class Router implements ExchangeOwner, RelayOwner, ClientOwner {
   //
   //   1. method       a method Node's HTTP parser (the shard's) rejects: 400 bad_method
   //   2. target       path bound (414), ambiguous path (400), repeated key header (400),
-  //                   the shard function (404 no_shard_key, 400 malformed_key)
-  //   3. readiness    an unready shard (503), for upgrades also the WebSocket bound (503)
-  //   4. head         the head for the shard, within what the shard accepts (431)
+  //                   the shard function under the shard map (404 no_shard_key, 400 malformed_key)
+  //   3. address      an owner the topology has no address for (503 no_shard_address)
+  //   4. readiness    an unready shard (503), for upgrades also the WebSocket bound (503)
+  //   5. head         the head for the shard, within what the shard accepts (431)
   //
   // then the exchange (Exchange, pooled) or the upgrade (WebSocketRelay, its own socket).
+  // A request answered 421 with a newer map goes through passes 3 to 5 again for its
+  // new owner (redispatch, redispatchUpgrade).
 
-  /** Runs passes 1 to 4; answers the client itself and returns undefined when one refuses. */
+  /** Runs passes 1 to 5; answers the client itself and returns undefined when one refuses. */
   private prepare(
     conn: ClientConnection,
     req: ParsedRequest,
     body: Buffer | undefined,
     upgrade: boolean,
     startedAt: number,
-  ): Prepared | undefined {
-    const refuse = (e: RouterError, shard?: number): undefined => {
-      if (shard === undefined) this.metrics.request(undefined, e.status, undefined);
-      else if (upgrade) this.answered(shard, e.status);
-      else this.finished(shard, e.status, startedAt);
+  ): (Prepared & { hash: bigint | undefined }) | undefined {
+    const refuse = (e: RouterError): undefined => {
+      this.metrics.request(undefined, e.status, undefined);
       conn.respondError(e, clientRequestId(req));
       return undefined;
     };
@@ -213,49 +215,79 @@ export class Router implements ExchangeOwner, RelayOwner, ClientOwner {
     // 2. target
     const t = this.target(req);
     if ('error' in t) return refuse(t.error);
-    const shard = t.shard;
-    // 3. readiness
-    if (this.topology.readinessKnown && !this.topology.isReady(shard)) {
-      this.upstreamFailure(shard, 'unready');
+    const p = this.prepareFor(conn, req, body, upgrade, startedAt, t.shard, undefined);
+    return p && { ...p, hash: t.hash };
+  }
+
+  /** Passes 3 to 5 for a request going to `shard`. */
+  private prepareFor(
+    conn: ClientConnection,
+    req: ParsedRequest,
+    body: Buffer | undefined,
+    upgrade: boolean,
+    startedAt: number,
+    shard: number,
+    requestId: string | undefined,
+  ): Prepared | undefined {
+    const refuse = (e: RouterError, counted = true): undefined => {
+      if (!counted) this.metrics.request(undefined, e.status, undefined);
+      else if (upgrade) this.answered(shard, e.status);
+      else this.finished(shard, e.status, startedAt);
+      conn.respondError(e, requestId ?? clientRequestId(req));
+      return undefined;
+    };
+    // 3. address
+    if (shard >= this.pools.length) {
       return refuse(
         {
           status: 503,
-          code: 'shard_unavailable',
-          message: `shard ${shard} is not ready`,
+          code: 'no_shard_address',
+          message: `shard ${shard} has no address: add it to topology.targets`,
           retryAfter: this.retryAfter,
         },
-        shard,
+        false,
       );
+    }
+    // 4. readiness
+    if (this.topology.readinessKnown && !this.topology.isReady(shard)) {
+      this.upstreamFailure(shard, 'unready');
+      return refuse({
+        status: 503,
+        code: 'shard_unavailable',
+        message: `shard ${shard} is not ready`,
+        retryAfter: this.retryAfter,
+      });
     }
     if (upgrade) {
       const maxWs = this.cfg.router.limits.maxWebSocketsPerShard;
       if ((this.wsPerShard[shard] ?? 0) >= maxWs) {
         this.upstreamFailure(shard, 'overloaded');
-        return refuse(
-          {
-            status: 503,
-            code: 'too_many_websockets',
-            message: `shard ${shard} already has ${maxWs} WebSocket connections through this router`,
-            retryAfter: this.retryAfter,
-          },
-          shard,
-        );
+        return refuse({
+          status: 503,
+          code: 'too_many_websockets',
+          message: `shard ${shard} already has ${maxWs} WebSocket connections through this router`,
+          retryAfter: this.retryAfter,
+        });
       }
     }
-    // 4. head
+    // 5. head
     const built = buildRequestHead(req, {
       shardHeader: this.shardHeaders[shard] as string,
       defaultHost: this.shardHosts[shard] as string,
       remoteAddress: conn.remoteAddress,
       bodyLength: upgrade ? undefined : body ? body.length : req.contentLength === 0 ? 0 : undefined,
       upgrade,
+      requestId,
     });
     if (built.head.length > this.maxForwardedHead) {
-      return refuse({
-        status: 431,
-        code: 'headers_too_large',
-        message: `the request head would reach the shard larger than ${this.maxForwardedHead} bytes`,
-      });
+      return refuse(
+        {
+          status: 431,
+          code: 'headers_too_large',
+          message: `the request head would reach the shard larger than ${this.maxForwardedHead} bytes`,
+        },
+        false,
+      );
     }
     return { shard, head: built.head, requestId: built.requestId };
   }
@@ -296,11 +328,14 @@ export class Router implements ExchangeOwner, RelayOwner, ClientOwner {
         },
       };
     }
-    const route = this.sf.routeWith(path, keyHeader, this.shards);
-    switch (route.kind) {
-      case 'shard':
+    const k = this.sf.keyWith(path, keyHeader);
+    switch (k.kind) {
+      case 'key': {
+        const hash = xxh64(k.key);
+        return { shard: this.shardMap.placement.ownerOfHash(hash), hash };
+      }
       case 'fixed':
-        return { shard: route.shard };
+        return { shard: k.shard, hash: undefined };
       case 'reject':
         return {
           error: {
@@ -334,6 +369,10 @@ export class Router implements ExchangeOwner, RelayOwner, ClientOwner {
     }
     const p = this.prepare(conn, req, body, false, startedAt);
     if (!p) return;
+    const retry =
+      p.hash !== undefined && (body === undefined || body.length <= this.retryBodyBytes)
+        ? { req, body, hash: p.hash, requestId: p.requestId, hops: 0 }
+        : undefined;
     new Exchange(
       conn,
       req.method,
@@ -344,14 +383,120 @@ export class Router implements ExchangeOwner, RelayOwner, ClientOwner {
       p.requestId,
       startedAt,
       this,
+      retry,
     ).start();
   }
 
   upgrade(conn: ClientConnection, req: ParsedRequest): void {
     const p = this.prepare(conn, req, undefined, true, performance.now());
     if (!p) return;
+    const retry =
+      p.hash !== undefined
+        ? { req, body: undefined, hash: p.hash, requestId: p.requestId, hops: 0 }
+        : undefined;
+    this.relay(conn, p, retry);
+  }
+
+  private relay(conn: ClientConnection, p: Prepared, retry: Redispatch | undefined): void {
     const state = this.topology.states[p.shard] as ShardState;
-    new WebSocketRelay(p.shard, conn, state.host, state.port, p.head, p.requestId, this).start();
+    new WebSocketRelay(p.shard, conn, state.host, state.port, p.head, p.requestId, this, retry).start();
+  }
+
+  // --- the shard map ---
+
+  mapSeen(value: string): void {
+    this.shardMap.seen(value);
+  }
+
+  misdirectedWithMap(shard: number, map: string, redispatch: Redispatch | undefined): number | undefined {
+    this.metrics.misdirectedAnswer(shard);
+    const to = this.shardMap.redirect(shard, map, redispatch);
+    if (to === undefined) {
+      this.log.debug({ shard, map, hops: redispatch?.hops }, 'shard answered 421: passed to the client');
+    }
+    return to;
+  }
+
+  redispatch(client: ClientConnection, r: Redispatch, shard: number, startedAt: number): void {
+    r.hops++;
+    this.metrics.misdirectedRetry();
+    const p = this.prepareFor(client, r.req, r.body, false, startedAt, shard, r.requestId);
+    if (!p) return;
+    const pool = this.pools[shard] as UpstreamPool;
+    new Exchange(client, r.req.method, shard, pool, p.head, r.body, r.requestId, startedAt, this, r).start();
+  }
+
+  redispatchUpgrade(conn: ClientConnection, r: Redispatch, shard: number): void {
+    r.hops++;
+    this.metrics.misdirectedRetry();
+    if (this.drainingNow) {
+      this.metrics.request(undefined, 503, undefined);
+      conn.respondError(
+        {
+          status: 503,
+          code: 'router_shutting_down',
+          message: 'the router is shutting down',
+          retryAfter: this.retryAfter,
+        },
+        r.requestId,
+      );
+      return;
+    }
+    const p = this.prepareFor(conn, r.req, undefined, true, performance.now(), shard, r.requestId);
+    if (p) this.relay(conn, p, r);
+  }
+
+  /** A shard reported a newer map: route by it, and address its shards. */
+  private adopted(map: Readonly<ShardMap>, previous: Readonly<ShardMap>): void {
+    this.log.info(
+      {
+        version: map.version,
+        shards: map.shards,
+        assignment: map.assignment,
+        previousVersion: previous.version,
+        ...(map.migration ? { migration: map.migration.state } : {}),
+      },
+      'router adopted shard map',
+    );
+    this.metrics.setMap(map.version, map.shards);
+    const needed = shardsNeeded(map);
+    const addressable = this.topology.resize(needed);
+    if (addressable < needed) {
+      this.log.warn(
+        { shards: needed, addressable },
+        `the shard map has ${needed} shards but only ${addressable} have an address: requests for the others get 503 no_shard_address; add them to topology.targets`,
+      );
+    }
+    this.grow();
+    for (let i = 0; i < this.shardHeaders.length; i++) this.shardHeaders[i] = `${i}/${map.shards}`;
+  }
+
+  /** Pools and per-shard state for every ordinal the topology can address. */
+  private grow(): void {
+    const r = this.cfg.router;
+    const states = this.topology.states;
+    const S = this.shardMap.placement.shards;
+    for (let i = this.pools.length; i < states.length; i++) {
+      const s = states[i] as ShardState;
+      const pool = new UpstreamPool({
+        host: s.host,
+        port: s.port,
+        maxSockets: r.limits.maxSocketsPerShard,
+        maxQueued: r.limits.maxQueuedPerShard,
+        connectMs: r.timeouts.connectMs,
+        idleMs: r.timeouts.idleSocketMs,
+        maxHeadBytes: r.limits.maxHeaderBytes * 4,
+        clock: this.clock,
+      });
+      this.pools.push(pool);
+      this.clock.watch(pool.all);
+      this.shardHeaders.push(`${i}/${S}`);
+      this.shardHosts.push(hostOf(s.target));
+      this.wsPerShard.push(0);
+      this.lastMisdirectedLog.push(0);
+    }
+    this.metrics.grow(states.length);
+    for (const s of states) this.metrics.setReady(s.ordinal, s.ready);
   }
 
   rejected(status: number): void {
@@ -424,7 +569,10 @@ export class Router implements ExchangeOwner, RelayOwner, ClientOwner {
       },
       topology: this.topology,
       registry: this.metrics.registry,
-      assignment: this.cfg.shardSpec.assignment,
+      get assignment() {
+        return router.shardMap.placement.map.assignment;
+      },
+      map: () => this.shardMap.view(),
     };
   }
 

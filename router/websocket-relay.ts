@@ -8,7 +8,9 @@
  *   bytes the client sent early go to the shard, and from then on bytes flow unchanged
  *   both ways with backpressure. Frame boundaries are tracked so that a router shutdown
  *   can end the connection with a 1001 close frame on both sides.
- * - 421: 503 to the client (router and shard disagree), as for any request.
+ * - 421: as for any request (router/forward.ts): with a shard map under which the key
+ *   has another owner, the upgrade goes again to that owner (a new relay) before any 101;
+ *   without a map, 503 (router and shard disagree); otherwise the 421 passes.
  * - anything else: an ordinary response to the client; the upstream socket is closed
  *   (never reused, never a tunnel), and the client connection reads the bytes that
  *   followed the upgrade request as new requests.
@@ -17,6 +19,7 @@ import net from 'node:net';
 import type { ClientConnection, ExchangeHooks } from './client-connection.js';
 import type { RouterError } from './errors.js';
 import { ParseError, type ResponseCallbacks, type ResponseHead, ResponseParser } from './response-parser.js';
+import type { Redispatch } from './shard-map.js';
 import { closeFrame, FrameBoundaryTracker } from './ws-frames.js';
 
 export interface RelayOwner {
@@ -30,6 +33,12 @@ export interface RelayOwner {
   misdirected(shard: number): void;
   upstreamFailure(shard: number, reason: string, err?: Error): void;
   answered(shard: number, code: number): void;
+  /** A shard answer's x-shardchat-map value (called only when present). */
+  mapSeen(value: string): void;
+  /** A 421 with a map: the shard to send the upgrade to instead, or undefined (the 421 passes). */
+  misdirectedWithMap(shard: number, map: string, redispatch: Redispatch | undefined): number | undefined;
+  /** Sends an upgrade answered 421 again, to `shard` (this relay is over). */
+  redispatchUpgrade(conn: ClientConnection, r: Redispatch, shard: number): void;
 }
 
 /** Bound on the head of the shard's answer to an upgrade. */
@@ -46,6 +55,8 @@ export class WebSocketRelay implements ResponseCallbacks, ExchangeHooks {
   private upgraded: ResponseHead | undefined;
   private ended = false;
   private misdirectedAnswer = false;
+  /** A 421 to send again to this shard, once its answer is read. */
+  private rerouteTo: number | undefined;
   /** The answer to the upgrade has gone to the client connection (it is the client's again). */
   private handedBack = false;
   private readonly down = new FrameBoundaryTracker(); // shard -> client
@@ -64,6 +75,8 @@ export class WebSocketRelay implements ResponseCallbacks, ExchangeHooks {
     private readonly requestHead: string,
     private readonly requestId: string,
     private readonly owner: RelayOwner,
+    /** What a 421 needs to send the upgrade again; undefined: it cannot be. */
+    private readonly retry: Redispatch | undefined = undefined,
   ) {}
 
   start(): void {
@@ -244,15 +257,20 @@ export class WebSocketRelay implements ResponseCallbacks, ExchangeHooks {
   // --- ResponseCallbacks: the shard's answer to the upgrade ---
 
   onHead(head: ResponseHead): void {
+    const map = head.map;
     if (head.statusCode === 421) {
-      this.misdirectedAnswer = true;
-      return;
-    }
+      if (map === undefined) {
+        this.misdirectedAnswer = true;
+        return;
+      }
+      this.rerouteTo = this.owner.misdirectedWithMap(this.shard, map, this.retry);
+      if (this.rerouteTo !== undefined) return;
+    } else if (map !== undefined) this.owner.mapSeen(map);
     this.conn.respondHead(head.statusCode, head.statusMessage, head.headers, head.framing);
   }
 
   onBody(chunk: Buffer): void {
-    if (!this.misdirectedAnswer) this.conn.respondBody(chunk);
+    if (!this.misdirectedAnswer && this.rerouteTo === undefined) this.conn.respondBody(chunk);
   }
 
   onEnd(): void {
@@ -260,6 +278,7 @@ export class WebSocketRelay implements ResponseCallbacks, ExchangeHooks {
   }
 
   onUpgrade(head: ResponseHead): void {
+    if (head.map !== undefined) this.owner.mapSeen(head.map);
     this.upgraded = head;
   }
 
@@ -269,6 +288,15 @@ export class WebSocketRelay implements ResponseCallbacks, ExchangeHooks {
    */
   private finishAnswer(): void {
     if (this.phase === 'closed' || this.handedBack) return;
+    if (this.rerouteTo !== undefined && this.retry) {
+      // Nothing of the 421 went to the client: the upgrade goes again, to the new owner.
+      this.phase = 'closed';
+      this.handedBack = true;
+      this.upstream?.destroy();
+      this.conn.setHooks(undefined);
+      this.owner.redispatchUpgrade(this.conn, this.retry, this.rerouteTo);
+      return;
+    }
     if (this.misdirectedAnswer) {
       this.owner.misdirected(this.shard);
       this.fail({

@@ -294,4 +294,28 @@ describe('kubernetes topology', () => {
     cluster();
     await until(() => t.states.every((s) => s.ready), 'all ready once created');
   });
+  it('resize() (a shard map with more shards) tracks the pods of the new ordinals, already listed or later', async () => {
+    api.putStatefulSet(STS, 5);
+    for (let i = 0; i < 4; i++) api.putPod(`${STS}-${i}`, { ip: `10.0.0.${10 + i}` });
+    const t = await startTopology();
+    await until(() => (t.snapshot().ignoredPods as string[]).length === 1, 'pod 3 ignored');
+    const grown: number[] = [];
+    const addresses: number[] = [];
+    t.on('grown', (n) => grown.push(n));
+    t.on('address', (s) => addresses.push(s.ordinal));
+    expect(t.resize(5)).toBe(5);
+    expect(grown).toEqual([5]);
+    expect(t.shards).toBe(5);
+    // Pod 3 was listed already: addressable and ready at once; no pod 4 yet.
+    expect(t.states[3]).toMatchObject({ target: 'http://10.0.0.13:8080', ready: true, pod: `${STS}-3` });
+    expect(addresses).toEqual([3]);
+    expect(t.states[4]).toMatchObject({ ready: false, target: '' });
+    expect(t.snapshot().ignoredPods).toEqual([]);
+    expect(t.status().replicasMismatch).toBe(false);
+    api.putPod(`${STS}-4`, { ip: '10.0.0.14' });
+    await until(() => t.isReady(4), 'shard 4 ready');
+    expect(t.adminOf(4)).toBe('http://10.0.0.14:9090');
+    // Never shrinks.
+    expect(t.resize(2)).toBe(5);
+  });
 });
