@@ -446,18 +446,20 @@ export class Router implements ExchangeOwner, RelayOwner, ClientOwner {
     if (p) this.relay(conn, p, r);
   }
 
-  /** A shard reported a newer map: route by it, and address its shards. */
+  /** A shard reported a newer map (or its migration): route by it, and address its shards. */
   private adopted(map: Readonly<ShardMap>, previous: Readonly<ShardMap>): void {
-    this.log.info(
-      {
-        version: map.version,
-        shards: map.shards,
-        assignment: map.assignment,
-        previousVersion: previous.version,
-        ...(map.migration ? { migration: map.migration.state } : {}),
-      },
-      'router adopted shard map',
-    );
+    if (map.version !== previous.version) {
+      this.log.info(
+        {
+          version: map.version,
+          shards: map.shards,
+          assignment: map.assignment,
+          previousVersion: previous.version,
+          ...(map.migration ? { migration: map.migration.state } : {}),
+        },
+        'router adopted shard map',
+      );
+    }
     this.metrics.setMap(map.version, map.shards);
     const needed = shardsNeeded(map);
     const addressable = this.topology.resize(needed);

@@ -45,7 +45,7 @@ export class RouterShardMap {
 
   constructor(
     initial: ShardMap,
-    /** A newer map was adopted. */
+    /** A newer map was adopted (or the same version with the migration a header does not carry). */
     private readonly onAdopt: (map: Readonly<ShardMap>, previous: Readonly<ShardMap>) => void,
   ) {
     this.current = new Placement(initial);
@@ -83,8 +83,12 @@ export class RouterShardMap {
   probedMap(p: ProbedMap): void {
     const map = p.map;
     if (map && map.version >= (this.probed?.version ?? 0)) this.probed = map;
-    if (map && map.version > this.current.map.version) this.adopt(map);
-    else if (p.header !== undefined) this.seen(p.header);
+    const current = this.current.map;
+    if (map && map.version > current.version) this.adopt(map);
+    else if (map && map.version === current.version && map.migration && !current.migration) {
+      // The map adopted from a header, now with its migration: the same owners, more shards to address.
+      this.adopt(map);
+    } else if (p.header !== undefined) this.seen(p.header);
   }
 
   /**

@@ -65,6 +65,18 @@ describe('RouterShardMap', () => {
     m.seen('2:2:modulo');
     m.seen('3:3:modulo');
     expect(m.view()).toEqual({ version: 3, shards: 3, assignment: 'modulo' });
+    // A map adopted from a header gets its migration from a probe of the same version.
+    m.probedMap({
+      ordinal: 0,
+      header: '3:3:modulo',
+      map: { version: 3, shards: 3, assignment: 'modulo', migration },
+    });
+    expect(adopted).toEqual([
+      [0, 2],
+      [2, 3],
+      [3, 3],
+    ]);
+    expect(m.view()).toEqual({ version: 3, shards: 3, assignment: 'modulo', migration });
     // A probe with only a header adopts as a header would.
     m.probedMap({ ordinal: 1, header: '4:3:jump', map: undefined });
     expect(m.version).toBe(4);
