@@ -131,6 +131,7 @@ export async function startShard(cfg: Config, log: Logger, secrets: ShardSecrets
   store.on('committed', (messages, seconds) => metrics.committed(messages.length, seconds));
   store.on('committed', (messages) => delivery.committed(messages));
   store.on('members-changed', (groupId) => delivery.members.invalidate(groupId));
+  store.on('replaced', (groupId) => delivery.replaced(groupId));
   // A member who leaves (or is removed) stops receiving on the sockets already open.
   store.on('member-removed', (groupId, userId) => {
     groups.kick(groupId, userId);

@@ -123,6 +123,13 @@ export class Delivery {
     if (woken > 0) this.d.metrics.longPollWakeups.inc(woken);
   }
 
+  /** A group moved here or away (the store's `replaced` event): nothing kept of it in memory is true. */
+  replaced(groupId: string): void {
+    this.recent.drop(groupId);
+    this.fanout.forget(groupId);
+    this.members.invalidate(groupId);
+  }
+
   /** A member types on this (the group's) shard: to the group's other sockets and session hosts. */
   typing(groupId: string, userId: string): void {
     this.d.groups.typing(groupId, userId);

@@ -161,6 +161,11 @@ export class Fanout extends EventEmitter<FanoutEvents> {
     return rec;
   }
 
+  /** Forgets what was sent of a group (it moved to or away from this shard). */
+  forget(groupId: string): void {
+    this.recent.delete(groupId);
+  }
+
   /** Queues a typing event for every session host of the group's members except the typist. */
   typing(groupId: string, userId: string): void {
     if (this.stopped) return;

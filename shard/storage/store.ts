@@ -45,6 +45,11 @@ export interface StoreEvents {
    * keys are not told. Resharding follows it to copy again what changed.
    */
   changed: [key: string];
+  /**
+   * A group was imported from another shard or deleted after it moved away: whatever is
+   * kept of it in memory (recent messages, fan-out heads) is no longer true.
+   */
+  replaced: [groupId: string];
 }
 
 /** A group and everything stored with it but its messages (moved in pages). */
@@ -448,6 +453,7 @@ export class Store extends EventEmitter<StoreEvents> {
       for (const r of s.roster)
         this.st.rosterPut.run(g.id, r.userId, r.conversation, r.placedAt, r.pending ? 1 : 0);
     });
+    this.emit('replaced', g.id);
     this.emit('members-changed', g.id);
   }
 
@@ -458,7 +464,7 @@ export class Store extends EventEmitter<StoreEvents> {
    */
   importMessages(groupId: string, messages: readonly Message[]): number {
     if (messages.length === 0) return 0;
-    return this.write(() => {
+    const added = this.write(() => {
       const g = this.getGroup(groupId);
       if (!g) throw new StorageError(`group ${groupId} does not exist`, 'no_group');
       let added = 0;
@@ -485,6 +491,8 @@ export class Store extends EventEmitter<StoreEvents> {
       this.st.raiseLast.run(last, groupId);
       return added;
     });
+    this.emit('replaced', groupId);
+    return added;
   }
 
   /** Writes a user's profile as exported from another shard. */
@@ -500,7 +508,10 @@ export class Store extends EventEmitter<StoreEvents> {
       this.st.rosterDeleteAll.run(id);
       return this.st.deleteGroup.run(id).changes > 0;
     });
-    if (deleted) this.emit('members-changed', id);
+    if (deleted) {
+      this.emit('replaced', id);
+      this.emit('members-changed', id);
+    }
     return deleted;
   }
 
