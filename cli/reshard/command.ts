@@ -61,6 +61,18 @@ function testHooks(env: NodeJS.ProcessEnv): { stopAt?: Phase; slowMs?: number } 
   };
 }
 
+/** A holder `host:pid` of this machine whose process has ended. */
+export function goneHere(holder: string): boolean {
+  const m = /^(.*):(\d+)$/.exec(holder);
+  if (!m || m[1] !== hostname()) return false;
+  try {
+    process.kill(Number(m[2]), 0);
+    return false;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'ESRCH';
+  }
+}
+
 export async function runReshard(cfg: Config, a: ReshardArgs): Promise<number> {
   const modes = [a.to !== undefined, a.status, a.abort].filter(Boolean).length;
   if (modes !== 1) throw new UsageError('give one of --to T, --status or --abort');
@@ -76,6 +88,7 @@ export async function runReshard(cfg: Config, a: ReshardArgs): Promise<number> {
     holder: `${hostname()}:${process.pid}`,
     progress: (p) => bar.update(p),
     log: (m) => bar.note(m),
+    gone: (holder) => goneHere(holder),
     ...testHooks(process.env),
   });
   let out: unknown;

@@ -53,8 +53,10 @@ export interface CoordinatorOptions {
   log?(message: string): void;
   /** Tests: the process kills itself when it reaches this phase. */
   stopAt?: Phase;
-  /** Tests: a pause after every copied batch (a longer copy under load). */
+  /** Tests: a pause after every copied batch and at every phase (a longer migration). */
   slowMs?: number;
+  /** True when the holder of a lease is known to be gone (a process of this machine that ended). */
+  gone?(holder: string): boolean;
 }
 
 interface ShardState {
@@ -135,7 +137,7 @@ export class Coordinator {
     await this.takeLease(Math.max(shardsNeeded(map), to.shards));
     try {
       if (!map.migration) {
-        this.phase('start');
+        await this.phase('start');
         map = await this.publish({
           version: map.version + 1,
           shards: map.shards,
@@ -148,19 +150,19 @@ export class Coordinator {
       }
       this.placement = new Placement(map);
       if (map.migration?.state === 'copying') {
-        this.phase('copy');
+        await this.phase('copy');
         const since = await this.generations();
         await this.copyAll();
         let gens = since;
         for (let round = 1; round <= MAX_ROUNDS; round++) {
-          this.phase('catch-up');
+          await this.phase('catch-up');
           const changed = await this.changedSince(gens);
           gens = changed.generations;
           if (changed.all) await this.copyAll();
           else await this.copyKeys(changed.keys);
           if (!changed.all && changed.keys.length < SMALL_TAIL) break;
         }
-        this.phase('fence');
+        await this.phase('fence');
         fencedAt = performance.now();
         map = await this.publish({
           ...map,
@@ -168,18 +170,18 @@ export class Coordinator {
           migration: { ...(map.migration as NonNullable<ShardMap['migration']>), state: 'fenced' },
         });
         this.placement = new Placement(map);
-        this.phase('tail');
+        await this.phase('tail');
         const tail = await this.changedSince(gens);
         if (tail.all) await this.copyAll();
         else await this.copyKeys(tail.keys);
       } else if (map.migration?.state === 'fenced') {
         // Resumed while fenced: what changed before is not known here; nothing changes now.
         fencedAt = performance.now();
-        this.phase('tail');
+        await this.phase('tail');
         await this.copyAll();
       }
       if (map.migration?.state === 'fenced') {
-        this.phase('switch');
+        await this.phase('switch');
         const m = map.migration;
         map = await this.publish({
           version: map.version + 1,
@@ -192,14 +194,14 @@ export class Coordinator {
           `switched: ${to.shards} shards own every key (map version ${map.version}), writes were held ${fencedSeconds.toFixed(3)} s at most`,
         );
       }
-      this.phase('cleanup');
+      await this.phase('cleanup');
       await this.eachShard(shardsNeeded(map), (i) => this.calls.call(i, 'POST', 'drop'));
       const finalMap = await this.publish({
         version: map.version + 1,
         shards: to.shards,
         assignment: to.assignment,
       });
-      this.phase('done');
+      await this.phase('done');
       return this.summary(from, to, finalMap, true, started, fencedSeconds);
     } finally {
       await this.releaseLease();
@@ -411,16 +413,21 @@ export class Coordinator {
 
   private async takeLease(span: number): Promise<void> {
     this.span = Math.max(this.span, span);
-    const take = () =>
+    const take = (takeOver?: string) =>
       this.eachShard(this.span, (i) =>
-        this.calls.call(i, 'POST', 'lease', { holder: this.o.holder, ttlMs: LEASE_MS }),
+        this.calls.call(i, 'POST', 'lease', { holder: this.o.holder, ttlMs: LEASE_MS, takeOver }),
       );
     try {
       await take();
     } catch (err) {
-      if (err instanceof ShardCallError && err.code === 'lease_held')
+      if (!(err instanceof ShardCallError && err.code === 'lease_held')) throw err;
+      // A coordinator of this machine that no longer runs (killed) is taken over at once;
+      // any other holder is running, or its lease must run out.
+      const previous = (err.details as { holder?: string } | undefined)?.holder;
+      if (!previous || !this.o.gone?.(previous))
         throw new Error(`${err.message.replace(/^shard \d+: /, '')}: only one shardchat reshard at a time`);
-      throw err;
+      this.log(`taking over from ${previous}, which no longer runs`);
+      await take(previous);
     }
     this.leaseTimer = setInterval(() => void take().catch(() => undefined), LEASE_MS / 3);
     this.leaseTimer.unref();
@@ -436,7 +443,7 @@ export class Coordinator {
 
   // --- reporting ---
 
-  private phase(p: Phase): void {
+  private async phase(p: Phase): Promise<void> {
     this.phases[this.progressState.phase] =
       (this.phases[this.progressState.phase] ?? 0) + (performance.now() - this.phaseStarted) / 1000;
     this.phaseStarted = performance.now();
@@ -444,6 +451,7 @@ export class Coordinator {
     this.o.log?.(`phase: ${p}`);
     this.o.progress?.(this.progressState);
     this.stopIf(p);
+    if (this.o.slowMs) await sleep(this.o.slowMs);
   }
 
   private phaseStarted = performance.now();

@@ -3,7 +3,8 @@
  * behind the internal token like every `/internal/*` route:
  *
  *   GET    /internal/reshard/state                this shard's map, generation, held writes, lease
- *   POST   /internal/reshard/lease   {holder, ttlMs}   take or renew the coordinator's lease (409: another holds it)
+ *   POST   /internal/reshard/lease   {holder, ttlMs, takeOver?}  take or renew the coordinator's lease
+ *                                                 (409: another holds it; takeOver names a holder known gone)
  *   DELETE /internal/reshard/lease   {holder}      give it back
  *   POST   /internal/reshard/map     {map}         accept a newer map (or the same again)
  *   GET    /internal/reshard/keys?cursor&limit    leaving keys (source)
@@ -28,7 +29,11 @@ const userId = z.string().refine(isClientId, 'must be a user id');
 const count = z.number().int().min(0);
 const holder = z.string().min(1).max(200);
 
-const leaseBody = z.object({ holder, ttlMs: z.number().int().min(1000).max(600_000) });
+const leaseBody = z.object({
+  holder,
+  ttlMs: z.number().int().min(1000).max(600_000),
+  takeOver: holder.optional(),
+});
 const releaseBody = z.object({ holder });
 const mapBody = z.object({ map: z.unknown() });
 const exportBody = z.object({
@@ -89,7 +94,7 @@ export function reshardRoutes(r: Resharding) {
         return [200, r.state()];
       case 'POST lease': {
         const b = parse(leaseBody, await readJson(req, MAX_SMALL_BODY));
-        return [200, r.takeLease(b.holder, b.ttlMs)];
+        return [200, r.takeLease(b.holder, b.ttlMs, b.takeOver)];
       }
       case 'DELETE lease': {
         r.releaseLease(parse(releaseBody, await readJson(req, MAX_SMALL_BODY)).holder);

@@ -95,14 +95,20 @@ export class Resharding extends EventEmitter<ReshardingEvents> {
 
   // --- the lease: one coordinator at a time ---
 
-  takeLease(holder: string, ttlMs: number): object {
+  /**
+   * Takes or renews the lease of `holder`; refused while another holder's lease runs,
+   * unless the caller names that holder in `takeOver` (it knows it is gone).
+   */
+  takeLease(holder: string, ttlMs: number, takeOver?: string): object {
     const now = Date.now();
     const l = this.lease;
-    if (l && l.holder !== holder && l.expiresAt > now)
+    if (l && l.holder !== holder && l.expiresAt > now && takeOver !== l.holder)
       throw new ApiError(
         409,
         'lease_held',
         `another shardchat reshard (${l.holder}) is running; its lease ends in ${Math.ceil((l.expiresAt - now) / 1000)} s unless it renews it`,
+        {},
+        { holder: l.holder, expiresInMs: l.expiresAt - now },
       );
     this.lease = { holder, expiresAt: now + ttlMs };
     return this.lease;
