@@ -6,7 +6,9 @@
  * delivered; anything else is a gap: the host fetches the missing range from the
  * group's shard before delivering anything newer of that group (later records of the
  * group wait; other groups do not). A head with `lastMsgId > last` triggers the same
- * repair. A new epoch resets the group's state. Pure logic: I/O comes in as functions.
+ * repair; a head of a group with no state yet (e.g. after a restart) is taken like a
+ * first record: its message is fetched and delivered. A new epoch resets the group's
+ * state. Pure logic: I/O comes in as functions.
  *
  * Pull mode (section 7): a group's shard sends `tick` records instead of messages. A tick
  * moves `last` to its lastMsgId without delivering messages (the clients read them
@@ -129,16 +131,19 @@ export class DeliverySequencer {
   }
 
   private head(h: HeadRecord): void {
-    const st = this.groups.get(h.groupId);
-    // Nothing delivered for the group on this host: nobody here follows it through us yet.
-    if (!st) return;
-    if (st.epoch !== h.epoch) {
-      this.reset(st, h.epoch);
-      return;
-    }
-    if (st.last === undefined) return;
+    // Heads go only to hosts with members of the group. A group with no state here (the
+    // first thing this host hears of it since it started, or a new epoch) starts at the
+    // head as it would at a first record: the head's message is fetched and delivered,
+    // and what came before it is the clients' catch-up (the gap before it tells them).
+    // Ignoring the head instead would leave clients that caught up before the group's
+    // last records were lost with nothing that tells them of those messages.
+    const st = this.stateFor(h.groupId, h.epoch);
     // Heads are sent only in push mode: the tick that said so was lost.
     st.pull = false;
+    if (st.last === undefined) {
+      if (h.lastMsgId < 1) return;
+      st.last = h.lastMsgId - 1;
+    }
     if (h.lastMsgId > st.target) st.target = h.lastMsgId;
     if (h.lastMsgId > st.last && !st.repairing) this.repair(h.groupId, st);
   }

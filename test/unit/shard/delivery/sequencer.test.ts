@@ -1,7 +1,8 @@
 /**
  * The session host's sequencer (docs/delivery-protocol.md section 3): duplicates
  * dropped, gaps repaired from the group's shard before anything newer of the group,
- * other groups not blocked, heads trigger repair, a new epoch resets.
+ * other groups not blocked, heads trigger repair (also of a group the host has no state
+ * for, e.g. after a restart), a new epoch resets.
  */
 import { describe, expect, it } from 'vitest';
 import type { MessageRecord } from '../../../../shard/delivery/records.js';
@@ -123,10 +124,36 @@ describe('DeliverySequencer', () => {
     for (let i = 0; i < 20 && t.ids('g').length < 8; i++) await tick();
     expect(t.ids('g')).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
     expect(t.counts().repairs).toBe(1);
-    // A head of a group never seen on this host is ignored.
-    t.seq.accept({ kind: 'head', groupId: 'unknown', epoch: 'e1', lastMsgId: 3 });
-    await tick();
-    expect(t.fetches.some((f) => f.groupId === 'unknown')).toBe(false);
+  });
+
+  it('a head of a group with no state here (a restarted host) delivers the head message, then follows on', async () => {
+    // The host restarted; the batch that carried the group's last records was lost, so
+    // the first thing it hears of the group is a head. Its clients caught up (read
+    // ?after=) before those messages were stored: only the host can tell them.
+    const t = setup(8);
+    t.seq.accept({ kind: 'head', groupId: 'g', epoch: 'e1', lastMsgId: 8 });
+    for (let i = 0; i < 20 && t.ids('g').length < 1; i++) await tick();
+    // Like a first record: the head's message is delivered (what came before is the
+    // clients' catch-up, which the gap before it starts), not the group's whole history.
+    expect(t.fetches).toEqual([{ groupId: 'g', after: 7 }]);
+    expect(t.ids('g')).toEqual([8]);
+    expect(t.delivered[0]?.recipients).toEqual(['u', 'w']);
+    expect(t.seq.state('g')).toMatchObject({ epoch: 'e1', last: 8, repairing: false });
+    expect(t.counts().repairs).toBe(1);
+    // From there on as usual: a repeated head does nothing, the next record follows.
+    t.seq.accept({ kind: 'head', groupId: 'g', epoch: 'e1', lastMsgId: 8 });
+    t.seq.accept(rec('g', 9));
+    expect(t.ids('g')).toEqual([8, 9]);
+    expect(t.fetches).toHaveLength(1);
+  });
+
+  it('a head with a new epoch resets the group and delivers the head message of that epoch', async () => {
+    const t = setup(3);
+    t.seq.accept(rec('g', 5, 'e0'));
+    t.seq.accept({ kind: 'head', groupId: 'g', epoch: 'e1', lastMsgId: 3 });
+    for (let i = 0; i < 20 && t.ids('g').length < 2; i++) await tick();
+    expect(t.ids('g')).toEqual([5, 3]);
+    expect(t.seq.state('g')).toMatchObject({ epoch: 'e1', last: 3 });
   });
 
   it('a new epoch resets the group: its first record is delivered', () => {
