@@ -9,7 +9,16 @@
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { type Cluster, startCluster } from '../helpers/cluster.js';
 import { defaultRegistry, useProcessCleanup } from '../helpers/processes.js';
-import { percentile, round1, sleep, summary } from '../helpers/reliability.js';
+import {
+  users as makeUsers,
+  percentile,
+  postOnce,
+  readAll,
+  round1,
+  sleep,
+  startSecondRouter,
+  summary,
+} from '../helpers/reliability.js';
 import { mapOf, runReshard } from '../helpers/reshard.js';
 import { ReshardLoad } from '../helpers/reshard-load.js';
 
@@ -159,5 +168,45 @@ describe('resharding with faults', () => {
     const r = await load.finish();
     expect(r.fiveHundreds).toEqual([]);
     await load.verify();
+  });
+
+  it('a stale router that never learned the new map still ends every request at the owner, once', async () => {
+    const c = await cluster('modulo');
+    // A router that never probes: it knows only what its configuration says (3 shards)
+    // until a shard's answer tells it more.
+    const stale = await startSecondRouter(c, undefined, { SHARDCHAT__topology__probeIntervalMs: '3600000' });
+    const [u] = await makeUsers(c, 'stale', 1);
+    const user = u as { id: string; token: string };
+    const groups = Array.from({ length: 12 }, (_, i) => `stale-g${i}`);
+    for (const g of groups) {
+      const r = await postOnce(c.router.url, g, user.token, { contents: 'x', clientMsgId: 'x' });
+      expect(r.status).toBe(404);
+      const created = await fetch(`${c.router.url}/groups/${g}`, {
+        method: 'PUT',
+        headers: { authorization: `Bearer ${user.token}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ subject: g }),
+      });
+      expect(created.status).toBe(201);
+    }
+    await c.startShard(3);
+    const grow = await runReshard(c, ['--to', '4']);
+    expect(grow.code, grow.stderr).toBe(0);
+    const before = await (await fetch(`${stale.adminUrl}/topology`)).json();
+    expect(before.map.shards).toBe(3);
+    // Every post through the stale router: the old owner answers 421 (nothing written),
+    // the router retries at the owner the answer names.
+    for (const g of groups) {
+      const a = await postOnce(stale.url, g, user.token, { contents: 'via stale', clientMsgId: `${g}-1` });
+      expect(a.status, JSON.stringify(a.body)).toBe(201);
+      // The same message again, through the up-to-date router: recognised, not stored twice.
+      const b = await postOnce(c.router.url, g, user.token, { contents: 'via stale', clientMsgId: `${g}-1` });
+      expect(b.status).toBe(200);
+      expect(b.body.msgId).toBe(a.body.msgId);
+      const all = await readAll(stale.url, g, user.token);
+      expect(all.map((m) => m.clientMsgId)).toEqual([`${g}-1`]);
+    }
+    const after = await (await fetch(`${stale.adminUrl}/topology`)).json();
+    expect(after.map.shards).toBe(4);
+    await stale.proc.kill();
   });
 });

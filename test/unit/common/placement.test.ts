@@ -145,3 +145,42 @@ describe('the shard map on the wire and in a migration', () => {
     expect(new Placement({ version: 1, ...from }).move('g1')).toBeUndefined();
   });
 });
+
+describe('the moving set of a migration (property)', () => {
+  const key = fc.string({ minLength: 1, maxLength: 40 });
+  const move = (s: number, t: number, k: string) =>
+    new Placement({
+      version: 2,
+      shards: s,
+      assignment: 'jump',
+      migration: {
+        from: { shards: s, assignment: 'jump' },
+        to: { shards: t, assignment: 'jump' },
+        state: 'copying',
+        startedAt: 0,
+      },
+    }).move(k) as { from: number; to: number };
+
+  it('under jump, growing S to S+1 moves exactly the keys whose bucket becomes S', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: 200 }), key, (s, k) => {
+        const mv = move(s, s + 1, k);
+        const bucket = new Placement({ version: 1, shards: s + 1, assignment: 'jump' }).ownerOf(k);
+        expect(mv.from !== mv.to).toBe(bucket === s);
+        if (mv.from !== mv.to) expect(mv.to).toBe(s);
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
+  it('under jump, shrinking moves exactly the keys of the removed ordinals', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 2, max: 200 }), fc.integer({ min: 1, max: 199 }), key, (s, d, k) => {
+        const t = Math.max(1, s - d);
+        const mv = move(s, t, k);
+        expect(mv.from !== mv.to).toBe(mv.from >= t);
+      }),
+      { numRuns: 2000 },
+    );
+  });
+});
