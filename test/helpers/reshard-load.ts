@@ -45,12 +45,17 @@ export class ReshardLoad {
   private stopping = false;
   private running: Promise<void>[] = [];
   private memberships = new Map<string, Set<string>>();
+  /** The sharded conversation (overflow: shard, capacity 2) and where its users were placed. */
+  private readonly big: string;
+  private readonly placed = new Map<string, string>();
 
   constructor(
     private readonly c: Cluster,
     private readonly prefix: string,
     private readonly nGroups = 8,
-  ) {}
+  ) {
+    this.big = `${prefix}-big`;
+  }
 
   async setup(): Promise<void> {
     this.people = await makeUsers(this.c, this.prefix, 8);
@@ -69,6 +74,15 @@ export class ReshardLoad {
       const r = await api(this.c.router.url, 'PUT', `/users/${p.id}`, p.token, { name: `Name ${p.id}` });
       expect(r.status).toBeLessThan(300);
     }
+    // A sharded conversation: its roster (on the parent's shard) places users in ~k.
+    const created = await api(this.c.router.url, 'PUT', `/groups/${this.big}`, owner.token, {
+      subject: this.big,
+      capacity: 2,
+      overflow: 'shard',
+    });
+    expect(created.status).toBe(201);
+    this.placed.set(owner.id, this.big);
+    for (const u of rest.slice(0, 4)) await this.joinBig(u);
     // One GroupConnection per group (the owner), one InboxConnection per member 1..2.
     for (const g of this.groups) this.subscribers.push(sdkClient(this.c.router.url, owner, g));
     const resume: Record<string, { epoch: string; lastMsgId: number }> = {};
@@ -116,6 +130,32 @@ export class ReshardLoad {
         }
       })(),
     );
+    // Users 5..7 join the sharded conversation meanwhile, and join again (same answer).
+    this.running.push(
+      (async () => {
+        for (let i = 0; i < 6 && !this.stopping; i++) {
+          await this.joinBig(this.people[5 + (i % 3)] as TestUser);
+          await sleep(rand(50, 150));
+        }
+      })(),
+    );
+  }
+
+  private async joinBig(u: TestUser): Promise<void> {
+    for (let attempt = 0; attempt < 100; attempt++) {
+      const r = await timedRequest(this.c.router.url, 'POST', `/groups/${this.big}/members`, u.token, {
+        userId: u.id,
+      });
+      if (r.status === 200) {
+        const was = this.placed.get(u.id);
+        if (was !== undefined) expect(r.body.groupId, `${u.id} placed again elsewhere`).toBe(was);
+        this.placed.set(u.id, r.body.groupId);
+        return;
+      }
+      if (r.status >= 500 || r.status === 0) this.fiveHundreds.push(`join ${this.big}: ${r.status}`);
+      await sleep(100);
+    }
+    throw new Error(`${u.id} could not join ${this.big}`);
   }
 
   private async post(u: TestUser, g: string, clientMsgId: string): Promise<void> {
@@ -167,6 +207,17 @@ export class ReshardLoad {
       const r = await api(this.c.router.url, 'GET', `/users/${p.id}`, p.token);
       expect(r.status, `profile ${p.id}`).toBe(200);
       expect(r.body.name).toBe(`Name ${p.id}`);
+    }
+    // The roster moved with its parent: a repeated join answers the same conversation,
+    // and every conversation lists exactly the users placed in it.
+    for (const p of this.people.filter((x) => this.placed.has(x.id) && x !== owner)) await this.joinBig(p);
+    const byConv = new Map<string, string[]>();
+    for (const [u, conv] of this.placed) byConv.set(conv, [...(byConv.get(conv) ?? []), u].sort());
+    for (const [conv, members] of byConv) {
+      const asUser = this.people.find((x) => x.id === members[0]) as TestUser;
+      const r = await api(this.c.router.url, 'GET', `/groups/${conv}/members?limit=100`, asUser.token);
+      expect(r.status, `${conv}: ${JSON.stringify(r.body)}`).toBe(200);
+      expect((r.body.members as { userId: string }[]).map((m) => m.userId).sort(), conv).toEqual(members);
     }
     const key = (m: Message) => `${m.msgId}:${m.clientMsgId}`;
     const complete = () =>
