@@ -28,7 +28,7 @@ commands:
   explain <path> [--header name=value]...     show {key, hash, shard, shards, target} for a request
           [--config FILE]
   reshard --to T [--assignment modulo|jump]   move the cluster FILE describes to T shards, live
-          --config FILE                       (local mode: data/local.yaml); resumable after a crash
+          [--only grow|shrink] --config FILE  (local mode: data/local.yaml); resumable after a crash
   reshard --status | --abort --config FILE    the map and migration as JSON; roll back before the switch
   reshard-plan --from S --to T                how many keys move when S changes, under modulo and jump
           [--keys FILE | --sample N]
@@ -177,12 +177,16 @@ async function runReshardCommand(args: string[]): Promise<void> {
       assignment: { type: 'string' },
       status: { type: 'boolean' },
       abort: { type: 'boolean' },
+      only: { type: 'string' },
       config: { type: 'string', short: 'c' },
     },
   });
   const assignment = values.assignment;
   if (assignment !== undefined && assignment !== 'modulo' && assignment !== 'jump')
     fail(`--assignment wants modulo or jump, got ${JSON.stringify(assignment)}`);
+  const only = values.only;
+  if (only !== undefined && only !== 'grow' && only !== 'shrink')
+    fail(`--only wants grow or shrink, got ${JSON.stringify(only)}`);
   const file = configFile(values.config);
   if (!file) fail('--config is required (the router configuration; in local mode data/local.yaml)');
   const cfg = load(file);
@@ -192,6 +196,7 @@ async function runReshardCommand(args: string[]): Promise<void> {
       assignment,
       status: values.status === true,
       abort: values.abort === true,
+      only,
       configFile: file,
     });
   } catch (err) {

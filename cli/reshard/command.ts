@@ -21,6 +21,8 @@ export interface ReshardArgs {
   assignment?: Assignment;
   status: boolean;
   abort: boolean;
+  /** Only when it grows (or shrinks) the cluster; otherwise nothing changes. */
+  only?: 'grow' | 'shrink';
   configFile: string | undefined;
 }
 
@@ -96,7 +98,7 @@ export async function runReshard(cfg: Config, a: ReshardArgs): Promise<number> {
   else if (a.abort) out = await coordinator.abort();
   else {
     const to = { shards: a.to as number, assignment: a.assignment ?? cfg.shardSpec.assignment };
-    out = await coordinator.run(to);
+    out = await coordinator.run(to, a.only);
   }
   bar.done();
   process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);

@@ -118,14 +118,24 @@ export class Coordinator {
     return { map, shards };
   }
 
-  /** Migrates the cluster to `to` (or continues the migration to it), and returns when it serves by it. */
-  async run(to: Layout): Promise<Summary> {
+  /**
+   * Migrates the cluster to `to` (or continues the migration to it), and returns when it
+   * serves by it. `only`: do it only when it grows (or only when it shrinks) the cluster,
+   * else change nothing (Helm's hooks: shrink before the pods go, grow after they came).
+   */
+  async run(to: Layout, only?: 'grow' | 'shrink'): Promise<Summary> {
     await initHash();
     const started = performance.now();
     let fencedAt = 0;
     let fencedSeconds = 0;
     let map = await this.current();
     const from: Layout = map.migration?.from ?? { shards: map.shards, assignment: map.assignment };
+    if (only && !(only === 'grow' ? to.shards > from.shards : to.shards < from.shards)) {
+      this.log(
+        `nothing to do with --only ${only}: the cluster has ${from.shards} shards, ${to.shards} asked for`,
+      );
+      return this.summary(from, to, map, false, started, 0);
+    }
     if (map.migration && !sameLayout(map.migration.to, to))
       throw new Error(
         `a migration to ${map.migration.to.shards} shards (${map.migration.to.assignment}) is under way: rerun with --to ${map.migration.to.shards} --assignment ${map.migration.to.assignment} to finish it, or --abort to roll it back`,
