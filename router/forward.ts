@@ -16,15 +16,11 @@ import type { DeadlineSweeper } from './deadlines.js';
 import type { RouterError } from './errors.js';
 import type { ResponseCallbacks, ResponseHead } from './response-parser.js';
 import { ParseError } from './response-parser.js';
-import type { Redispatch } from './shard-map.js';
+import { answerRoute, type MapReader, type Redispatch } from './shard-map.js';
 import type { ExchangeSink, UpstreamConnection, UpstreamPool } from './upstream-pool.js';
 
 /** What an exchange reports back to the router. */
-export interface ExchangeOwner {
-  /** A shard answer's x-shardchat-map value (called only when present). */
-  mapSeen(value: string): void;
-  /** A 421 with a map: the shard to send the request to instead, or undefined (the 421 passes). */
-  misdirectedWithMap(shard: number, map: string, redispatch: Redispatch | undefined): number | undefined;
+export interface ExchangeOwner extends MapReader {
   /** Sends a request answered 421 again, to `shard` (its previous exchange is over). */
   redispatch(client: ClientConnection, r: Redispatch, shard: number, startedAt: number): void;
   readonly retryAfter: number;
@@ -206,15 +202,15 @@ export class Exchange implements ExchangeSink, ResponseCallbacks, ExchangeHooks 
   // --- ResponseCallbacks: the parsed response ---
 
   onHead(head: ResponseHead): void {
-    const map = head.map;
-    if (head.statusCode === 421) {
-      if (map === undefined) {
-        this.misdirectedAnswer = true;
-        return;
-      }
-      this.rerouteTo = this.owner.misdirectedWithMap(this.shard, map, this.retry);
-      if (this.rerouteTo !== undefined) return;
-    } else if (map !== undefined) this.owner.mapSeen(map);
+    const route = answerRoute(this.owner, this.shard, head.statusCode, head.map, this.retry);
+    if (route === 'misdirected') {
+      this.misdirectedAnswer = true;
+      return;
+    }
+    if (route !== 'relay') {
+      this.rerouteTo = route;
+      return;
+    }
     this.client.respondHead(head.statusCode, head.statusMessage, head.headers, head.framing);
   }
 

@@ -33,6 +33,33 @@ export interface Redispatch {
   hops: number;
 }
 
+/** How the router reads the shard maps its shards' answers carry. */
+export interface MapReader {
+  /** A shard answer's x-shardchat-map value (called only when present). */
+  mapSeen(value: string): void;
+  /** A 421 with a map: the shard to send the request to instead, or undefined (the 421 passes). */
+  misdirectedWithMap(shard: number, map: string, redispatch: Redispatch | undefined): number | undefined;
+}
+
+/**
+ * What to do with an answer's head as far as the map goes: `misdirected` (a 421 without
+ * a map: the router answers it), a shard to send the request to instead, or `relay`.
+ */
+export function answerRoute(
+  reader: MapReader,
+  shard: number,
+  statusCode: number,
+  map: string | undefined,
+  retry: Redispatch | undefined,
+): 'misdirected' | 'relay' | number {
+  if (statusCode === 421) {
+    if (map === undefined) return 'misdirected';
+    return reader.misdirectedWithMap(shard, map, retry) ?? 'relay';
+  }
+  if (map !== undefined) reader.mapSeen(map);
+  return 'relay';
+}
+
 /** The map's owner layout and version, and the migration when a probe reported one for that version. */
 export type MapView = Pick<ShardMap, 'version' | 'shards' | 'assignment' | 'migration'>;
 

@@ -19,10 +19,10 @@ import net from 'node:net';
 import type { ClientConnection, ExchangeHooks } from './client-connection.js';
 import type { RouterError } from './errors.js';
 import { ParseError, type ResponseCallbacks, type ResponseHead, ResponseParser } from './response-parser.js';
-import type { Redispatch } from './shard-map.js';
+import { answerRoute, type MapReader, type Redispatch } from './shard-map.js';
 import { closeFrame, FrameBoundaryTracker } from './ws-frames.js';
 
-export interface RelayOwner {
+export interface RelayOwner extends MapReader {
   readonly retryAfter: number;
   readonly connectMs: number;
   readonly upstreamMs: number;
@@ -33,10 +33,6 @@ export interface RelayOwner {
   misdirected(shard: number): void;
   upstreamFailure(shard: number, reason: string, err?: Error): void;
   answered(shard: number, code: number): void;
-  /** A shard answer's x-shardchat-map value (called only when present). */
-  mapSeen(value: string): void;
-  /** A 421 with a map: the shard to send the upgrade to instead, or undefined (the 421 passes). */
-  misdirectedWithMap(shard: number, map: string, redispatch: Redispatch | undefined): number | undefined;
   /** Sends an upgrade answered 421 again, to `shard` (this relay is over). */
   redispatchUpgrade(conn: ClientConnection, r: Redispatch, shard: number): void;
 }
@@ -257,15 +253,15 @@ export class WebSocketRelay implements ResponseCallbacks, ExchangeHooks {
   // --- ResponseCallbacks: the shard's answer to the upgrade ---
 
   onHead(head: ResponseHead): void {
-    const map = head.map;
-    if (head.statusCode === 421) {
-      if (map === undefined) {
-        this.misdirectedAnswer = true;
-        return;
-      }
-      this.rerouteTo = this.owner.misdirectedWithMap(this.shard, map, this.retry);
-      if (this.rerouteTo !== undefined) return;
-    } else if (map !== undefined) this.owner.mapSeen(map);
+    const route = answerRoute(this.owner, this.shard, head.statusCode, head.map, this.retry);
+    if (route === 'misdirected') {
+      this.misdirectedAnswer = true;
+      return;
+    }
+    if (route !== 'relay') {
+      this.rerouteTo = route;
+      return;
+    }
     this.conn.respondHead(head.statusCode, head.statusMessage, head.headers, head.framing);
   }
 
