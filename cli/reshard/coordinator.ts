@@ -71,9 +71,10 @@ interface ExportedGroup {
 }
 
 const LEASE_MS = 30_000;
-/** Keys per export call and messages per group in it. */
+/** Keys per export call, messages per group in it, and messages in all. */
 const BATCH = 100;
 const PAGE = 1000;
+const BUDGET = 2000;
 /** Catch-up rounds stop when fewer keys than this changed (the rest is copied fenced). */
 const SMALL_TAIL = 200;
 const MAX_ROUNDS = 5;
@@ -365,7 +366,7 @@ export class Coordinator {
         source,
         'POST',
         'export',
-        { groups: pending, users, limit: PAGE },
+        { groups: pending, users, limit: PAGE, budget: BUDGET },
       );
       // Group the answer by target.
       const byTarget = new Map<number, { groups: ExportedGroup[]; users: { id: string }[] }>();

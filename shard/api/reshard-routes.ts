@@ -40,6 +40,7 @@ const exportBody = z.object({
   groups: z.array(z.object({ id: groupId, after: count, snapshot: z.boolean() })).max(1000),
   users: z.array(userId).max(1000),
   limit: z.number().int().min(1).max(10_000),
+  budget: z.number().int().min(1).max(100_000),
 });
 const message = z.object({
   groupId,
@@ -121,7 +122,7 @@ export function reshardRoutes(r: Resharding) {
       case 'POST import':
         return [200, r.importKeys(parse(importBody, await readJson(req, MAX_IMPORT_BODY)))];
       case 'POST drop':
-        return [200, r.dropForeign()];
+        return [200, await r.dropForeign()];
     }
     throw new ApiError(404, 'not_found', `no internal route ${method} /internal/reshard/${what}`);
   };

@@ -224,5 +224,3 @@ export class Ownership extends EventEmitter<OwnershipEvents> {
     this.emit('map', this.current.map, previous);
   }
 }
-
-const noop: Release = () => {};

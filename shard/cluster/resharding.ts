@@ -35,6 +35,8 @@ export interface ExportRequest {
   users: string[];
   /** Messages per group at most in this answer. */
   limit: number;
+  /** Messages in all at most in this answer. */
+  budget: number;
 }
 
 export interface ExportedGroup {
@@ -50,6 +52,9 @@ export interface ImportRequest {
   groups: { snapshot?: GroupSnapshot; id: string; messages: Message[] }[];
   users: UserRow[];
 }
+
+/** Keys looked at per turn of the event loop when deleting what moved away. */
+const DROP_BATCH = 20;
 
 interface Lease {
   holder: string;
@@ -208,13 +213,19 @@ export class Resharding extends EventEmitter<ReshardingEvents> {
     return { generation: this.generation, keys, complete: since >= this.knownSince };
   }
 
+  /**
+   * Snapshots and message pages: `limit` messages per group at most, and `budget` in
+   * all (so that one call never blocks this shard long); groups past the budget answer
+   * no messages and `more`.
+   */
   exportKeys(req: ExportRequest): { groups: ExportedGroup[]; users: (UserRow | null)[] } {
     let messages = 0;
     const groups = req.groups.map((g) => {
       this.own.check(g.id);
-      const page = this.store.messagesAfter(g.id, g.after, req.limit + 1);
-      const more = page.length > req.limit;
-      if (more) page.pop();
+      const room = Math.min(req.limit, req.budget - messages);
+      const page = room > 0 ? this.store.messagesAfter(g.id, g.after, room + 1) : [];
+      const more = room <= 0 || page.length > room;
+      if (page.length > room) page.pop();
       messages += page.length;
       const out: ExportedGroup = { id: g.id, messages: page, more };
       if (g.snapshot) out.snapshot = this.store.exportGroup(g.id) ?? null;
@@ -257,8 +268,11 @@ export class Resharding extends EventEmitter<ReshardingEvents> {
 
   // --- after the switch (or an abort) ---
 
-  /** Deletes every group and user this shard does not own under its map. */
-  dropForeign(): { groups: number; users: number } {
+  /**
+   * Deletes every group and user this shard does not own under its map, a few at a
+   * time, letting other requests run in between (keys that stay never pause).
+   */
+  async dropForeign(): Promise<{ groups: number; users: number }> {
     const m = this.own.map.migration;
     if (m && m.state !== 'switched')
       throw new ApiError(409, 'copying', 'a migration is copying: nothing is deleted until it switched');
@@ -266,7 +280,8 @@ export class Resharding extends EventEmitter<ReshardingEvents> {
     let users = 0;
     for (const kind of ['g', 'u'] as const) {
       for (let after = ''; ; ) {
-        const ids = kind === 'g' ? this.store.groupIds(after, 500) : this.store.userIds(after, 500);
+        const ids =
+          kind === 'g' ? this.store.groupIds(after, DROP_BATCH) : this.store.userIds(after, DROP_BATCH);
         for (const id of ids) {
           if (this.own.owns(id)) continue;
           if (kind === 'g' ? this.store.deleteGroup(id) : this.store.deleteUser(id)) {
@@ -274,8 +289,9 @@ export class Resharding extends EventEmitter<ReshardingEvents> {
             else users++;
           }
         }
-        if (ids.length < 500) break;
+        if (ids.length < DROP_BATCH) break;
         after = ids[ids.length - 1] as string;
+        await new Promise<void>((resolve) => setImmediate(resolve));
       }
     }
     this.dirty.clear();

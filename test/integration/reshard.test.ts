@@ -4,12 +4,14 @@
  * Everything written before is read back through the router afterwards, identical
  * (epochs, msgIds, members, profiles), from exactly one shard each.
  */
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it, vi } from 'vitest';
 import { api, type Cluster, startCluster } from '../helpers/cluster.js';
 import { defaultRegistry, useProcessCleanup } from '../helpers/processes.js';
 import { expectContiguous, mapOf, readContent, runReshard, seed, tokensFor } from '../helpers/reshard.js';
 
 useProcessCleanup();
+// Each test starts a cluster and migrates it, on 2 cores shared with other suites.
+vi.setConfig({ testTimeout: 180_000, hookTimeout: 60_000 });
 afterAll(() => defaultRegistry.cleanup());
 
 async function groupsStored(c: Cluster, i: number): Promise<number> {

@@ -6,7 +6,7 @@
  * Every acknowledged message is stored once, msgIds stay contiguous, epochs unchanged,
  * every subscriber gets everything once in order, and no client sees a 5xx.
  */
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
 import { type Cluster, startCluster } from '../helpers/cluster.js';
 import { defaultRegistry, useProcessCleanup } from '../helpers/processes.js';
 import {
@@ -23,6 +23,8 @@ import { mapOf, runReshard } from '../helpers/reshard.js';
 import { ReshardLoad } from '../helpers/reshard-load.js';
 
 useProcessCleanup();
+// Each test starts a cluster and migrates it, on 2 cores shared with other suites.
+vi.setConfig({ testTimeout: 180_000, hookTimeout: 60_000 });
 afterAll(() => defaultRegistry.cleanup());
 
 let load: ReshardLoad | undefined;
