@@ -145,20 +145,28 @@ export class Coordinator {
       this.log(`the cluster already has ${to.shards} shards (${to.assignment}), map version ${map.version}`);
       return this.summary(from, to, map, false, started, 0);
     }
-    await this.takeLease(Math.max(shardsNeeded(map), to.shards));
+    // The shards the map needs now; the new ones of a growing migration are started only
+    // once the running shards hold its map (local mode's launcher follows it, as an
+    // operator scaling a StatefulSet may), so they are waited for after it is published.
+    const running = shardsNeeded(map);
+    await this.takeLease(running);
     try {
       if (!map.migration) {
         await this.phase('start');
-        map = await this.publish({
-          version: map.version + 1,
-          shards: map.shards,
-          assignment: map.assignment,
-          migration: { from, to, state: 'copying', startedAt: Date.now() },
-        });
+        map = await this.publish(
+          {
+            version: map.version + 1,
+            shards: map.shards,
+            assignment: map.assignment,
+            migration: { from, to, state: 'copying', startedAt: Date.now() },
+          },
+          running,
+        );
         this.log(
           `migration from ${from.shards} to ${to.shards} shards (${to.assignment}) started: map version ${map.version}`,
         );
       }
+      await this.join(map);
       this.placement = new Placement(map);
       if (map.migration?.state === 'copying') {
         await this.phase('copy');
@@ -253,7 +261,10 @@ export class Coordinator {
     return behind ? this.publish(st.map) : st.map;
   }
 
-  /** Stores `map` on every shard it concerns (and `extra` more), all at once. */
+  /**
+   * Stores `map` on the shards 0..span-1 (by default every shard it concerns) and on
+   * every shard it was stored on before, all at once.
+   */
   private async publish(map: ShardMap, span = shardsNeeded(map)): Promise<ShardMap> {
     this.span = Math.max(this.span, span);
     this.stopIf(this.progressState.phase);
@@ -269,6 +280,34 @@ export class Coordinator {
       }
     });
     return map;
+  }
+
+  /**
+   * The shards `map` needs beyond those it was published to: waits for each to answer
+   * (started by whoever follows the map), then gives it the lease and the map.
+   */
+  private async join(map: ShardMap): Promise<void> {
+    const from = this.span;
+    const need = shardsNeeded(map);
+    if (need <= from) return;
+    const fresh = Array.from({ length: need - from }, (_, k) => from + k);
+    this.log(`waiting for shard${fresh.length > 1 ? 's' : ''} ${fresh.join(', ')} to start`);
+    this.span = need;
+    await Promise.all(
+      fresh.map(async (i) => {
+        try {
+          await this.calls.call(i, 'POST', 'lease', { holder: this.o.holder, ttlMs: LEASE_MS });
+        } catch (err) {
+          if (!(err instanceof ShardCallError) || err.status !== undefined) throw err;
+          throw new Error(
+            `${err.message}: the migration needs shard ${i} running (shardchat local starts it; ` +
+              `in Kubernetes scale the StatefulSet to ${need}); rerun the command once it runs, or --abort`,
+          );
+        }
+        await this.calls.call(i, 'POST', 'map', { map });
+      }),
+    );
+    this.log(`shard${fresh.length > 1 ? 's' : ''} ${fresh.join(', ')} joined (map version ${map.version})`);
   }
 
   private async eachShard<T>(n: number, f: (i: number) => Promise<T>): Promise<T[]> {
@@ -447,8 +486,11 @@ export class Coordinator {
   private async releaseLease(): Promise<void> {
     if (this.leaseTimer) clearInterval(this.leaseTimer);
     this.leaseTimer = undefined;
+    // Once: the lease runs out anyway, and a shard the final map left out may be stopping.
     await this.eachShard(this.span, (i) =>
-      this.calls.call(i, 'DELETE', 'lease', { holder: this.o.holder }).catch(() => undefined),
+      this.calls
+        .call(i, 'DELETE', 'lease', { holder: this.o.holder }, { unreachableMs: 0 })
+        .catch(() => undefined),
     );
   }
 

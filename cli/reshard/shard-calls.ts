@@ -37,7 +37,13 @@ export interface ShardCallsOptions {
 export class ShardCalls {
   constructor(private readonly o: ShardCallsOptions) {}
 
-  async call<T>(shard: number, method: string, path: string, body?: unknown): Promise<T> {
+  async call<T>(
+    shard: number,
+    method: string,
+    path: string,
+    body?: unknown,
+    opts: { unreachableMs?: number } = {},
+  ): Promise<T> {
     const base = this.o.adminOf(shard);
     if (!base)
       throw new ShardCallError(
@@ -45,7 +51,7 @@ export class ShardCalls {
         shard,
         undefined,
       );
-    const deadline = Date.now() + (this.o.unreachableMs ?? 120_000);
+    const deadline = Date.now() + (opts.unreachableMs ?? this.o.unreachableMs ?? 120_000);
     let told = false;
     for (let attempt = 0; ; attempt++) {
       let why: string;
@@ -82,7 +88,7 @@ export class ShardCalls {
         const e = err as Error & { cause?: { code?: string } };
         why = e.cause?.code ?? e.name;
       }
-      if (Date.now() > deadline)
+      if (Date.now() >= deadline)
         throw new ShardCallError(
           `shard ${shard} did not answer ${method} ${path} (${why})`,
           shard,

@@ -8,6 +8,18 @@ import { expect } from 'vitest';
 import { api, type Cluster } from './cluster.js';
 import { CLI, childEnv } from './processes.js';
 
+/** What content is written and read through: a cluster's router and its dev tokens (or local mode's). */
+export interface ChatTarget {
+  router: { url: string };
+  token(userId: string): Promise<string>;
+}
+
+/** What `shardchat reshard` runs against: a configuration (and the environment with the internal token). */
+export interface ReshardTarget {
+  configPath: string;
+  env?: NodeJS.ProcessEnv;
+}
+
 export interface Content {
   groups: Record<
     string,
@@ -24,14 +36,14 @@ export interface SeedOptions {
   prefix?: string;
 }
 
-export async function tokensFor(c: Cluster, users: string[]): Promise<Map<string, string>> {
+export async function tokensFor(c: ChatTarget, users: string[]): Promise<Map<string, string>> {
   const out = new Map<string, string>();
   for (const u of users) out.set(u, await c.token(u));
   return out;
 }
 
 /** Groups g0.. with members and messages, profiles of every user. */
-export async function seed(c: Cluster, o: SeedOptions, tokens: Map<string, string>): Promise<string[]> {
+export async function seed(c: ChatTarget, o: SeedOptions, tokens: Map<string, string>): Promise<string[]> {
   const p = o.prefix ?? '';
   const users = Array.from({ length: o.users }, (_, i) => `${p}u${i}`);
   for (const u of users) if (!tokens.has(u)) tokens.set(u, await c.token(u));
@@ -64,7 +76,7 @@ export async function seed(c: Cluster, o: SeedOptions, tokens: Map<string, strin
 
 /** Everything the cluster holds of these groups and users, read through the router. */
 export async function readContent(
-  c: Cluster,
+  c: Pick<ChatTarget, 'router'>,
   groups: string[],
   users: string[],
   tokens: Map<string, string>,
@@ -129,7 +141,7 @@ export interface CliResult {
 
 /** Runs `shardchat reshard ...args --config <cluster config>` to its end (bounded). */
 export function runReshard(
-  c: Cluster,
+  c: ReshardTarget,
   args: string[],
   env: NodeJS.ProcessEnv = {},
   timeoutMs = 120_000,

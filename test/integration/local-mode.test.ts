@@ -2,16 +2,26 @@
  * `shardchat local` (what npm start runs) on the built tree: one terminal of readable,
  * prefixed logs; a restart keeps conversations and issued tokens (the secret lives in
  * the data folder) and does not seed the demo twice; a shard that dies is restarted;
- * a data folder keeps its shard count (a different --shards is refused). Following the
- * shard map is tested as a unit (test/unit/cli/local-supervisor.test.ts).
+ * a data folder keeps its shard count (a different --shards is refused); `shardchat
+ * reshard` grows a running local cluster (the launcher starts the new shard) and shrinks
+ * it (the launcher stops the shards left over), while a group WebSocket of the SDK and a
+ * browser session stay connected. The supervisor's logic alone is tested as a unit
+ * (test/unit/cli/local-supervisor.test.ts).
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { readFile } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 import path from 'node:path';
+import type { Browser, Page } from 'playwright-core';
 import { afterEach, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
+import { GroupConnection } from '../../client/group-connection.js';
 import { ChatApi } from '../../client/index.js';
+import { initHash } from '../../common/hash.js';
+import { Placement } from '../../common/placement.js';
+import { HAVE_BROWSER, launchChromium } from '../helpers/browser.js';
 import { freeLocalBase, groupAlive, killGroup } from '../helpers/local.js';
 import { CLI, canConnect, childEnv, defaultRegistry, useProcessCleanup } from '../helpers/processes.js';
+import { type ChatTarget, expectContiguous, readContent, runReshard, seed } from '../helpers/reshard.js';
 
 useProcessCleanup();
 
@@ -147,6 +157,133 @@ describe('shardchat local', () => {
     expect(await canConnect(base)).toBe(false);
   }, 120_000);
 });
+
+describe('shardchat local with shardchat reshard', () => {
+  const cleanups: (() => Promise<void> | void)[] = [];
+  afterEach(async () => {
+    for (const f of cleanups.splice(0).reverse()) await f();
+  });
+
+  it('grows 3 to 4 (the launcher starts shard 3) and shrinks to 2 (it stops 2 and 3): data unchanged, connections follow, a restart keeps 2', async () => {
+    const dataDir = path.join(await defaultRegistry.tempDir(), 'data');
+    const configPath = path.join(dataDir, 'local.yaml');
+    const base = await freeLocalBase(4);
+    const l = await startLocal(dataDir, base, ['--shards', '3', '--no-demo']);
+    const router = (url: string): ChatTarget => ({
+      router: { url: new URL(url).origin },
+      token: (u) => new ChatApi({ baseUrl: url }).devToken(u),
+    });
+    let target = router(l.url);
+    const tokens = new Map<string, string>();
+    const groups = await seed(target, { groups: 12, messagesPerGroup: 3, users: 6 }, tokens);
+    const users = [...tokens.keys()];
+    const asUser = (g: string) => `u${Number(g.slice(1)) % 6}`;
+    let before = await readContent(target, groups, users, tokens, asUser);
+    expectContiguous(before);
+
+    // A group that moves to the new shard (and off it again): an owner posts, a member listens.
+    await initHash();
+    const to4 = new Placement({ version: 1, shards: 4, assignment: 'modulo' });
+    const g = groups.find((id) => to4.ownerOf(id) === 3) as string;
+    expect(g).toBeDefined();
+    const n = Number(g.slice(1));
+    const owner = new ChatApi({ baseUrl: l.url, token: tokens.get(`u${n % 6}`) });
+    const member = new ChatApi({ baseUrl: l.url, token: tokens.get(`u${(n + 1) % 6}`) });
+    const conn = new GroupConnection({
+      api: member,
+      groupId: g,
+      WebSocket,
+      backoff: { minMs: 50, maxMs: 500 },
+    });
+    cleanups.push(() => conn.close());
+    const received: string[] = [];
+    conn.on('message', (m) => received.push(m.contents));
+    await expect.poll(() => conn.state, { timeout: 15_000 }).toBe('open');
+    const page = HAVE_BROWSER ? await openChat(l.url, g, cleanups) : undefined;
+    const pageTexts = () => page?.locator('#messages li[data-msg-id] .text').allTextContents();
+    const posted: string[] = [];
+    /** A message posted now reaches the SDK connection and the browser page opened before. */
+    const postAndReceive = async (text: string) => {
+      await owner.post(g, text, `cid-${posted.length}`);
+      posted.push(text);
+      await expect
+        .poll(() => received.filter((t) => posted.includes(t)), { timeout: 20_000 })
+        .toEqual(posted);
+      if (page) await expect.poll(pageTexts, { timeout: 20_000 }).toEqual(expect.arrayContaining(posted));
+    };
+    await postAndReceive('before growing');
+    before = await readContent(target, groups, users, tokens, asUser);
+
+    // Grow: the coordinator publishes the migration to shards 0-2, the launcher starts shard 3.
+    const grow = await runReshard({ configPath }, ['--to', '4']);
+    expect(grow.code, `${grow.stderr}\n${l.output()}`).toBe(0);
+    expect(JSON.parse(grow.stdout)).toMatchObject({ migrated: true, to: { shards: 4 } });
+    expect(grow.stderr).toContain('waiting for shard 3 to start');
+    expect(l.output()).toMatch(/needs 4 shards: starting shard-3/);
+    expect(await canConnect(base + 4)).toBe(true);
+    await expect.poll(() => readFile(configPath, 'utf8')).toMatch(/^ {2}shards: 4$/m);
+    expect(await readContent(target, groups, users, tokens, asUser)).toEqual(before);
+    await postAndReceive('after growing');
+    expect(conn.shard).toBe(3);
+    before = await readContent(target, groups, users, tokens, asUser);
+
+    // Shrink: everything moves off shards 2 and 3, then the launcher stops them.
+    const shrink = await runReshard({ configPath }, ['--to', '2']);
+    expect(shrink.code, `${shrink.stderr}\n${l.output()}`).toBe(0);
+    expect(JSON.parse(shrink.stdout)).toMatchObject({ migrated: true, to: { shards: 2 } });
+    // The launcher stops shard 3, then shard 2, and moves their databases to retired/.
+    await expect
+      .poll(() => /moved shard-2\.sqlite to .*retired/.test(l.output()), { timeout: 30_000 })
+      .toBe(true);
+    expect(l.output()).toMatch(/shard-3 stopped \(0\)[\s\S]*shard-2 stopped \(0\)/);
+    for (const p of [base + 3, base + 4, base + 1013, base + 1014]) expect(await canConnect(p)).toBe(false);
+    expect(await readFile(configPath, 'utf8')).toMatch(/^ {2}shards: 2$/m);
+    const retired = await readdir(path.join(dataDir, 'retired'));
+    expect(retired.filter((f) => /^shard-[23]\..*\.sqlite$/.test(f))).toHaveLength(2);
+    expect(await readContent(target, groups, users, tokens, asUser)).toEqual(before);
+    await postAndReceive('after shrinking');
+    expect(conn.shard).toBeLessThan(2);
+    before = await readContent(target, groups, users, tokens, asUser);
+    conn.close();
+    await ctrlC(l);
+    expect(l.output()).toContain('shardchat local: stopped cleanly');
+
+    // A restart without --shards starts the 2 shards local.yaml records, and serves everything.
+    const again = await startLocal(dataDir, base, ['--no-demo']);
+    expect(again.output()).toContain(`2 shards on ports ${base + 1}-${base + 2}`);
+    target = router(again.url);
+    expect(await readContent(target, groups, users, tokens, asUser)).toEqual(before);
+    await ctrlC(again);
+
+    // --shards 4 on this folder is refused, naming reshard.
+    const refused = spawnSync(
+      process.execPath,
+      [CLI, 'local', '--port', String(base), '--data', dataDir, '--shards', '4', '--no-demo'],
+      { env: childEnv(), encoding: 'utf8', timeout: 30_000 },
+    );
+    expect(refused.status).toBe(2);
+    expect(refused.stderr).toContain(
+      `holds a cluster of 2 shards; --shards 4 would hide the groups of the others. ` +
+        `To change the number of shards of a running cluster: shardchat reshard --to 4 --config ${configPath}`,
+    );
+  }, 240_000);
+});
+
+/** A browser page in the chat of `group`, entered as a new user (joins it). */
+async function openChat(url: string, group: string, cleanups: (() => Promise<void> | void)[]): Promise<Page> {
+  const browser: Browser = await launchChromium();
+  cleanups.push(() => browser.close());
+  const page = await browser.newPage();
+  page.on('pageerror', (err) => process.stderr.write(`page error: ${err.message}\n`));
+  await page.goto(`${new URL(url).origin}/?group=${group}`);
+  await page.waitForSelector('#entry-name');
+  await page.fill('#entry-name', 'Wes');
+  await page.fill('#entry-email', 'wes@example.com');
+  await page.click('#entry-submit');
+  await page.waitForSelector('#chat:not([hidden])');
+  await page.waitForSelector('#state[data-state="open"]');
+  return page;
+}
 
 /** The pid of shard i, from its own log line. */
 async function shardPids(l: Local, i: number): Promise<number> {
