@@ -178,3 +178,25 @@ export function metricSum(text, name, labels = {}) {
   }
   return sum;
 }
+
+/** The first of n consecutive free loopback ports (for a shard address template `{ordinal+BASE}`). */
+export async function freePortRange(n, lo = 20000, hi = 60000) {
+  const listen = (p) =>
+    new Promise((resolve) => {
+      const srv = net.createServer();
+      srv.once('error', () => resolve(undefined));
+      srv.listen(p, '127.0.0.1', () => resolve(srv));
+    });
+  for (let attempt = 0; attempt < 200; attempt++) {
+    const base = lo + Math.floor(Math.random() * (hi - lo - n));
+    const servers = [];
+    for (let p = base; p < base + n; p++) {
+      const srv = await listen(p);
+      if (!srv) break;
+      servers.push(srv);
+    }
+    await Promise.all(servers.map((s) => new Promise((r) => s.close(() => r()))));
+    if (servers.length === n) return base;
+  }
+  throw new Error(`no ${n} consecutive free ports in ${lo}-${hi}`);
+}
