@@ -132,6 +132,8 @@ export async function startShard(cfg: Config, log: Logger, secrets: ShardSecrets
   store.on('committed', (messages) => delivery.committed(messages));
   store.on('members-changed', (groupId) => delivery.members.invalidate(groupId));
   store.on('replaced', (groupId) => delivery.replaced(groupId));
+  // A new map can move users: their session hosts, cached by group, are computed again.
+  own.on('map', () => delivery.members.invalidateAll());
   // A member who leaves (or is removed) stops receiving on the sockets already open.
   store.on('member-removed', (groupId, userId) => {
     groups.kick(groupId, userId);

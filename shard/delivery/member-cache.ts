@@ -19,6 +19,11 @@ export class MemberCache {
     private readonly maxMembers: number,
   ) {}
 
+  /** Forgets every group: the session hosts of users changed (a new shard map). */
+  invalidateAll(): void {
+    this.cache.clear();
+  }
+
   invalidate(groupId: string): void {
     this.cache.delete(groupId);
   }
