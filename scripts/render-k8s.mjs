@@ -7,6 +7,7 @@
  *
  * Deterministic: the chart's Secret (random values) is not rendered; k8s/ uses
  * secret.existingSecret=shardchat-secrets and k8s/README.md says how to create it.
+ * Helm hooks (the test Pod, the reshard and check-config Jobs) are left out.
  *
  *   node scripts/render-k8s.mjs [--out DIR] [--helm PATH]
  *
@@ -67,6 +68,9 @@ export function renderFiles(helm) {
   const byKind = new Map();
   for (const doc of yaml.loadAll(out)) {
     if (!doc || typeof doc !== 'object') continue;
+    // Helm hooks (the reshard and check-config Jobs) run only under helm: `kubectl apply -k`
+    // would start them on every apply. README "Deploying on Kubernetes" says how to migrate.
+    if (doc.metadata?.annotations?.['helm.sh/hook']) continue;
     const list = byKind.get(doc.kind) ?? [];
     list.push(doc);
     byKind.set(doc.kind, list);

@@ -91,9 +91,10 @@ app.kubernetes.io/part-of: shardchat
 {{- $sts := include "shardchat.shardName" . -}}
 {{- $headless := include "shardchat.headlessName" . -}}
 {{- $topology := dict "mode" $v.topology.mode "shards" (int $v.shards) "namespace" $ns "probeIntervalMs" (int $v.topology.probeIntervalMs) "probeTimeoutMs" (int $v.topology.probeTimeoutMs) "probeFailureThreshold" (int $v.topology.probeFailureThreshold) -}}
+{{- /* adminTemplate in both modes: `shardchat reshard` (the hook Jobs) reaches every shard's admin port through it. */ -}}
+{{- $_ := set $topology "adminTemplate" (printf "http://%s-{ordinal}.%s.{namespace}.svc.cluster.local:9090" $sts $headless) -}}
 {{- if eq $v.topology.mode "static" -}}
 {{- $_ := set $topology "targetTemplate" (printf "http://%s-{ordinal}.%s.{namespace}.svc.cluster.local:8080" $sts $headless) -}}
-{{- $_ := set $topology "adminTemplate" (printf "http://%s-{ordinal}.%s.{namespace}.svc.cluster.local:9090" $sts $headless) -}}
 {{- else -}}
 {{- $_ := set $topology "kubernetes" (dict "statefulSet" $sts "port" 8080 "adminPort" 9090) -}}
 {{- end -}}
@@ -179,4 +180,18 @@ checksum/secret: {{ include (print .Template.BasePath "/secret.yaml") . | sha256
 {{- if and (not (kindIs "string" .Values.shardSpec.onNoMatch)) (ge (int .Values.shardSpec.onNoMatch) (int .Values.shards)) -}}
 {{- fail (printf "shardSpec.onNoMatch %v names no shard: there are %v shards" .Values.shardSpec.onNoMatch .Values.shards) -}}
 {{- end -}}
+{{- end }}
+
+{{/* Pod-spec fields the hook Jobs share with the other pods. */}}
+{{- define "shardchat.hookPodSpec" -}}
+restartPolicy: Never
+automountServiceAccountToken: false
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- range . }}
+  - name: {{ . }}
+  {{- end }}
+{{- end }}
+securityContext:
+  {{- include "shardchat.podSecurityContext" . | nindent 2 }}
 {{- end }}
