@@ -154,8 +154,8 @@ describe('the chart', () => {
     expect(missing).toEqual([]);
   });
 
-  it('keeps a generated Secret across upgrades with lookup', () => {
-    const template = readFileSync(path.join(CHART, 'templates', 'secret.yaml'), 'utf8');
+  it('keeps a generated Secret across upgrades with lookup (test/chart/secrets.test.ts renders it)', () => {
+    const template = readFileSync(path.join(CHART, 'templates', '_helpers.tpl'), 'utf8');
     expect(template).toMatch(/lookup "v1" "Secret" \.Release\.Namespace/);
     expect(template).toContain('randAlphaNum');
   });

@@ -161,10 +161,45 @@ seccompProfile:
   value: --enable-source-maps
 {{- end }}
 
-{{/* Pod annotations that roll the pods when the configuration or the Secret changes. */}}
+{{/*
+The data of the chart's Secret (base64 values), computed once per render: the given
+values, else what the live Secret holds (lookup: kept across upgrades), else generated.
+Memoized on the root context, so that secret.yaml and every checksum/secret annotation
+see the same values (randAlphaNum would draw new ones at every call). Call with the root
+context; returns YAML.
+*/}}
+{{- define "shardchat.secretData" -}}
+{{- if not (hasKey . "shardchatSecretData") }}
+{{- $live := lookup "v1" "Secret" .Release.Namespace (include "shardchat.secretName" .) | default dict }}
+{{- $data := dict }}
+{{- if .Values.secret.authSecret }}
+{{- $_ := set $data "SHARDCHAT_AUTH_SECRET" (.Values.secret.authSecret | b64enc) }}
+{{- else }}
+{{- $_ := set $data "SHARDCHAT_AUTH_SECRET" (dig "data" "SHARDCHAT_AUTH_SECRET" "" $live | default (randAlphaNum 48 | b64enc)) }}
+{{- end }}
+{{- if .Values.secret.internalToken }}
+{{- $_ := set $data "SHARDCHAT_INTERNAL_TOKEN" (.Values.secret.internalToken | b64enc) }}
+{{- else }}
+{{- $_ := set $data "SHARDCHAT_INTERNAL_TOKEN" (dig "data" "SHARDCHAT_INTERNAL_TOKEN" "" $live | default (randAlphaNum 48 | b64enc)) }}
+{{- end }}
+{{- $_ := set . "shardchatSecretData" $data }}
+{{- end }}
+{{- toYaml (get . "shardchatSecretData") }}
+{{- end }}
+
+{{/*
+Pod annotations that roll the pods when the configuration or the Secret changes. One
+value per render for routers and shards alike. With secret.existingSecret the chart does
+not know the Secret's content: its name is hashed (a rotation there needs a rollout, e.g.
+`kubectl rollout restart`, or a tool such as Reloader).
+*/}}
 {{- define "shardchat.checksums" -}}
 checksum/config: {{ include (print .Template.BasePath "/configmap.yaml") . | sha256sum }}
-checksum/secret: {{ include (print .Template.BasePath "/secret.yaml") . | sha256sum }}
+{{- if .Values.secret.existingSecret }}
+checksum/secret: {{ printf "existingSecret:%s" .Values.secret.existingSecret | sha256sum }}
+{{- else }}
+checksum/secret: {{ include "shardchat.secretData" . | sha256sum }}
+{{- end }}
 {{- end }}
 
 {{/* Fails the render on combinations the schema cannot express. */}}
