@@ -1,8 +1,24 @@
-# shardchat: one image for the router and the chat shards.
+# shardchat: one image for the router and the chat shards. No configuration file is in
+# the image: mount one (router and shards read the same file), and give the shards their
+# secrets. One shard and a router on a Docker network, for a try:
 #
 #   docker build -t shardchat .
-#   docker run --rm -p 8080:8080 -p 9090:9090 shardchat router --config /etc/shardchat/router.yaml
-#   docker run --rm -v shardchat-0:/data shardchat shard --config /etc/shardchat/shard.yaml
+#   cat > shardchat.yaml <<'YAML'
+#   topology: { shards: 1, targetTemplate: "http://shard-{ordinal}:8080", adminTemplate: "http://shard-{ordinal}:9090" }
+#   auth: { devTokens: true }
+#   YAML
+#   export SHARDCHAT_AUTH_SECRET=$(openssl rand -hex 32) SHARDCHAT_INTERNAL_TOKEN=$(openssl rand -hex 24)
+#   docker network create shardchat
+#   docker run -d --name shard-0 --network shardchat -v shardchat-0:/data \
+#     -v "$PWD/shardchat.yaml:/etc/shardchat/shardchat.yaml:ro" \
+#     -e SHARD_ORDINAL=0 -e SHARDCHAT_AUTH_SECRET -e SHARDCHAT_INTERNAL_TOKEN \
+#     shardchat shard --config /etc/shardchat/shardchat.yaml
+#   docker run -d --name router --network shardchat -p 8080:8080 -p 9090:9090 \
+#     -v "$PWD/shardchat.yaml:/etc/shardchat/shardchat.yaml:ro" \
+#     shardchat router --config /etc/shardchat/shardchat.yaml
+#   curl -s -XPOST localhost:8080/users/alice/token
+#
+# On Kubernetes the chart (charts/shardchat) mounts the configuration and the Secret.
 #
 # Both stages start from the same base (Node 24 LTS on Debian 12, glibc), the Node major
 # that .ci/run tests on: better-sqlite3's native addon is compiled in the build stage and

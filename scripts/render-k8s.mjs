@@ -7,6 +7,7 @@
  *
  * Deterministic: the chart's Secret (random values) is not rendered; k8s/ uses
  * secret.existingSecret=shardchat-secrets and k8s/README.md says how to create it.
+ * Helm hooks (the test Pod, the reshard and check-config Jobs) are left out.
  *
  *   node scripts/render-k8s.mjs [--out DIR] [--helm PATH]
  *
@@ -48,6 +49,26 @@ function fileNameFor(kind) {
   return `${kind.toLowerCase()}.yaml`;
 }
 
+/** The distinct container images of the workloads, as kustomize `images:` entries. */
+function imagesOf(docs) {
+  const seen = new Map();
+  for (const d of docs) {
+    const containers = d.spec?.template?.spec?.containers ?? [];
+    for (const c of containers) {
+      const at = c.image.lastIndexOf('@');
+      const colon = c.image.lastIndexOf(':');
+      const entry =
+        at > 0
+          ? { name: c.image.slice(0, at), digest: c.image.slice(at + 1) }
+          : colon > c.image.lastIndexOf('/')
+            ? { name: c.image.slice(0, colon), newTag: c.image.slice(colon + 1) }
+            : { name: c.image };
+      seen.set(entry.name, entry);
+    }
+  }
+  return [...seen.values()].sort((a, b) => a.name.localeCompare(b.name));
+}
+
 /** Renders the chart and returns {fileName: contents}, kustomization.yaml included. */
 export function renderFiles(helm) {
   const out = execFileSync(
@@ -67,6 +88,9 @@ export function renderFiles(helm) {
   const byKind = new Map();
   for (const doc of yaml.loadAll(out)) {
     if (!doc || typeof doc !== 'object') continue;
+    // Helm hooks (the reshard and check-config Jobs) run only under helm: `kubectl apply -k`
+    // would start them on every apply. README "Deploying on Kubernetes" says how to migrate.
+    if (doc.metadata?.annotations?.['helm.sh/hook']) continue;
     const list = byKind.get(doc.kind) ?? [];
     list.push(doc);
     byKind.set(doc.kind, list);
@@ -83,6 +107,9 @@ export function renderFiles(helm) {
     kind: 'Kustomization',
     namespace: NAMESPACE,
     resources: kinds.map(fileNameFor),
+    // The image of every pod, as the chart names it: set newName/newTag (or run
+    // `kustomize edit set image`) to deploy an image from your own registry.
+    images: imagesOf([...byKind.values()].flat()),
   };
   files['kustomization.yaml'] = HEADER + yaml.dump(kustomization, { lineWidth: -1 });
   return files;

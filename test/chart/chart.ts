@@ -116,7 +116,7 @@ export function component(o: K8sObject): string | undefined {
   return o.metadata.labels?.['app.kubernetes.io/component'];
 }
 
-/** The pod template of a workload (Deployment, StatefulSet) or the spec of a Pod. */
+/** The pod template of a workload (Deployment, StatefulSet, Job) or the spec of a Pod. */
 export function podSpecOf(o: K8sObject): K8sObject['spec'] {
   return o.kind === 'Pod' ? o.spec : o.spec.template.spec;
 }
@@ -125,9 +125,24 @@ export function podLabelsOf(o: K8sObject): Record<string, string> {
   return o.kind === 'Pod' ? (o.metadata.labels ?? {}) : (o.spec.template.metadata.labels ?? {});
 }
 
-/** The workloads that run pods: Deployments, StatefulSets and (helm test) Pods. */
+/** The workloads that run pods: Deployments, StatefulSets, (hook) Jobs and (helm test) Pods. */
 export function workloads(objects: K8sObject[]): K8sObject[] {
-  return objects.filter((o) => ['Deployment', 'StatefulSet', 'Pod'].includes(o.kind));
+  return objects.filter((o) => ['Deployment', 'StatefulSet', 'Job', 'Pod'].includes(o.kind));
+}
+
+/** The long-running workloads: the router Deployment and the shard StatefulSet. */
+export function servers(objects: K8sObject[]): K8sObject[] {
+  return objects.filter((o) => ['Deployment', 'StatefulSet'].includes(o.kind));
+}
+
+/** Helm hooks: objects with a helm.sh/hook annotation. */
+export function hooks(objects: K8sObject[]): K8sObject[] {
+  return objects.filter((o) => o.metadata.annotations?.['helm.sh/hook']);
+}
+
+/** The object's hook events (helm.sh/hook), empty when it is not a hook. */
+export function hookEvents(o: K8sObject): string[] {
+  return (o.metadata.annotations?.['helm.sh/hook'] ?? '').split(',').filter(Boolean);
 }
 
 /** Whether a matchLabels selector selects a set of labels. */

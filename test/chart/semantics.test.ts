@@ -16,6 +16,7 @@ import {
   podSpecOf,
   render,
   selects,
+  servers,
   workloads,
 } from './chart.js';
 
@@ -182,13 +183,13 @@ describe.each(variants)('$name', ({ values }) => {
       for (const c of podSpecOf(w).containers) {
         const names = new Set((c.ports ?? []).map((p: { name: string }) => p.name));
         for (const probe of ['startupProbe', 'livenessProbe', 'readinessProbe']) {
-          if (w.kind === 'Pod') continue;
+          if (w.kind === 'Pod' || w.kind === 'Job') continue;
           const p = c[probe];
           expect(p, `${w.metadata.name} ${probe}`).toBeTruthy();
           expect(p.httpGet.port).toBe('admin');
           expect(names.has(p.httpGet.port)).toBe(true);
         }
-        if (w.kind !== 'Pod') {
+        if (w.kind !== 'Pod' && w.kind !== 'Job') {
           expect(c.startupProbe.httpGet.path).toBe('/healthz');
           expect(c.livenessProbe.httpGet.path).toBe('/healthz');
           expect(c.readinessProbe.httpGet.path).toBe('/readyz');
@@ -201,6 +202,8 @@ describe.each(variants)('$name', ({ values }) => {
       const targets = workloads(objects).filter(
         (w) => w.kind !== 'Pod' && selects(svc.spec.selector, podLabelsOf(w)),
       );
+      // Only the long-running pods are behind Services (not the hook Jobs).
+      expect(targets.every((w) => w.kind !== 'Job')).toBe(true);
       expect(targets.length, `Service ${svc.metadata.name} selects one workload`).toBe(1);
       const container = podSpecOf(targets[0] as K8sObject).containers[0];
       for (const p of svc.spec.ports) {
@@ -295,7 +298,7 @@ describe.each(variants)('$name', ({ values }) => {
     const objects = await render({ values });
     const kubernetesMode = values.includes('kubernetes-topology-values.yaml');
     for (const w of workloads(objects)) {
-      const want = kubernetesMode && w.kind !== 'Pod';
+      const want = kubernetesMode && w.kind !== 'Pod' && w.kind !== 'Job';
       expect(podSpecOf(w).automountServiceAccountToken, `${w.kind} ${w.metadata.name}`).toBe(want);
     }
     expect(byKind(objects, 'ClusterRole')).toEqual([]);
@@ -328,8 +331,7 @@ describe.each(variants)('$name', ({ values }) => {
       name: role.metadata.name,
     });
     const subjects = binding.subjects.map((s: { name: string }) => s.name).sort();
-    const accounts = workloads(objects)
-      .filter((w) => w.kind !== 'Pod')
+    const accounts = servers(objects)
       .map((w) => podSpecOf(w).serviceAccountName)
       .sort();
     expect(subjects).toEqual(accounts);
@@ -354,7 +356,7 @@ describe('the Secret', () => {
     const internal = Buffer.from(secret.data.SHARDCHAT_INTERNAL_TOKEN, 'base64').toString();
     expect(auth.length).toBeGreaterThanOrEqual(32);
     expect(internal.length).toBeGreaterThanOrEqual(32);
-    for (const w of workloads(objects).filter((o) => o.kind !== 'Pod')) {
+    for (const w of servers(objects)) {
       expect(podSpecOf(w).containers[0].envFrom).toEqual([{ secretRef: { name: secret.metadata.name } }]);
     }
   });

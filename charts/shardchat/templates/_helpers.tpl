@@ -58,11 +58,26 @@
 {{- end }}
 {{- end }}
 
+{{/*
+The image: global.imageRegistry (a mirror for every chart of an umbrella release), else
+image.registry, replaces the registry of image.repository (its first part when that
+names a host: it has a "." or ":" or is localhost); with neither, image.repository as given.
+*/}}
 {{- define "shardchat.image" -}}
+{{- $repo := .Values.image.repository }}
+{{- $registry := default .Values.image.registry (dig "imageRegistry" "" (.Values.global | default dict)) }}
+{{- if $registry }}
+{{- $parts := splitList "/" $repo }}
+{{- $first := first $parts }}
+{{- if and (gt (len $parts) 1) (or (contains "." $first) (contains ":" $first) (eq $first "localhost")) }}
+{{- $repo = rest $parts | join "/" }}
+{{- end }}
+{{- $repo = printf "%s/%s" (trimSuffix "/" $registry) $repo }}
+{{- end }}
 {{- if .Values.image.digest }}
-{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- printf "%s@%s" $repo .Values.image.digest }}
 {{- else }}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- printf "%s:%s" $repo (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 {{- end }}
 
@@ -91,9 +106,10 @@ app.kubernetes.io/part-of: shardchat
 {{- $sts := include "shardchat.shardName" . -}}
 {{- $headless := include "shardchat.headlessName" . -}}
 {{- $topology := dict "mode" $v.topology.mode "shards" (int $v.shards) "namespace" $ns "probeIntervalMs" (int $v.topology.probeIntervalMs) "probeTimeoutMs" (int $v.topology.probeTimeoutMs) "probeFailureThreshold" (int $v.topology.probeFailureThreshold) -}}
+{{- /* adminTemplate in both modes: `shardchat reshard` (the hook Jobs) reaches every shard's admin port through it. */ -}}
+{{- $_ := set $topology "adminTemplate" (printf "http://%s-{ordinal}.%s.{namespace}.svc.cluster.local:9090" $sts $headless) -}}
 {{- if eq $v.topology.mode "static" -}}
 {{- $_ := set $topology "targetTemplate" (printf "http://%s-{ordinal}.%s.{namespace}.svc.cluster.local:8080" $sts $headless) -}}
-{{- $_ := set $topology "adminTemplate" (printf "http://%s-{ordinal}.%s.{namespace}.svc.cluster.local:9090" $sts $headless) -}}
 {{- else -}}
 {{- $_ := set $topology "kubernetes" (dict "statefulSet" $sts "port" 8080 "adminPort" 9090) -}}
 {{- end -}}
@@ -128,26 +144,11 @@ readinessProbe:
 {{- end }}
 
 {{- define "shardchat.podSecurityContext" -}}
-runAsNonRoot: true
-runAsUser: 10001
-runAsGroup: 10001
-fsGroup: 10001
-fsGroupChangePolicy: OnRootMismatch
-seccompProfile:
-  type: RuntimeDefault
+{{- toYaml .Values.podSecurityContext }}
 {{- end }}
 
 {{- define "shardchat.containerSecurityContext" -}}
-runAsNonRoot: true
-runAsUser: 10001
-runAsGroup: 10001
-readOnlyRootFilesystem: true
-allowPrivilegeEscalation: false
-privileged: false
-capabilities:
-  drop: [ALL]
-seccompProfile:
-  type: RuntimeDefault
+{{- toYaml .Values.containerSecurityContext }}
 {{- end }}
 
 {{/* Environment common to routers and shards. */}}
@@ -160,10 +161,45 @@ seccompProfile:
   value: --enable-source-maps
 {{- end }}
 
-{{/* Pod annotations that roll the pods when the configuration or the Secret changes. */}}
+{{/*
+The data of the chart's Secret (base64 values), computed once per render: the given
+values, else what the live Secret holds (lookup: kept across upgrades), else generated.
+Memoized on the root context, so that secret.yaml and every checksum/secret annotation
+see the same values (randAlphaNum would draw new ones at every call). Call with the root
+context; returns YAML.
+*/}}
+{{- define "shardchat.secretData" -}}
+{{- if not (hasKey . "shardchatSecretData") }}
+{{- $live := lookup "v1" "Secret" .Release.Namespace (include "shardchat.secretName" .) | default dict }}
+{{- $data := dict }}
+{{- if .Values.secret.authSecret }}
+{{- $_ := set $data "SHARDCHAT_AUTH_SECRET" (.Values.secret.authSecret | b64enc) }}
+{{- else }}
+{{- $_ := set $data "SHARDCHAT_AUTH_SECRET" (dig "data" "SHARDCHAT_AUTH_SECRET" "" $live | default (randAlphaNum 48 | b64enc)) }}
+{{- end }}
+{{- if .Values.secret.internalToken }}
+{{- $_ := set $data "SHARDCHAT_INTERNAL_TOKEN" (.Values.secret.internalToken | b64enc) }}
+{{- else }}
+{{- $_ := set $data "SHARDCHAT_INTERNAL_TOKEN" (dig "data" "SHARDCHAT_INTERNAL_TOKEN" "" $live | default (randAlphaNum 48 | b64enc)) }}
+{{- end }}
+{{- $_ := set . "shardchatSecretData" $data }}
+{{- end }}
+{{- toYaml (get . "shardchatSecretData") }}
+{{- end }}
+
+{{/*
+Pod annotations that roll the pods when the configuration or the Secret changes. One
+value per render for routers and shards alike. With secret.existingSecret the chart does
+not know the Secret's content: its name is hashed (a rotation there needs a rollout, e.g.
+`kubectl rollout restart`, or a tool such as Reloader).
+*/}}
 {{- define "shardchat.checksums" -}}
 checksum/config: {{ include (print .Template.BasePath "/configmap.yaml") . | sha256sum }}
-checksum/secret: {{ include (print .Template.BasePath "/secret.yaml") . | sha256sum }}
+{{- if .Values.secret.existingSecret }}
+checksum/secret: {{ printf "existingSecret:%s" .Values.secret.existingSecret | sha256sum }}
+{{- else }}
+checksum/secret: {{ include "shardchat.secretData" . | sha256sum }}
+{{- end }}
 {{- end }}
 
 {{/* Fails the render on combinations the schema cannot express. */}}
@@ -179,4 +215,18 @@ checksum/secret: {{ include (print .Template.BasePath "/secret.yaml") . | sha256
 {{- if and (not (kindIs "string" .Values.shardSpec.onNoMatch)) (ge (int .Values.shardSpec.onNoMatch) (int .Values.shards)) -}}
 {{- fail (printf "shardSpec.onNoMatch %v names no shard: there are %v shards" .Values.shardSpec.onNoMatch .Values.shards) -}}
 {{- end -}}
+{{- end }}
+
+{{/* Pod-spec fields the hook Jobs share with the other pods. */}}
+{{- define "shardchat.hookPodSpec" -}}
+restartPolicy: Never
+automountServiceAccountToken: false
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- range . }}
+  - name: {{ . }}
+  {{- end }}
+{{- end }}
+securityContext:
+  {{- include "shardchat.podSecurityContext" . | nindent 2 }}
 {{- end }}
