@@ -131,16 +131,16 @@ export class Coordinator {
     let fencedSeconds = 0;
     let map = await this.current();
     const from: Layout = map.migration?.from ?? { shards: map.shards, assignment: map.assignment };
+    if (map.migration && !sameLayout(map.migration.to, to))
+      throw new Error(
+        `a migration to ${map.migration.to.shards} shards (${map.migration.to.assignment}) is under way: rerun with --to ${map.migration.to.shards} --assignment ${map.migration.to.assignment} to finish it, or --abort to roll it back`,
+      );
     if (only && !(only === 'grow' ? to.shards > from.shards : to.shards < from.shards)) {
       this.log(
         `nothing to do with --only ${only}: the cluster has ${from.shards} shards, ${to.shards} asked for`,
       );
       return this.summary(from, to, map, false, started, 0);
     }
-    if (map.migration && !sameLayout(map.migration.to, to))
-      throw new Error(
-        `a migration to ${map.migration.to.shards} shards (${map.migration.to.assignment}) is under way: rerun with --to ${map.migration.to.shards} --assignment ${map.migration.to.assignment} to finish it, or --abort to roll it back`,
-      );
     if (!map.migration && sameLayout(map, to)) {
       this.log(`the cluster already has ${to.shards} shards (${to.assignment}), map version ${map.version}`);
       return this.summary(from, to, map, false, started, 0);

@@ -232,9 +232,10 @@ export class ReshardLoad {
       );
     for (const i of this.inboxes)
       for (const g of this.groups)
-        expect(i.got.get(g)?.map(key), `InboxConnection of ${i.user} (${i.inbox.mode}/${i.inbox.state} on shard ${i.inbox.shard}, SDK lastMsgId ${i.inbox.lastMsgId(g)}, syncing ${(i.inbox as unknown as { groups: Map<string, { seq?: { syncing?: boolean; ahead?: Map<unknown, unknown> } }> }).groups.get(g)?.seq?.syncing}), group ${g}`).toEqual(
-          stored.get(g)?.map(key),
-        );
+        expect(
+          i.got.get(g)?.map(key),
+          `InboxConnection of ${i.user} (${i.inbox.mode}/${i.inbox.state} on shard ${i.inbox.shard}, SDK lastMsgId ${i.inbox.lastMsgId(g)}, syncing ${(i.inbox as unknown as { groups: Map<string, { seq?: { syncing?: boolean; ahead?: Map<unknown, unknown> } }> }).groups.get(g)?.seq?.syncing}), group ${g}`,
+        ).toEqual(stored.get(g)?.map(key));
   }
 
   close(): void {
