@@ -409,6 +409,10 @@ export class KubernetesTopology extends EventEmitter<TopologyEvents> implements 
     void this.relist();
   }
 
+  retryUnready(): void {
+    this.refresh();
+  }
+
   private async relist(): Promise<void> {
     const oldSts = this.stsRunner;
     const oldPods = this.podRunner;

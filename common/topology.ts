@@ -141,6 +141,13 @@ export interface Topology {
   markConnected(ordinal: number): void;
   /** Re-reads what can be re-read now (after a 421). */
   refresh(): void;
+  /**
+   * A newer shard map was adopted: a map changes only with every shard it names serving,
+   * so readiness guessed before it (a shard refused while it was still starting) is stale.
+   * Static mode: every unready shard is ready again and probed at once, as at start.
+   * Kubernetes mode: pod conditions are the API server's, read again as after a 421.
+   */
+  retryUnready(): void;
   status(): TopologyStatus;
   snapshot(): { mode: 'static' | 'kubernetes'; shards: number; members: ShardState[] } & Record<
     string,
@@ -247,6 +254,14 @@ export class StaticTopology extends EventEmitter<TopologyEvents> implements Topo
   /** Re-reads what can be re-read now: in static mode, probes every shard at once. */
   refresh(): void {
     if (this.probing && this.probesInFlight === 0) void this.probeAll();
+  }
+
+  retryUnready(): void {
+    for (const s of this.states) {
+      if (s.ready) continue;
+      this.setReady(s.ordinal, true, undefined);
+      if (this.timer && this.probing) void this.probe(s);
+    }
   }
 
   snapshot(): {

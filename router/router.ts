@@ -470,6 +470,7 @@ export class Router implements ExchangeOwner, RelayOwner, ClientOwner {
       );
     }
     this.grow();
+    if (map.version !== previous.version) this.topology.retryUnready();
     for (let i = 0; i < this.shardHeaders.length; i++) this.shardHeaders[i] = `${i}/${map.shards}`;
   }
 

@@ -47,6 +47,8 @@ class FakeShard {
   /** The /readyz answer's x-shardchat-map header, and the full map in its body. */
   readyHeader: string | undefined;
   readyMap: Record<string, unknown> | undefined;
+  /** The /readyz status (200 unless a test makes the shard unready). */
+  readyStatus = 200;
   private readonly wss = new WebSocketServer({ noServer: true });
 
   constructor(
@@ -116,7 +118,7 @@ class FakeShard {
       const body = JSON.stringify({ status: 'ready', ...(this.readyMap ? { map: this.readyMap } : {}) });
       const headers: http.OutgoingHttpHeaders = { 'content-type': 'application/json' };
       if (this.readyHeader) headers['x-shardchat-map'] = this.readyHeader;
-      res.writeHead(200, headers);
+      res.writeHead(this.readyStatus, headers);
       res.end(body);
     });
   }
@@ -128,6 +130,7 @@ class FakeShard {
     this.misdirect = undefined;
     this.readyHeader = undefined;
     this.readyMap = undefined;
+    this.readyStatus = 200;
   }
 
   async close(): Promise<void> {
@@ -200,15 +203,22 @@ function resetFakes(): void {
   for (const f of fakes) f.reset();
 }
 
-/** A router with S = 2 whose templates address every fake shard (probes only with `probes`). */
-function startMapRouter(probes = false): Promise<RouterProcess> {
+/**
+ * A router with S = 2 whose templates address every fake shard (probes only with `probes`,
+ * every `probeIntervalMs`, a shard unready after `probeFailureThreshold` failures).
+ */
+function startMapRouter(
+  probes = false,
+  probeIntervalMs = 100,
+  probeFailureThreshold = 2,
+): Promise<RouterProcess> {
   return startRouter(dir, {
     topology: {
       mode: 'static',
       shards: 2,
       targetTemplate: `http://127.0.0.1:{ordinal+${base}}`,
       ...(probes
-        ? { adminTemplate: `http://127.0.0.1:{ordinal+${adminBase}}`, probeIntervalMs: 100 }
+        ? { adminTemplate: `http://127.0.0.1:{ordinal+${adminBase}}`, probeIntervalMs, probeFailureThreshold }
         : { adminTemplate: '' }),
     },
     router: { limits: { retryBodyBytes: RETRY_BODY_BYTES }, timeouts: { upstreamMs: 5000 } },
@@ -460,6 +470,37 @@ describe('adoption without a 421', () => {
     expect(await metric(router, 'shardchat_router_map_version')).toBe(7);
     expect(await metric(router, 'shardchat_router_map_shards')).toBe(2);
     expect(await metric(router, 'shardchat_router_shard_ready', { shard: '3' })).toBe(1);
+    await router.proc.stop();
+  });
+});
+
+describe('readiness across a map change', () => {
+  it('a shard found unready before a newer map names it is tried again at once, not after the next probe round', async () => {
+    resetFakes();
+    // Probes every 10 minutes: only the probes at start, at resize and at adoption run in this test.
+    const router = await startMapRouter(true, 600_000, 1);
+    const key = keyWith([
+      [2, 'modulo', 1],
+      [4, 'jump', 1],
+      [4, 'modulo', 3],
+    ]);
+    // A map with 4 shards (the key still on shard 1) while shard 3 is still starting: its probe fails.
+    fake(3).readyStatus = 503;
+    fake(1).map = '3:4:jump';
+    expect(json(await request(`${router.url}/groups/${key}/messages`)).name).toBe('fake-1');
+    await waitFor(async () => (await mapOf(router)).version === 3, { what: 'map version 3' });
+    await waitFor(async () => (await metric(router, 'shardchat_router_shard_ready', { shard: '3' })) === 0, {
+      what: 'shard 3 unready',
+    });
+    // Shard 3 started and took the key; the cluster switched to a newer map naming it.
+    fake(3).readyStatus = 200;
+    fake(1).misdirect = () => '4:4:modulo';
+    const res = await request(`${router.url}/groups/${key}/messages`);
+    expect(res.status, res.text).toBe(200);
+    expect(json(res).name).toBe('fake-3');
+    await waitFor(async () => (await metric(router, 'shardchat_router_shard_ready', { shard: '3' })) === 1, {
+      what: 'shard 3 ready',
+    });
     await router.proc.stop();
   });
 });
