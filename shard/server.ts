@@ -132,8 +132,14 @@ export async function startShard(cfg: Config, log: Logger, secrets: ShardSecrets
   store.on('committed', (messages) => delivery.committed(messages));
   store.on('members-changed', (groupId) => delivery.members.invalidate(groupId));
   store.on('replaced', (groupId) => delivery.replaced(groupId));
-  // A new map can move users: their session hosts, cached by group, are computed again.
-  own.on('map', () => delivery.members.invalidateAll());
+  // A new map can move users: their session hosts, cached by group, are computed again,
+  // and recently active groups get heads at the new hosts (and the groups moved here too).
+  own.on('map', () => {
+    delivery.members.invalidateAll();
+    delivery.resumeHeads();
+  });
+  // A killed shard's fan-out queues died with it: recently active groups get heads.
+  delivery.resumeHeads();
   // A member who leaves (or is removed) stops receiving on the sockets already open.
   store.on('member-removed', (groupId, userId) => {
     groups.kick(groupId, userId);

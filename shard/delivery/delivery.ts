@@ -13,7 +13,7 @@ import type { Ownership } from '../cluster/ownership.js';
 import type { ShardMetrics } from '../metrics.js';
 import { gathering } from '../sockets/gathering.js';
 import type { Store } from '../storage/store.js';
-import { BatchRejected, Fanout } from './fanout.js';
+import { BatchRejected, Fanout, HEADS_WINDOW_MS } from './fanout.js';
 import { History } from './history.js';
 import { MemberCache } from './member-cache.js';
 import type { DeliveryModes } from './modes.js';
@@ -121,6 +121,16 @@ export class Delivery {
     this.publisher.committed(messages);
     const woken = this.waiters.committed(messages);
     if (woken > 0) this.d.metrics.longPollWakeups.inc(woken);
+  }
+
+  /**
+   * Heads for the groups this shard owns whose last message came within the heads'
+   * window of the newest one stored: at start (fan-out queues die with a killed process)
+   * and when the shard map changes (groups moved here; members' session hosts moved).
+   */
+  resumeHeads(): void {
+    const active = this.d.store.lastActive(HEADS_WINDOW_MS).filter((g) => this.d.own.owns(g.groupId));
+    this.fanout.resume(active);
   }
 
   /** A group moved here or away (the store's `replaced` event): nothing kept of it in memory is true. */

@@ -161,6 +161,26 @@ export class Fanout extends EventEmitter<FanoutEvents> {
     return rec;
   }
 
+  /**
+   * Heads for groups whose last records may never have gone out: after a restart (the
+   * queues died with the process) or when groups moved here. Each group not already
+   * followed gets heads for the next HEADS_WINDOW_MS, to the session hosts of its members.
+   */
+  resume(groups: readonly { groupId: string; epoch: string; lastMsgId: number }[]): void {
+    if (this.stopped) return;
+    const now = Date.now();
+    for (const g of groups) {
+      if (g.lastMsgId < 1 || this.recent.has(g.groupId)) continue;
+      this.recent.set(g.groupId, {
+        epoch: g.epoch,
+        lastMsgId: g.lastMsgId,
+        at: now,
+        dests: new Set(),
+        pull: false,
+      });
+    }
+  }
+
   /** Forgets what was sent of a group (it moved to or away from this shard). */
   forget(groupId: string): void {
     this.recent.delete(groupId);
@@ -316,7 +336,11 @@ export class Fanout extends EventEmitter<FanoutEvents> {
     this.schedule(d);
   }
 
-  /** Anti-entropy: the head of every recently active group to every destination that received it. */
+  /**
+   * Anti-entropy: the head of every recently active group to every destination that
+   * received its records, and to the members' session hosts now (a member's host changes
+   * when the shard map does: the records sent to the old one reached nobody).
+   */
   private heads(): void {
     if (this.stopped) return;
     const now = Date.now();
@@ -325,19 +349,21 @@ export class Fanout extends EventEmitter<FanoutEvents> {
         this.recent.delete(groupId);
         continue;
       }
+      const byHost = this.hostsOf(groupId);
+      const dests = new Set(r.dests);
+      for (const host of byHost?.keys() ?? []) dests.add(host);
       if (r.pull) {
         // Pull mode: the last tick again (a host that missed it passes it on, others drop it).
-        const t: Tick = { groupId, epoch: r.epoch, lastMsgId: r.lastMsgId, mode: 'pull' };
-        const byHost = this.hostsOf(groupId);
         if (!byHost) continue;
-        for (const dest of r.dests) {
+        const t: Tick = { groupId, epoch: r.epoch, lastMsgId: r.lastMsgId, mode: 'pull' };
+        for (const dest of dests) {
           const recipients = byHost.get(dest) ?? [];
           this.enqueue(dest, tickRecord(t, recipients), 250 + recipients.length * 40);
         }
         continue;
       }
       const head = headRecord(groupId, r.epoch, r.lastMsgId);
-      for (const dest of r.dests) this.enqueue(dest, head, 200);
+      for (const dest of dests) this.enqueue(dest, head, 200);
     }
   }
 

@@ -131,6 +131,10 @@ function prepareStatements(db: Database.Database) {
     userIds: db.prepare('SELECT id FROM users WHERE id > ? ORDER BY id LIMIT ?').pluck(),
     anyData: db.prepare('SELECT EXISTS (SELECT 1 FROM groups) OR EXISTS (SELECT 1 FROM users)').pluck(),
     lastStored: db.prepare('SELECT COALESCE(MAX(msg_id), 0) FROM messages WHERE group_id = ?').pluck(),
+    lastMessages: db.prepare(
+      `SELECT g.id AS groupId, g.epoch AS epoch, g.last_msg_id AS lastMsgId, m.ts AS ts
+         FROM groups g JOIN messages m ON m.group_id = g.id AND m.msg_id = g.last_msg_id`,
+    ),
     counts: db.prepare(
       'SELECT (SELECT COUNT(*) FROM groups) AS groups, (SELECT COALESCE(SUM(member_count), 0) FROM groups) AS members',
     ),
@@ -411,6 +415,30 @@ export class Store extends EventEmitter<StoreEvents> {
   /** The highest msgId stored of a group (0: none), whatever its row says. */
   lastStoredMsgId(groupId: string): number {
     return this.st.lastStored.get(groupId) as number;
+  }
+
+  /**
+   * The groups whose last message came within `windowMs` of the newest message stored
+   * here (one index lookup per group): those whose fan-out a crash may have cut short.
+   */
+  lastActive(windowMs: number): { groupId: string; epoch: string; lastMsgId: number }[] {
+    let newest = 0;
+    let found: { groupId: string; epoch: string; lastMsgId: number; ts: number }[] = [];
+    for (const row of this.st.lastMessages.iterate() as Iterable<{
+      groupId: string;
+      epoch: string;
+      lastMsgId: number;
+      ts: number;
+    }>) {
+      if (row.ts < newest - windowMs) continue;
+      if (row.ts > newest) newest = row.ts;
+      found.push(row);
+      // Bounded memory on a large shard: what fell out of the window goes now and then.
+      if (found.length % 4096 === 0) found = found.filter((f) => f.ts >= newest - windowMs);
+    }
+    return found
+      .filter((f) => f.ts >= newest - windowMs)
+      .map(({ groupId, epoch, lastMsgId }) => ({ groupId, epoch, lastMsgId }));
   }
 
   /** Resolves when no append is queued or committing. */

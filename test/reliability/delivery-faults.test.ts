@@ -183,3 +183,45 @@ describe('cross-shard delivery under lost batches and a killed session host', ()
     expect(repairs).toBeGreaterThan(0);
   }, 180_000);
 });
+
+describe('a group’s shard killed with records still queued for a session host', () => {
+  let c: Cluster;
+  let inbox: InboxConnection | undefined;
+  beforeAll(async () => {
+    // Records wait 3 s in the queue before they go out: a kill right after a commit finds them there.
+    c = await startCluster(await defaultRegistry.tempDir(), {
+      shards: 2,
+      config: { shard: { fanout: { batchMs: 3000, jitterMs: 0 } } },
+    });
+  }, 60_000);
+  afterAll(async () => {
+    inbox?.close();
+    await defaultRegistry.cleanup();
+  });
+
+  it('the restarted shard sends heads for its last active groups: the member gets the last message without another post', async () => {
+    const of = await shardOf(2);
+    const [user, poster] = idsOn(of, 0, 'qk-user', 2) as [string, string];
+    const g = idsOn(of, 1, 'qk-group', 1)[0] as string;
+    const userApi = new ChatApi({ baseUrl: c.router.url, token: await c.token(user) });
+    const posterApi = new ChatApi({ baseUrl: c.router.url, token: await c.token(poster) });
+    await posterApi.putGroup(g, { subject: g });
+    await userApi.join(g, user);
+    const got: Message[] = [];
+    inbox = new InboxConnection({ api: userApi, userId: user, groups: [g], WebSocket, presencePollMs: 0 });
+    inbox.on('message', (m) => got.push(m));
+    await waitFor(() => inbox?.state === 'open', { what: 'inbox open' });
+    await posterApi.post(g, 'first', 'qk-1');
+    await waitFor(() => got.length === 1, { what: 'the first message delivered', timeoutMs: 15_000 });
+
+    // Acknowledged (stored), its record for shard 0 still queued when shard 1 dies.
+    await posterApi.post(g, 'last', 'qk-2');
+    await c.shards[1]?.proc.kill();
+    await c.restartShard(1);
+    await waitFor(() => got.length === 2, { what: 'the last message delivered', timeoutMs: 20_000 });
+    expect(got.map((m) => [m.msgId, m.contents])).toEqual([
+      [1, 'first'],
+      [2, 'last'],
+    ]);
+  }, 90_000);
+});

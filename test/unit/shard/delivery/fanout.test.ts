@@ -16,13 +16,14 @@ import type { Store } from '../../../../shard/storage/store.js';
 
 // Members of group g: their session host is the number in their name (u0a is on shard 0).
 const MEMBERS: Record<string, string[]> = { g: ['u0a', 'u0b', 'u1a', 'u2a', 'u2b'] };
-const hostOf = (userId: string) => Number(userId[1]);
+let hostOf = (userId: string) => Number(userId[1]);
 
 let sent: { dest: number; batch: DeliveryBatch }[];
 let local: DeliveryRecord[];
 let send: (dest: number, batch: DeliveryBatch) => Promise<void>;
 let metrics: ShardMetrics;
 let fanout: Fanout;
+let members: MemberCache;
 
 function make(fanoutCfg: Record<string, unknown> = {}) {
   const cfg = parseConfig({
@@ -35,6 +36,7 @@ function make(fanoutCfg: Record<string, unknown> = {}) {
         .slice(0, limit)
         .map((userId) => ({ userId, joinedAt: 0 })),
   };
+  members = new MemberCache(store, (u) => hostOf(u), 1000);
   metrics = new ShardMetrics(0, {
     counts: () => ({ groups: 0, members: 0 }),
     bytes: () => 0,
@@ -44,7 +46,7 @@ function make(fanoutCfg: Record<string, unknown> = {}) {
     log: createLogger('test', 'silent'),
     ordinal: 0,
     metrics,
-    members: new MemberCache(store, hostOf, 1000),
+    members,
     send: (dest, batch) => send(dest, batch),
     faultsEnabled: false,
     random: () => 0.5,
@@ -70,6 +72,7 @@ const counter = async (
 
 beforeEach(() => {
   vi.useFakeTimers({ now: 0 });
+  hostOf = (userId: string) => Number(userId[1]);
   sent = [];
   local = [];
   send = async (dest, batch) => {
@@ -219,5 +222,51 @@ describe('Fanout', () => {
       [2, { kind: 'head', groupId: 'g', epoch: 'e1', lastMsgId: 7 }],
     ]);
     expect(local.at(-1)).toEqual({ kind: 'head', groupId: 'g', epoch: 'e1', lastMsgId: 7 });
+  });
+
+  it('sends heads to the hosts the members have now: after a map change, the new host of a member hears of records sent to the old one', async () => {
+    make();
+    fanout.published(msg(7));
+    await vi.advanceTimersByTimeAsync(50);
+    // The users of host 2 move to host 3 (a new shard map), after record 7 went to host 2.
+    hostOf = (userId: string) => (userId[1] === '2' ? 3 : Number(userId[1]));
+    members.invalidateAll();
+    sent = [];
+    await vi.advanceTimersByTimeAsync(1000);
+    const heads = sent.flatMap((s) => s.batch.records.map((r) => [s.dest, r]));
+    expect(heads).toEqual([
+      [1, { kind: 'head', groupId: 'g', epoch: 'e1', lastMsgId: 7 }],
+      [2, { kind: 'head', groupId: 'g', epoch: 'e1', lastMsgId: 7 }],
+      [3, { kind: 'head', groupId: 'g', epoch: 'e1', lastMsgId: 7 }],
+    ]);
+  });
+
+  it('resume(): a group that sent nothing from this process (restarted, or moved here) gets heads for the window, then stops', async () => {
+    make();
+    fanout.resume([
+      { groupId: 'g', epoch: 'e1', lastMsgId: 9 },
+      { groupId: 'empty', epoch: 'e1', lastMsgId: 0 },
+    ]);
+    await vi.advanceTimersByTimeAsync(1050);
+    const heads = sent.flatMap((s) => s.batch.records.map((r) => [s.dest, r]));
+    expect(heads).toEqual([
+      [1, { kind: 'head', groupId: 'g', epoch: 'e1', lastMsgId: 9 }],
+      [2, { kind: 'head', groupId: 'g', epoch: 'e1', lastMsgId: 9 }],
+    ]);
+    expect(local.at(-1)).toEqual({ kind: 'head', groupId: 'g', epoch: 'e1', lastMsgId: 9 });
+    // A group followed already keeps what it sent (resume does not move it back).
+    fanout.published(msg(10));
+    fanout.resume([{ groupId: 'g', epoch: 'e1', lastMsgId: 9 }]);
+    sent = [];
+    await vi.advanceTimersByTimeAsync(1050);
+    expect(sent.flatMap((s) => s.batch.records.filter((r) => r.kind === 'head'))).toEqual([
+      { kind: 'head', groupId: 'g', epoch: 'e1', lastMsgId: 10 },
+      { kind: 'head', groupId: 'g', epoch: 'e1', lastMsgId: 10 },
+    ]);
+    // Ten seconds after its last message, a group gets no more heads.
+    await vi.advanceTimersByTimeAsync(10_000);
+    sent = [];
+    await vi.advanceTimersByTimeAsync(3000);
+    expect(sent).toEqual([]);
   });
 });
