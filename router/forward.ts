@@ -16,7 +16,7 @@ import type { DeadlineSweeper } from './deadlines.js';
 import type { RouterError } from './errors.js';
 import type { ResponseCallbacks, ResponseHead } from './response-parser.js';
 import { ParseError } from './response-parser.js';
-import { answerRoute, type MapReader, type Redispatch } from './shard-map.js';
+import { AnswerDecision, type MapReader, type Redispatch } from './shard-map.js';
 import type { ExchangeSink, UpstreamConnection, UpstreamPool } from './upstream-pool.js';
 
 /** What an exchange reports back to the router. */
@@ -40,9 +40,8 @@ export class Exchange implements ExchangeSink, ResponseCallbacks, ExchangeHooks 
   private conn: UpstreamConnection | undefined;
   private reused = false;
   private retried = false;
-  private misdirectedAnswer = false;
-  /** A 421 to send again to this shard, once its answer is read. */
-  private rerouteTo: number | undefined;
+  /** Relayed, sent again to another shard, or a 421 answered by the router. */
+  private readonly answer = new AnswerDecision();
   private done = false;
   /** The parser saw the end of the response (onEnd), and whether the connection may be reused. */
   private ended = false;
@@ -202,20 +201,12 @@ export class Exchange implements ExchangeSink, ResponseCallbacks, ExchangeHooks 
   // --- ResponseCallbacks: the parsed response ---
 
   onHead(head: ResponseHead): void {
-    const route = answerRoute(this.owner, this.shard, head.statusCode, head.map, this.retry);
-    if (route === 'misdirected') {
-      this.misdirectedAnswer = true;
-      return;
-    }
-    if (route !== 'relay') {
-      this.rerouteTo = route;
-      return;
-    }
+    if (!this.answer.relays(this.owner, this.shard, head, this.retry)) return;
     this.client.respondHead(head.statusCode, head.statusMessage, head.headers, head.framing);
   }
 
   onBody(chunk: Buffer): void {
-    if (this.misdirectedAnswer || this.rerouteTo !== undefined || this.done) return;
+    if (this.answer.withheld || this.done) return;
     this.client.respondBody(chunk);
   }
 
@@ -228,14 +219,14 @@ export class Exchange implements ExchangeSink, ResponseCallbacks, ExchangeHooks 
   /** The response ended: its last bytes go to the client (or the 421 becomes a 503). */
   private complete(): void {
     if (this.done) return;
-    if (this.rerouteTo !== undefined && this.retry) {
+    if (this.answer.rerouteTo !== undefined && this.retry) {
       // Nothing of the 421 went to the client: the request goes again, to the new owner.
       this.done = true;
       this.client.setHooks(undefined);
-      this.owner.redispatch(this.client, this.retry, this.rerouteTo, this.startedAt);
+      this.owner.redispatch(this.client, this.retry, this.answer.rerouteTo, this.startedAt);
       return;
     }
-    if (this.misdirectedAnswer) {
+    if (this.answer.misdirected) {
       this.owner.misdirected(this.shard);
       this.fail(
         503,

@@ -60,6 +60,34 @@ export function answerRoute(
   return 'relay';
 }
 
+/**
+ * What one exchange (a request or an upgrade) does with its answer as far as the map goes,
+ * decided on the answer's head: relay it, send the request again to another shard once
+ * the answer is read (`rerouteTo`), or answer a 421 without a map itself (`misdirected`).
+ */
+export class AnswerDecision {
+  misdirected = false;
+  rerouteTo: number | undefined;
+
+  /** Decides on the answer's head; true when it goes to the client. */
+  relays(
+    reader: MapReader,
+    shard: number,
+    head: { statusCode: number; map?: string | undefined },
+    retry: Redispatch | undefined,
+  ): boolean {
+    const route = answerRoute(reader, shard, head.statusCode, head.map, retry);
+    if (route === 'misdirected') this.misdirected = true;
+    else if (route !== 'relay') this.rerouteTo = route;
+    return route === 'relay';
+  }
+
+  /** Nothing of the answer goes to the client. */
+  get withheld(): boolean {
+    return this.misdirected || this.rerouteTo !== undefined;
+  }
+}
+
 /** The map's owner layout and version, and the migration when a probe reported one for that version. */
 export type MapView = Pick<ShardMap, 'version' | 'shards' | 'assignment' | 'migration'>;
 

@@ -19,7 +19,7 @@ import net from 'node:net';
 import type { ClientConnection, ExchangeHooks } from './client-connection.js';
 import type { RouterError } from './errors.js';
 import { ParseError, type ResponseCallbacks, type ResponseHead, ResponseParser } from './response-parser.js';
-import { answerRoute, type MapReader, type Redispatch } from './shard-map.js';
+import { AnswerDecision, type MapReader, type Redispatch } from './shard-map.js';
 import { closeFrame, FrameBoundaryTracker } from './ws-frames.js';
 
 export interface RelayOwner extends MapReader {
@@ -50,9 +50,8 @@ export class WebSocketRelay implements ResponseCallbacks, ExchangeHooks {
   private readonly parser = new ResponseParser(MAX_HEAD);
   private upgraded: ResponseHead | undefined;
   private ended = false;
-  private misdirectedAnswer = false;
-  /** A 421 to send again to this shard, once its answer is read. */
-  private rerouteTo: number | undefined;
+  /** Relayed, sent again to another shard, or a 421 answered by the router. */
+  private readonly answer = new AnswerDecision();
   /** The answer to the upgrade has gone to the client connection (it is the client's again). */
   private handedBack = false;
   private readonly down = new FrameBoundaryTracker(); // shard -> client
@@ -253,20 +252,12 @@ export class WebSocketRelay implements ResponseCallbacks, ExchangeHooks {
   // --- ResponseCallbacks: the shard's answer to the upgrade ---
 
   onHead(head: ResponseHead): void {
-    const route = answerRoute(this.owner, this.shard, head.statusCode, head.map, this.retry);
-    if (route === 'misdirected') {
-      this.misdirectedAnswer = true;
-      return;
-    }
-    if (route !== 'relay') {
-      this.rerouteTo = route;
-      return;
-    }
+    if (!this.answer.relays(this.owner, this.shard, head, this.retry)) return;
     this.conn.respondHead(head.statusCode, head.statusMessage, head.headers, head.framing);
   }
 
   onBody(chunk: Buffer): void {
-    if (!this.misdirectedAnswer && this.rerouteTo === undefined) this.conn.respondBody(chunk);
+    if (!this.answer.withheld) this.conn.respondBody(chunk);
   }
 
   onEnd(): void {
@@ -284,16 +275,16 @@ export class WebSocketRelay implements ResponseCallbacks, ExchangeHooks {
    */
   private finishAnswer(): void {
     if (this.phase === 'closed' || this.handedBack) return;
-    if (this.rerouteTo !== undefined && this.retry) {
+    if (this.answer.rerouteTo !== undefined && this.retry) {
       // Nothing of the 421 went to the client: the upgrade goes again, to the new owner.
       this.phase = 'closed';
       this.handedBack = true;
       this.upstream?.destroy();
       this.conn.setHooks(undefined);
-      this.owner.redispatchUpgrade(this.conn, this.retry, this.rerouteTo);
+      this.owner.redispatchUpgrade(this.conn, this.retry, this.answer.rerouteTo);
       return;
     }
-    if (this.misdirectedAnswer) {
+    if (this.answer.misdirected) {
       this.owner.misdirected(this.shard);
       this.fail({
         status: 503,
