@@ -154,6 +154,30 @@ describe('resharding with faults', () => {
       await load.verify();
       expect(r.acked).toBeGreaterThan(0);
     });
+
+    it(`the ${who} shard SIGKILLed while fenced (coordinator gone too) and restarted: a rerun completes`, async () => {
+      const c = await cluster('jump');
+      load = new ReshardLoad(c, `fence-${who}`);
+      await load.setup();
+      load.start(50);
+      await c.startShard(3);
+      // The coordinator dies right after the fence is stored on every shard.
+      const killed = await runReshard(c, ['--to', '4'], { SHARDCHAT_TEST_RESHARD_STOP_AT: 'tail' });
+      expect(killed.signal).toBe('SIGKILL');
+      const victim = who === 'target' ? 3 : 0;
+      await c.shards[victim]?.proc.kill();
+      await sleep(300);
+      const restarted = await c.restartShard(victim);
+      // The fence is in the restarted shard's database: it comes back fenced.
+      const fenced = await mapOf(c, victim);
+      expect(fenced.migration?.state, `shard ${restarted.ordinal}`).toBe('fenced');
+      const rerun = await runReshard(c, ['--to', '4']);
+      expect(rerun.code, rerun.stderr).toBe(0);
+      await expectMap(c, 4, 4);
+      const r = await load.finish();
+      await load.verify();
+      expect(r.acked).toBeGreaterThan(0);
+    });
   }
 
   it('the router restarted mid-migration learns the map from the shards', async () => {
