@@ -52,6 +52,9 @@ export function internalToken(configFile: string | undefined, env: NodeJS.Proces
   );
 }
 
+/** How long `--status` waits for a shard that does not answer. */
+const STATUS_WAIT_MS = 3000;
+
 const PHASES: Phase[] = ['start', 'copy', 'catch-up', 'fence', 'tail', 'switch', 'cleanup', 'done'];
 
 function testHooks(env: NodeJS.ProcessEnv): { stopAt?: Phase; slowMs?: number } {
@@ -94,7 +97,8 @@ export async function runReshard(cfg: Config, a: ReshardArgs): Promise<number> {
     ...testHooks(process.env),
   });
   let out: unknown;
-  if (a.status) out = await coordinator.status();
+  // --status reports what answers now: a shard that is down is listed with its error.
+  if (a.status) out = await coordinator.status({ waitMs: STATUS_WAIT_MS });
   else if (a.abort) out = await coordinator.abort();
   else {
     const to = { shards: a.to as number, assignment: a.assignment ?? cfg.shardSpec.assignment };

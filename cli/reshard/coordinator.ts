@@ -97,17 +97,28 @@ export class Coordinator {
     this.calls = o.calls;
   }
 
-  /** The maps of the shards (0 first: it is in every map), and the newest. */
-  async status(): Promise<{
+  /**
+   * The maps of the shards (0 first: it is in every map), and the newest. `waitMs`: how
+   * long each shard may stay unreachable (default: as long as the calls wait); shards
+   * 1.. that do not answer by then are listed with the error, never left out.
+   */
+  async status(opts: { waitMs?: number } = {}): Promise<{
     map: ShardMap;
     shards: { shard: number; map: ShardMap | null; state?: unknown }[];
   }> {
-    const first = await this.calls.call<ShardState>(0, 'GET', 'state');
+    const wait = opts.waitMs === undefined ? {} : { unreachableMs: opts.waitMs };
+    const first = await this.calls.call<ShardState>(0, 'GET', 'state', undefined, wait);
     const n = shardsNeeded(first.map);
     const shards = await Promise.all(
       Array.from({ length: n }, async (_, i) => {
         try {
-          const s = await this.calls.call<ShardState & Record<string, unknown>>(i, 'GET', 'state');
+          const s = await this.calls.call<ShardState & Record<string, unknown>>(
+            i,
+            'GET',
+            'state',
+            undefined,
+            wait,
+          );
           return { shard: i, map: s.map, state: s };
         } catch (err) {
           return { shard: i, map: null, state: { error: (err as Error).message } };

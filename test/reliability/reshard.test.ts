@@ -41,6 +41,12 @@ async function cluster(assignment: 'modulo' | 'jump'): Promise<Cluster> {
   });
 }
 
+/** Groups stored on shard i (its shardchat_shard_groups gauge). */
+async function groupsOn(c: Cluster, i: number): Promise<number> {
+  const text = await (await fetch(`${c.shards[i]?.adminUrl}/metrics`)).text();
+  return Number(/^shardchat_shard_groups\{[^}]*\} (\d+)/m.exec(text)?.[1]);
+}
+
 async function expectMap(c: Cluster, n: number, shards: number): Promise<void> {
   for (let i = 0; i < n; i++) {
     const m = await mapOf(c, i);
@@ -116,6 +122,40 @@ describe('resharding with faults', () => {
     await expectMap(c, 4, 3);
     const r = await load.finish();
     expect(r.fiveHundreds).toEqual([]);
+    await load.verify();
+  });
+
+  it('a shard down mid-migration: --status answers at once and lists it; --abort waits for it, then rolls back', async () => {
+    const c = await cluster('modulo');
+    load = new ReshardLoad(c, 'down');
+    await load.setup();
+    await c.startShard(3);
+    const killed = await runReshard(c, ['--to', '4'], { SHARDCHAT_TEST_RESHARD_STOP_AT: 'copy' });
+    expect(killed.signal).toBe('SIGKILL');
+    await c.shards[3]?.proc.kill();
+    // Bounded well below the 120 s a migration waits for a shard that does not answer.
+    const st = await runReshard(c, ['--status'], {}, 30_000);
+    expect(st.code, st.stderr).toBe(0);
+    const status = JSON.parse(st.stdout) as {
+      map: { migration?: { state: string } };
+      shards: { shard: number; map: unknown; state: { error?: string } }[];
+    };
+    expect(status.map.migration?.state).toBe('copying');
+    expect(status.shards.map((s) => s.shard)).toEqual([0, 1, 2, 3]);
+    expect(status.shards[3]?.map).toBeNull();
+    expect(status.shards[3]?.state.error).toMatch(/^shard 3 did not answer GET state/);
+    // Shard 3 holds copies: the rollback needs it, waits for it, and says so.
+    const aborting = runReshard(c, ['--abort']);
+    await sleep(1500);
+    await c.restartShard(3);
+    const abort = await aborting;
+    expect(abort.code, abort.stderr).toBe(0);
+    expect(abort.stderr).toMatch(/waiting for shard 3/);
+    expect(JSON.parse(abort.stdout)).toMatchObject({ aborted: true, map: { shards: 3 } });
+    await expectMap(c, 4, 3);
+    expect(await groupsOn(c, 3)).toBe(0);
+    load.start(5);
+    await load.finish();
     await load.verify();
   });
 
