@@ -175,10 +175,15 @@ export class ReshardLoad {
     }
   }
 
+  /** Posts acknowledged so far. */
+  get ackedSoFar(): number {
+    return [...this.acked.values()].reduce((a, s) => a + s.size, 0);
+  }
+
   async finish(): Promise<LoadResult> {
     await Promise.all(this.running);
     return {
-      acked: [...this.acked.values()].reduce((a, s) => a + s.size, 0),
+      acked: this.ackedSoFar,
       fiveHundreds: this.fiveHundreds,
       latencies: this.latencies,
     };

@@ -139,16 +139,11 @@ export interface CliResult {
   stderr: string;
 }
 
-/** Runs `shardchat reshard ...args --config <cluster config>` to its end (bounded). */
-export function runReshard(
-  c: ReshardTarget,
-  args: string[],
-  env: NodeJS.ProcessEnv = {},
-  timeoutMs = 120_000,
-): Promise<CliResult> {
+/** Runs `shardchat ...args` to its end (bounded), in `env` (plus what node needs). */
+export function runCli(args: string[], env: NodeJS.ProcessEnv, timeoutMs = 120_000): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, 'reshard', ...args, '--config', c.configPath], {
-      env: childEnv({ ...c.env, ...env }),
+    const child = spawn(process.execPath, [CLI, ...args], {
+      env: childEnv(env),
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stdout = '';
@@ -161,13 +156,23 @@ export function runReshard(
     });
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
-      reject(new Error(`shardchat reshard ${args.join(' ')} ran over ${timeoutMs} ms\n${stderr}`));
+      reject(new Error(`shardchat ${args.join(' ')} ran over ${timeoutMs} ms\n${stderr}`));
     }, timeoutMs);
     child.on('exit', (code, signal) => {
       clearTimeout(timer);
       resolve({ code, signal, stdout, stderr });
     });
   });
+}
+
+/** Runs `shardchat reshard ...args --config <cluster config>` to its end (bounded). */
+export function runReshard(
+  c: ReshardTarget,
+  args: string[],
+  env: NodeJS.ProcessEnv = {},
+  timeoutMs = 120_000,
+): Promise<CliResult> {
+  return runCli(['reshard', ...args, '--config', c.configPath], { ...c.env, ...env }, timeoutMs);
 }
 
 export interface MapOf {

@@ -6,15 +6,25 @@
  * rewritten to the local ones. The order is Helm's: the pre-upgrade Job (shrink), the
  * StatefulSet change, the post-upgrade Job (grow). Grows 3 to 4, shrinks back to 3, and
  * a `helm upgrade` that leaves `shards` alone changes nothing; everything written before
- * reads back identical.
+ * reads back identical. Growing and shrinking run under load (posters, joiners, SDK
+ * subscribers through the router), checked as `shardchat reshard` is: nothing
+ * acknowledged lost or doubled, every subscriber complete and in order, no 5xx.
  */
-import { spawn } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type K8sObject, one, podSpecOf, render } from '../chart/chart.js';
 import { type Cluster, startCluster } from '../helpers/cluster.js';
 import { k8sTools } from '../helpers/k8s-tools.js';
-import { CLI, childEnv, defaultRegistry, useProcessCleanup } from '../helpers/processes.js';
-import { type CliResult, expectContiguous, mapOf, readContent, seed, tokensFor } from '../helpers/reshard.js';
+import { defaultRegistry, useProcessCleanup } from '../helpers/processes.js';
+import {
+  type CliResult,
+  expectContiguous,
+  mapOf,
+  readContent,
+  runCli,
+  seed,
+  tokensFor,
+} from '../helpers/reshard.js';
+import { ReshardLoad } from '../helpers/reshard-load.js';
 
 useProcessCleanup();
 afterAll(() => defaultRegistry.cleanup());
@@ -60,29 +70,8 @@ function jobRun(objects: K8sObject[], direction: 'grow' | 'shrink', c: Cluster):
 }
 
 /** Runs a Job's command to its end, in the Job's environment only (plus what node needs). */
-function runJob(run: JobRun, extraEnv: NodeJS.ProcessEnv = {}, timeoutMs = 120_000): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...run.args], {
-      env: childEnv({ ...run.env, ...extraEnv }),
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => {
-      stdout += d;
-    });
-    child.stderr.on('data', (d) => {
-      stderr += d;
-    });
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`${run.args.join(' ')} ran over ${timeoutMs} ms\n${stderr}`));
-    }, timeoutMs);
-    child.on('exit', (code, signal) => {
-      clearTimeout(timer);
-      resolve({ code, signal, stdout, stderr });
-    });
-  });
+function runJob(run: JobRun, extraEnv: NodeJS.ProcessEnv = {}): Promise<CliResult> {
+  return runCli(run.args, { ...run.env, ...extraEnv });
 }
 
 async function expectMaps(c: Cluster, count: number, want: { shards: number; version?: number }) {
@@ -101,6 +90,8 @@ describe('the chart reshard hook Jobs on a local cluster', () => {
   let before: Awaited<ReturnType<typeof readContent>>;
   const asUser = (g: string) => `u${Number(g.slice(1)) % users.length}`;
   const read = () => readContent(c, groups, users, tokens, asUser);
+  let load: ReshardLoad | undefined;
+  afterAll(() => load?.close());
 
   it('an upgrade that keeps shards=3 runs both Jobs and changes nothing', async () => {
     c = await startCluster(await defaultRegistry.tempDir(), { shards: 3, maxShards: 4 });
@@ -127,6 +118,10 @@ describe('the chart reshard hook Jobs on a local cluster', () => {
     expect(JSON.parse(shrink.stdout).migrated).toBeFalsy();
     await expectMaps(c, 3, { shards: 3 });
 
+    // Load through the router from here to the end of the shrink.
+    load = new ReshardLoad(c, 'helm');
+    await load.setup();
+    load.start(400);
     // The StatefulSet gets its fourth pod: empty, it takes the stored map from its peers.
     await c.startShard(3);
     const grow = jobRun(objects, 'grow', c);
@@ -143,8 +138,11 @@ describe('the chart reshard hook Jobs on a local cluster', () => {
 
   it('helm upgrade --set shards=3: the pre-upgrade Job shrinks 4 to 3 before the pod goes, the post-upgrade Job does nothing', async () => {
     const objects = await render({ set: ['shards=3'] });
+    const ackedBefore = (load as ReshardLoad).ackedSoFar;
     const r = await runJob(jobRun(objects, 'shrink', c));
     expect(r.code, `${r.stderr}\n${r.stdout}`).toBe(0);
+    // The load went on during the shrink.
+    expect((load as ReshardLoad).ackedSoFar).toBeGreaterThan(ackedBefore);
     const summary = JSON.parse(r.stdout);
     expect(summary).toMatchObject({ migrated: true, to: { shards: 3, assignment: 'modulo' } });
     await expectMaps(c, 4, { shards: 3, version: summary.version });
@@ -156,5 +154,9 @@ describe('the chart reshard hook Jobs on a local cluster', () => {
     expect(JSON.parse(grow.stdout).migrated).toBeFalsy();
     await expectMaps(c, 3, { shards: 3, version: summary.version });
     expect(await read()).toEqual(before);
+    const loaded = await (load as ReshardLoad).finish();
+    expect(loaded.fiveHundreds).toEqual([]);
+    expect(loaded.acked).toBeGreaterThan(0);
+    await (load as ReshardLoad).verify();
   }, 180_000);
 });
