@@ -50,14 +50,33 @@ export async function startShard(cfg: Config, log: Logger, secrets: ShardSecrets
   if (!secrets.authSecret) throw new Error('SHARDCHAT_AUTH_SECRET is not set: the shard cannot check tokens');
   if (!secrets.internalToken)
     throw new Error('SHARDCHAT_INTERNAL_TOKEN is not set: shards cannot call each other');
-  const internalToken = secrets.internalToken;
-  const limits = cfg.shard.limits;
-  const ordinal = resolveOrdinal(cfg);
   const auth = new Authenticator({
     secret: secrets.authSecret,
     issuer: cfg.auth.issuer,
     audience: cfg.auth.audience,
   });
+  const place = await joinCluster(cfg, log, secrets.internalToken);
+  const parts = buildParts(cfg, log, auth, place);
+  wireEvents(parts);
+  return serve(cfg, log, parts);
+}
+
+/** The shard's place in the cluster: its store, the shard map it serves by, its peers. */
+interface Place {
+  ordinal: number;
+  internalToken: string;
+  store: Store;
+  metrics: ShardMetrics;
+  topology: Topology | undefined;
+  own: Ownership;
+  internal: InternalClient;
+  /** Where the map came from (stored, peers, configuration). */
+  mapFrom: string;
+}
+
+/** Opens the store and takes the shard map: its own, else its peers', else the configuration's. */
+async function joinCluster(cfg: Config, log: Logger, internalToken: string): Promise<Place> {
+  const ordinal = resolveOrdinal(cfg);
   const store = new Store(cfg.shard.dataDir, ordinal, cfg.shard.commit.maxBatch);
   if (store.readOnly)
     log.warn(
@@ -83,6 +102,15 @@ export async function startShard(cfg: Config, log: Logger, secrets: ShardSecrets
       'this shard is not in the shard map yet: it owns nothing until shardchat reshard moves keys here',
     );
   const internal = new InternalClient(cfg, own, internalToken, log, topology);
+  return { ordinal, internalToken, store, metrics, topology, own, internal, mapFrom: source };
+}
+
+type Parts = ReturnType<typeof buildParts>;
+
+/** The rooms: message intake, sockets, delivery, membership, resharding. */
+function buildParts(cfg: Config, log: Logger, auth: Authenticator, place: Place) {
+  const { store, metrics, own, internal } = place;
+  const limits = cfg.shard.limits;
   const rate = new UserRateLimiter({
     perSecond: limits.userMessagesPerSecond,
     burst: limits.userMessageBurst,
@@ -127,7 +155,12 @@ export async function startShard(cfg: Config, log: Logger, secrets: ShardSecrets
     () => groups.closeMoved((g) => own.owns(g)) + inboxes.closeMoved((u) => own.owns(u)),
   );
   registerReshardMetrics(metrics.registry, own, resharding, configuredMap(cfg));
+  return { ...place, auth, intake, modes, groups, inboxes, delivery, membership, resharding };
+}
 
+/** Who follows whom: the store's and the map's events, and the sockets' typing and presence. */
+function wireEvents(p: Parts): void {
+  const { store, metrics, own, delivery, groups } = p;
   store.on('committed', (messages, seconds) => metrics.committed(messages.length, seconds));
   store.on('committed', (messages) => delivery.committed(messages));
   store.on('members-changed', (groupId) => delivery.members.invalidate(groupId));
@@ -147,7 +180,11 @@ export async function startShard(cfg: Config, log: Logger, secrets: ShardSecrets
   });
   groups.on('typing', (groupId, userId) => delivery.typing(groupId, userId));
   groups.on('presence', (groupId, userId, on) => delivery.presence.localChanged(groupId, userId, on));
+}
 
+/** The public port (chat API, WebSockets) and the admin port (metrics, health, /internal/*). */
+async function serve(cfg: Config, log: Logger, p: Parts): Promise<RunningShard> {
+  const { store, metrics, topology, own, auth, intake, modes, groups, inboxes, delivery, membership } = p;
   const app = createApi({
     cfg,
     log,
@@ -170,7 +207,7 @@ export async function startShard(cfg: Config, log: Logger, secrets: ShardSecrets
     store,
     metrics,
     topology,
-    internalToken,
+    internalToken: p.internalToken,
     internal: internalHandler({
       cfg,
       log,
@@ -178,7 +215,7 @@ export async function startShard(cfg: Config, log: Logger, secrets: ShardSecrets
       own,
       intake,
       delivery: delivery.internalRoutes(),
-      reshard: reshardRoutes(resharding),
+      reshard: reshardRoutes(p.resharding),
     }),
     draining: () => draining,
   });
@@ -188,8 +225,8 @@ export async function startShard(cfg: Config, log: Logger, secrets: ShardSecrets
     {
       shard: own.ordinal,
       shards: own.shards,
-      map: map.version,
-      mapFrom: source,
+      map: own.map.version,
+      mapFrom: p.mapFrom,
       port,
       adminPort,
       db: store.file,
