@@ -18,14 +18,12 @@
 // - end-to-end delivery latency (POST sent to inbox event), p50/p99;
 // - exactly once, in order: every member got every message of each of its groups once, in
 //   msgId order, and nothing else.
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { parseArgs } from 'node:util';
 import WebSocket from 'ws';
 import {
-  argParsers,
+  benchCli,
   cpuMeter,
   fmt,
   freePort,
@@ -37,6 +35,7 @@ import {
   sleep,
   waitQuiet,
 } from './lib.mjs';
+import { BenchProcesses, stopOnSignalsAndTimeout } from './processes.mjs';
 import { spliceSection } from './results-md.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -60,34 +59,17 @@ const USAGE = `usage: node bench/delivery.mjs [options]
   --timeout D       watchdog for the whole run (default 10m)
   --no-write        only print: do not write bench/RESULTS.md and bench/results/delivery.json`;
 
-let opts;
-try {
-  opts = parseArgs({
-    options: {
-      shards: { type: 'string', default: '3' },
-      users: { type: 'string', default: '300' },
-      groups: { type: 'string', default: '30' },
-      members: { type: 'string', default: '30' },
-      rates: { type: 'string', default: '50,200' },
-      duration: { type: 'string', default: '10s' },
-      'quiet-wait': { type: 'string', default: '5s' },
-      timeout: { type: 'string', default: '10m' },
-      'no-write': { type: 'boolean', default: false },
-      help: { type: 'boolean', short: 'h' },
-    },
-  }).values;
-} catch (err) {
-  usage(err.message);
-}
-if (opts.help) {
-  log(USAGE);
-  process.exit(0);
-}
-function usage(message) {
-  process.stderr.write(`${message}\n\n${USAGE}\n`);
-  process.exit(2);
-}
-const { seconds, positive } = argParsers(usage);
+const { opts, usage, seconds, positive } = benchCli(USAGE, {
+  shards: { type: 'string', default: '3' },
+  users: { type: 'string', default: '300' },
+  groups: { type: 'string', default: '30' },
+  members: { type: 'string', default: '30' },
+  rates: { type: 'string', default: '50,200' },
+  duration: { type: 'string', default: '10s' },
+  'quiet-wait': { type: 'string', default: '5s' },
+  timeout: { type: 'string', default: '10m' },
+  'no-write': { type: 'boolean', default: false },
+});
 const SHARDS = positive('shards', opts.shards);
 const USERS = positive('users', opts.users);
 const GROUPS = positive('groups', opts.groups);
@@ -104,54 +86,21 @@ const { ChatApi, InboxConnection } = await import(pathToFileURL(join(ROOT, 'dist
 
 // ---------------------------------------------------------------- processes
 
-const procs = [];
+const bp = new BenchProcesses({
+  root: ROOT,
+  work: WORK,
+  mainJs: MAIN_JS,
+  pidsFile: join(BENCH, '.work', 'delivery-bench-pids.json'),
+});
+const startProcess = (name, args, env) => bp.start(name, args, env);
 let cleaningUp = false;
-
-function startProcess(name, args, env) {
-  const out = fs.openSync(join(WORK, `${name}.log`), 'w');
-  const child = spawn(process.execPath, [MAIN_JS, ...args], {
-    cwd: ROOT,
-    detached: true,
-    stdio: ['ignore', out, out],
-    env: { ...process.env, ...env },
-  });
-  fs.closeSync(out);
-  const p = { name, child, pid: child.pid, exited: false };
-  child.on('exit', () => {
-    p.exited = true;
-  });
-  procs.push(p);
-  return p;
-}
 
 async function cleanup() {
   if (cleaningUp) return;
   cleaningUp = true;
-  for (const p of procs) {
-    if (p.exited) continue;
-    try {
-      process.kill(-p.pid, 'SIGTERM');
-    } catch {}
-  }
-  const deadline = Date.now() + 10_000;
-  while (procs.some((p) => !p.exited) && Date.now() < deadline) await sleep(50);
-  for (const p of procs) {
-    if (p.exited) continue;
-    try {
-      process.kill(-p.pid, 'SIGKILL');
-    } catch {}
-  }
+  await bp.stopAll();
 }
-for (const sig of ['SIGINT', 'SIGTERM']) {
-  process.on(sig, () => {
-    void cleanup().then(() => process.exit(130));
-  });
-}
-const watchdog = setTimeout(() => {
-  log(`watchdog: the run took longer than ${TIMEOUT_S}s`);
-  void cleanup().then(() => process.exit(1));
-}, TIMEOUT_S * 1000);
-watchdog.unref();
+stopOnSignalsAndTimeout(cleanup, TIMEOUT_S, 'the cluster');
 
 async function waitReady(url, what) {
   const deadline = Date.now() + 30_000;
@@ -160,7 +109,7 @@ async function waitReady(url, what) {
       const r = await fetch(url);
       if (r.ok) return;
     } catch {}
-    if (procs.some((p) => p.exited)) throw new Error(`a process exited while waiting for ${what}`);
+    if (bp.anyExited()) throw new Error(`a process exited while waiting for ${what}`);
     if (Date.now() > deadline) throw new Error(`${what} not ready in 30s`);
     await sleep(100);
   }
@@ -460,6 +409,7 @@ async function main() {
   log(
     `delivery bench: ${SHARDS} shards, ${USERS} users, ${GROUPS} groups of ${MEMBERS}, rates ${RATES.join(', ')} msg/s, ${DURATION_S}s each`,
   );
+  bp.reapLeftovers();
   const cluster = await startCluster();
   const setup = await setUp(cluster.url);
   const received = new Map();
@@ -527,16 +477,7 @@ Raw numbers: bench/results/delivery.json; the processes' logs: bench/.work/deliv
 
 main().catch(async (err) => {
   log(`delivery bench failed: ${err.stack ?? err}`);
-  for (const p of procs) {
-    try {
-      const tail = fs
-        .readFileSync(join(WORK, `${p.name}.log`), 'utf8')
-        .split('\n')
-        .slice(-10)
-        .join('\n');
-      if (tail.trim()) log(`--- ${p.name}.log (tail)\n${tail}`);
-    } catch {}
-  }
+  bp.logTails();
   await cleanup();
   process.exit(1);
 });

@@ -4,6 +4,7 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
+import { parseArgs } from 'node:util';
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -26,6 +27,57 @@ export function argParsers(usage) {
   const list = (name, v) => v.split(',').map((x) => positive(name, x.trim()));
   return { seconds, positive, list };
 }
+/**
+ * A bench script's command line: parses `options` (node:util parseArgs, `--help` added),
+ * prints `usageText` and exits 0 on --help or 2 on a bad option. Returns the values,
+ * `usage(message)` for the script's own checks, and the argParsers.
+ */
+export function benchCli(usageText, options) {
+  const usage = (message) => {
+    process.stderr.write(`${message}\n\n${usageText}\n`);
+    process.exit(2);
+  };
+  let opts;
+  try {
+    opts = parseArgs({
+      options: { ...options, help: { type: 'boolean', short: 'h', default: false } },
+    }).values;
+  } catch (err) {
+    usage(err.message);
+  }
+  if (opts.help) {
+    process.stdout.write(`${usageText}\n`);
+    process.exit(0);
+  }
+  return { opts, usage, ...argParsers(usage) };
+}
+
+/**
+ * One request on an undici Pool: `{status, json, text}` (json undefined when the body is
+ * not JSON); never throws on an HTTP error status.
+ */
+export async function request(pool, method, path, { token, body } = {}) {
+  const headers = {};
+  if (token) headers.authorization = `Bearer ${token}`;
+  if (body !== undefined) headers['content-type'] = 'application/json';
+  const r = await pool.request({
+    method,
+    path,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+    headersTimeout: 30_000,
+    bodyTimeout: 30_000,
+  });
+  const text = await r.body.text();
+  let json;
+  try {
+    json = text ? JSON.parse(text) : undefined;
+  } catch {
+    json = undefined;
+  }
+  return { status: r.statusCode, json, text };
+}
+
 export const log = (s) => process.stdout.write(`${s}\n`);
 export const fmt = (n, d = 0) =>
   Number.isFinite(n)

@@ -28,15 +28,13 @@
 // Every process runs in its own process group with BENCH_MARKER in its environment; their
 // pids are kept in bench/.work/reshard-bench-pids.json so that a run that was itself
 // SIGKILLed has its leftovers reaped by the next run. A watchdog bounds the whole run.
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { parseArgs } from 'node:util';
 import { Pool } from 'undici';
 import {
-  argParsers,
+  benchCli,
   cpuMeter,
   fmt,
   freePort,
@@ -47,9 +45,11 @@ import {
   metricSum,
   ms,
   processCpu,
+  request,
   sleep,
   waitQuiet,
 } from './lib.mjs';
+import { BenchProcesses, stopOnSignalsAndTimeout } from './processes.mjs';
 import { spliceSection } from './results-md.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -84,36 +84,19 @@ const USAGE = `usage: node bench/reshard.mjs [options]
   --timeout D           watchdog for the whole run (default 10m)
   --no-write            only print: do not write bench/RESULTS.md and bench/results/reshard-<date>.json`;
 
-let opts;
-try {
-  opts = parseArgs({
-    options: {
-      groups: { type: 'string', default: '2000' },
-      messages: { type: 'string', default: '100000' },
-      users: { type: 'string', default: '500' },
-      assignment: { type: 'string', default: 'jump' },
-      'seed-concurrency': { type: 'string', default: '64' },
-      baseline: { type: 'string', default: '5s' },
-      'stay-rate': { type: 'string', default: '100' },
-      'move-rate': { type: 'string', default: '50' },
-      'quiet-wait': { type: 'string', default: '5s' },
-      timeout: { type: 'string', default: '10m' },
-      'no-write': { type: 'boolean', default: false },
-      help: { type: 'boolean', short: 'h' },
-    },
-  }).values;
-} catch (err) {
-  usage(err.message);
-}
-if (opts.help) {
-  log(USAGE);
-  process.exit(0);
-}
-function usage(message) {
-  process.stderr.write(`${message}\n\n${USAGE}\n`);
-  process.exit(2);
-}
-const { seconds, positive } = argParsers(usage);
+const { opts, usage, seconds, positive } = benchCli(USAGE, {
+  groups: { type: 'string', default: '2000' },
+  messages: { type: 'string', default: '100000' },
+  users: { type: 'string', default: '500' },
+  assignment: { type: 'string', default: 'jump' },
+  'seed-concurrency': { type: 'string', default: '64' },
+  baseline: { type: 'string', default: '5s' },
+  'stay-rate': { type: 'string', default: '100' },
+  'move-rate': { type: 'string', default: '50' },
+  'quiet-wait': { type: 'string', default: '5s' },
+  timeout: { type: 'string', default: '10m' },
+  'no-write': { type: 'boolean', default: false },
+});
 const GROUPS = positive('groups', opts.groups);
 const MESSAGES = positive('messages', opts.messages);
 const USERS = positive('users', opts.users);
@@ -137,108 +120,19 @@ const ownerTo = (key) => ownerUnder({ shards: TO, assignment: ASSIGNMENT }, xxh6
 
 // ---------------------------------------------------------------- processes
 
-const procs = [];
+const bp = new BenchProcesses({ root: ROOT, work: WORK, mainJs: MAIN_JS, pidsFile: PIDS_FILE });
+const startProcess = (name, args, env, opts) => bp.start(name, args, env, opts);
 let cleaningUp = false;
 let dataDir;
-
-function savePids() {
-  try {
-    fs.mkdirSync(dirname(PIDS_FILE), { recursive: true });
-    fs.writeFileSync(PIDS_FILE, JSON.stringify(procs.filter((p) => !p.exited).map((p) => p.pid)));
-  } catch {
-    // best effort
-  }
-}
-
-/** Kills processes left over from an earlier run that was SIGKILLed (BENCH_MARKER in their environment). */
-function reapLeftovers() {
-  let pids = [];
-  try {
-    pids = JSON.parse(fs.readFileSync(PIDS_FILE, 'utf8'));
-  } catch {
-    return;
-  }
-  for (const pid of Array.isArray(pids) ? pids : []) {
-    if (!Number.isInteger(pid) || pid <= 1) continue;
-    let environ = '';
-    try {
-      environ = `\0${fs.readFileSync(`/proc/${pid}/environ`, 'utf8')}`;
-    } catch {
-      continue;
-    }
-    if (!environ.includes(`\0BENCH_MARKER=${WORK}\0`)) continue;
-    log(`killing process ${pid} left over from an earlier run`);
-    try {
-      process.kill(-pid, 'SIGKILL');
-    } catch {
-      // gone
-    }
-  }
-  fs.rmSync(PIDS_FILE, { force: true });
-}
-
-function startProcess(name, args, env, { capture = false } = {}) {
-  const out = capture ? 'pipe' : fs.openSync(join(WORK, `${name}.log`), 'w');
-  const child = spawn(process.execPath, [MAIN_JS, ...args], {
-    cwd: ROOT,
-    detached: true,
-    stdio: ['ignore', out, out],
-    env: { ...process.env, ...env, BENCH_MARKER: WORK },
-  });
-  if (!capture) fs.closeSync(out);
-  const p = { name, child, pid: child.pid, exited: false };
-  p.done = new Promise((resolve) => {
-    child.on('exit', (code, signal) => {
-      p.exited = true;
-      savePids();
-      resolve({ code, signal });
-    });
-  });
-  procs.push(p);
-  savePids();
-  return p;
-}
 
 async function cleanup() {
   if (cleaningUp) return;
   cleaningUp = true;
   await Promise.all(pools.map((pool) => pool.destroy().catch(() => {})));
-  for (const p of procs) {
-    if (p.exited) continue;
-    try {
-      process.kill(-p.pid, 'SIGTERM');
-    } catch {}
-  }
-  const deadline = Date.now() + 10_000;
-  while (procs.some((p) => !p.exited) && Date.now() < deadline) await sleep(50);
-  for (const p of procs) {
-    if (p.exited) continue;
-    try {
-      process.kill(-p.pid, 'SIGKILL');
-    } catch {}
-  }
-  savePids();
+  await bp.stopAll();
   if (dataDir) fs.rmSync(dataDir, { recursive: true, force: true });
 }
-process.on('exit', () => {
-  for (const p of procs) {
-    if (p.exited) continue;
-    try {
-      process.kill(-p.pid, 'SIGKILL');
-    } catch {}
-  }
-});
-for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
-  process.on(sig, () => {
-    log(`\n${sig}: stopping the cluster`);
-    void cleanup().then(() => process.exit(130));
-  });
-}
-const watchdog = setTimeout(() => {
-  log(`watchdog: the run took longer than ${opts.timeout}; stopping`);
-  void cleanup().then(() => process.exit(124));
-}, TIMEOUT_S * 1000);
-watchdog.unref();
+stopOnSignalsAndTimeout(cleanup, TIMEOUT_S, 'the cluster');
 
 /** Waits until `url` answers (any status with `anyStatus`, else 200). */
 async function waitUp(url, what, anyStatus = false) {
@@ -249,8 +143,7 @@ async function waitUp(url, what, anyStatus = false) {
       await r.arrayBuffer();
       if (r.ok || anyStatus) return;
     } catch {}
-    if (procs.some((p) => p.exited && p.name !== 'reshard'))
-      throw new Error(`a process exited while waiting for ${what}`);
+    if (bp.anyExited(['reshard'])) throw new Error(`a process exited while waiting for ${what}`);
     if (Date.now() > deadline) throw new Error(`${what} not ready in 30s`);
     await sleep(100);
   }
@@ -336,23 +229,8 @@ function pool(url, connections) {
 
 /** One request; resolves to {status, body} (body parsed when JSON), never throws on HTTP errors. */
 async function call(p, method, path, token, body) {
-  const headers = {};
-  if (token) headers.authorization = `Bearer ${token}`;
-  if (body !== undefined) headers['content-type'] = 'application/json';
-  const r = await p.request({
-    method,
-    path,
-    headers,
-    body: body === undefined ? undefined : JSON.stringify(body),
-    headersTimeout: 30_000,
-    bodyTimeout: 30_000,
-  });
-  const text = await r.body.text();
-  let parsed = text;
-  try {
-    parsed = text ? JSON.parse(text) : undefined;
-  } catch {}
-  return { status: r.statusCode, body: parsed };
+  const r = await request(p, method, path, { token, body });
+  return { status: r.status, body: r.text === '' ? undefined : (r.json ?? r.text) };
 }
 
 // ---------------------------------------------------------------- seeding
@@ -652,7 +530,7 @@ async function migrate(cluster, tokens) {
   if (stay.length === 0 || move.length === 0) throw new Error('need groups that stay and groups that move');
   cluster.shards[FROM].start();
   await waitUp(`${cluster.shards[FROM].admin}/readyz`, `shard ${FROM}`, true);
-  const quiet = await waitQuiet(QUIET_WAIT_S, () => procs.map((p) => p.pid));
+  const quiet = await waitQuiet(QUIET_WAIT_S, () => bp.procs.map((p) => p.pid));
   const before = await reshardMetrics(cluster.shards);
   const routerBefore = await routerMetrics(cluster);
   const routerPool = pool(cluster.url, 128);
@@ -915,7 +793,7 @@ Raw numbers: ${r.resultsFile}; the processes' logs: bench/.work/reshard/*.log.`,
 
 async function main() {
   const loadavgBefore = os.loadavg();
-  reapLeftovers();
+  bp.reapLeftovers();
   log(
     `reshard bench: ${FROM} to ${TO} shards (${ASSIGNMENT}), ${GROUPS} groups, ${MESSAGES} messages, ${USERS} users`,
   );
@@ -987,16 +865,7 @@ async function main() {
 
 main().catch(async (err) => {
   log(`reshard bench failed: ${err.stack ?? err}`);
-  for (const p of procs) {
-    try {
-      const tail = fs
-        .readFileSync(join(WORK, `${p.name}.log`), 'utf8')
-        .split('\n')
-        .slice(-10)
-        .join('\n');
-      if (tail.trim()) log(`--- ${p.name}.log (tail)\n${tail}`);
-    } catch {}
-  }
+  bp.logTails();
   await cleanup();
   process.exit(1);
 });

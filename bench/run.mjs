@@ -25,7 +25,7 @@ import net from 'node:net';
 import os from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
+import { benchCli } from './lib.mjs';
 import { spliceSection } from './results-md.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -75,55 +75,31 @@ const USAGE = `usage: node bench/run.mjs [options]
   --baseline-dir D  also measure the router built in D (a checkout with dist/ built, or a dist/ folder,
                     such as the commit before a change) as target shardchat-before, right after shardchat`;
 
-let opts;
-try {
-  opts = parseArgs({
-    options: {
-      duration: { type: 'string', default: '10s' },
-      warmup: { type: 'string', default: '2s' },
-      connections: { type: 'string', default: '50' },
-      threads: { type: 'string', default: '1' },
-      only: { type: 'string' },
-      backend: { type: 'string', default: 'nginx' },
-      repeat: { type: 'string', default: '1' },
-      'quiet-wait': { type: 'string', default: '10s' },
-      'no-pin': { type: 'boolean', default: false },
-      write: { type: 'boolean', default: false },
-      'baseline-dir': { type: 'string' },
-      help: { type: 'boolean', short: 'h', default: false },
-    },
-  }).values;
-} catch (err) {
-  process.stderr.write(`${err.message}\n${USAGE}\n`);
-  process.exit(2);
-}
-if (opts.help) {
-  process.stdout.write(`${USAGE}\n`);
-  process.exit(0);
-}
+const {
+  opts,
+  usage: usageError,
+  seconds,
+  positive,
+} = benchCli(USAGE, {
+  duration: { type: 'string', default: '10s' },
+  warmup: { type: 'string', default: '2s' },
+  connections: { type: 'string', default: '50' },
+  threads: { type: 'string', default: '1' },
+  only: { type: 'string' },
+  backend: { type: 'string', default: 'nginx' },
+  repeat: { type: 'string', default: '1' },
+  'quiet-wait': { type: 'string', default: '10s' },
+  'no-pin': { type: 'boolean', default: false },
+  write: { type: 'boolean', default: false },
+  'baseline-dir': { type: 'string' },
+});
 
-function seconds(text, flag) {
-  const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(String(text).trim());
-  if (!m) usageError(`${flag}: expected a duration such as 10s, 500ms or 1m, got ${text}`);
-  const n = Number(m[1]);
-  return m[2] === 'ms' ? n / 1000 : m[2] === 'm' ? n * 60 : n;
-}
-function positiveInt(text, flag) {
-  const n = Number(text);
-  if (!Number.isInteger(n) || n < 1) usageError(`${flag}: expected a positive integer, got ${text}`);
-  return n;
-}
-function usageError(message) {
-  process.stderr.write(`run.mjs: ${message}\n${USAGE}\n`);
-  process.exit(2);
-}
-
-const DURATION = Math.max(1, Math.round(seconds(opts.duration, '--duration')));
-const WARMUP = Math.round(seconds(opts.warmup, '--warmup'));
-const CONNECTIONS = positiveInt(opts.connections, '--connections');
-const THREADS = positiveInt(opts.threads, '--threads');
-const REPEAT = positiveInt(opts.repeat, '--repeat');
-const QUIET_WAIT = seconds(opts['quiet-wait'], '--quiet-wait');
+const DURATION = Math.max(1, Math.round(seconds('duration', opts.duration)));
+const WARMUP = Math.round(seconds('warmup', opts.warmup));
+const CONNECTIONS = positive('connections', opts.connections);
+const THREADS = positive('threads', opts.threads);
+const REPEAT = positive('repeat', opts.repeat);
+const QUIET_WAIT = seconds('quiet-wait', opts['quiet-wait']);
 const QUIET_CORES = 0.2;
 const BACKEND = opts.backend;
 if (BACKEND !== 'nginx' && BACKEND !== 'node') usageError(`--backend: nginx or node, got ${BACKEND}`);

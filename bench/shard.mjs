@@ -27,16 +27,14 @@
 // The shard runs as its own process (`node dist/cli/main.js shard`) in its own process
 // group, on free ports, with its data under bench/.work/shard/ (deleted at the start).
 // It is stopped at the end, on error and on SIGINT/SIGTERM; a watchdog bounds the run.
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import { Pool } from 'undici';
 import WebSocket from 'ws';
 import {
-  argParsers,
+  benchCli,
   fmt,
   freePort,
   latencyStats,
@@ -45,9 +43,11 @@ import {
   cpuMeter as meterCpu,
   ms,
   ratio,
+  request,
   sleep,
   waitQuiet as waitQuietFor,
 } from './lib.mjs';
+import { BenchProcesses, stopOnSignalsAndTimeout } from './processes.mjs';
 import { spliceSection } from './results-md.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -93,45 +93,26 @@ const USAGE = `usage: node bench/shard.mjs [options]
   --timeout D             watchdog for the whole run (default 10m)
   --no-write              only print: do not write bench/RESULTS.md and bench/results/shard.json`;
 
-let opts;
-try {
-  opts = parseArgs({
-    options: {
-      duration: { type: 'string', default: '10s' },
-      warmup: { type: 'string', default: '2s' },
-      connections: { type: 'string', default: '64' },
-      groups: { type: 'string', default: '1,100' },
-      subscribers: { type: 'string', default: '1000' },
-      messages: { type: 'string', default: '200' },
-      rates: { type: 'string', default: '50,200' },
-      'connect-concurrency': { type: 'string', default: '50' },
-      parts: { type: 'string', default: 'durable,fanout,reads' },
-      via: { type: 'string', default: 'http,ws' },
-      'ws-window': { type: 'string', default: '16' },
-      readers: { type: 'string', default: '1000' },
-      'read-connections': { type: 'string', default: '64' },
-      lag: { type: 'string', default: '20' },
-      'post-rate': { type: 'string', default: '20' },
-      'quiet-wait': { type: 'string', default: '5s' },
-      timeout: { type: 'string', default: '10m' },
-      'no-write': { type: 'boolean', default: false },
-      help: { type: 'boolean', short: 'h' },
-    },
-  }).values;
-} catch (err) {
-  process.stderr.write(`${err.message}\n\n${USAGE}\n`);
-  process.exit(2);
-}
-if (opts.help) {
-  process.stdout.write(`${USAGE}\n`);
-  process.exit(0);
-}
-
-function usage(message) {
-  process.stderr.write(`${message}\n\n${USAGE}\n`);
-  process.exit(2);
-}
-const { seconds, positive, list } = argParsers(usage);
+const { opts, usage, seconds, positive, list } = benchCli(USAGE, {
+  duration: { type: 'string', default: '10s' },
+  warmup: { type: 'string', default: '2s' },
+  connections: { type: 'string', default: '64' },
+  groups: { type: 'string', default: '1,100' },
+  subscribers: { type: 'string', default: '1000' },
+  messages: { type: 'string', default: '200' },
+  rates: { type: 'string', default: '50,200' },
+  'connect-concurrency': { type: 'string', default: '50' },
+  parts: { type: 'string', default: 'durable,fanout,reads' },
+  via: { type: 'string', default: 'http,ws' },
+  'ws-window': { type: 'string', default: '16' },
+  readers: { type: 'string', default: '1000' },
+  'read-connections': { type: 'string', default: '64' },
+  lag: { type: 'string', default: '20' },
+  'post-rate': { type: 'string', default: '20' },
+  'quiet-wait': { type: 'string', default: '5s' },
+  timeout: { type: 'string', default: '10m' },
+  'no-write': { type: 'boolean', default: false },
+});
 
 const DURATION_S = seconds('duration', opts.duration);
 const WARMUP_S = seconds('warmup', opts.warmup);
@@ -180,47 +161,7 @@ let adminPort = 0;
 let pool;
 const sockets = new Set();
 
-function savePids() {
-  try {
-    fs.mkdirSync(dirname(PIDS_FILE), { recursive: true });
-    fs.writeFileSync(PIDS_FILE, JSON.stringify(shard && !shard.exited ? [shard.pid] : []));
-  } catch {
-    // best effort
-  }
-}
-
-/** Kills a shard left behind by an earlier run that was itself SIGKILLed (checked by its environment or command line). */
-function reapLeftovers() {
-  let pids = [];
-  try {
-    pids = JSON.parse(fs.readFileSync(PIDS_FILE, 'utf8'));
-  } catch {
-    return;
-  }
-  for (const pid of Array.isArray(pids) ? pids : []) {
-    if (!Number.isInteger(pid) || pid <= 1) continue;
-    let cmd = '';
-    let environ = '';
-    try {
-      cmd = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').replaceAll('\0', ' ');
-      environ = `\0${fs.readFileSync(`/proc/${pid}/environ`, 'utf8')}`;
-    } catch {
-      continue;
-    }
-    // The shard replaces its command line with a process title (`shardchat shard-0 :port`):
-    // BENCH_MARKER in its environment says it is ours; the command line, for older builds.
-    const ours =
-      environ.includes(`\0BENCH_MARKER=${WORK}\0`) || (cmd.includes(MAIN_JS) && cmd.includes(WORK));
-    if (!ours) continue;
-    log(`killing shard ${pid} left over from an earlier run`);
-    try {
-      process.kill(-pid, 'SIGKILL');
-    } catch {
-      // gone
-    }
-  }
-  fs.rmSync(PIDS_FILE, { force: true });
-}
+const bp = new BenchProcesses({ root: ROOT, work: WORK, mainJs: MAIN_JS, pidsFile: PIDS_FILE });
 
 /**
  * Starts the shard with `delivery` lines for `shard.delivery` (indented under `shard:`).
@@ -261,27 +202,18 @@ async function startShard(delivery = ['  delivery:', '    pull: { enabled: false
       '',
     ].join('\n'),
   );
-  const out = fs.openSync(join(WORK, 'shard.log'), 'w');
   // extra node flags for the shard only, e.g. SHARD_BENCH_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/prof'
   const nodeArgs = (process.env.SHARD_BENCH_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
-  const child = spawn(process.execPath, [...nodeArgs, MAIN_JS, 'shard', '--config', config], {
-    cwd: ROOT,
-    detached: true,
-    stdio: ['ignore', out, out],
-    env: {
-      ...process.env,
+  shard = bp.start(
+    'shard',
+    ['shard', '--config', config],
+    {
       SHARDCHAT_AUTH_SECRET: 'bench-shard-auth-secret-0123456789abcdef',
       SHARDCHAT_INTERNAL_TOKEN: 'bench-shard-internal-token',
       SHARDCHAT__shard__ordinal: '0',
-      BENCH_MARKER: WORK,
     },
-  });
-  fs.closeSync(out);
-  shard = { pid: child.pid, child, exited: false };
-  child.on('exit', () => {
-    if (shard) shard.exited = true;
-  });
-  savePids();
+    { nodeArgs },
+  );
   const deadline = Date.now() + 20_000;
   while (Date.now() < deadline) {
     if (shard.exited) break;
@@ -307,34 +239,7 @@ function readLogTail() {
 }
 
 async function stopShard() {
-  if (!shard || shard.exited) return;
-  const s = shard;
-  try {
-    process.kill(-s.pid, 'SIGTERM');
-  } catch {
-    s.exited = true;
-  }
-  for (let i = 0; i < 50 && !s.exited; i++) await sleep(100);
-  if (!s.exited) {
-    try {
-      process.kill(-s.pid, 'SIGKILL');
-    } catch {
-      // gone
-    }
-    for (let i = 0; i < 20 && !s.exited; i++) await sleep(100);
-  }
-  savePids();
-}
-
-/** Synchronous last resort (process 'exit'): SIGKILL the shard's process group. */
-function killShardNow() {
-  if (shard && !shard.exited) {
-    try {
-      process.kill(-shard.pid, 'SIGKILL');
-    } catch {
-      // gone
-    }
-  }
+  if (shard) await bp.stop(shard);
 }
 
 let cleaningUp = false;
@@ -347,44 +252,13 @@ async function cleanup() {
   await stopShard();
 }
 
-process.on('exit', killShardNow);
-for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
-  process.on(sig, () => {
-    log(`\n${sig}: stopping the shard`);
-    cleanup().finally(() => process.exit(130));
-  });
-}
-const watchdog = setTimeout(() => {
-  log(`watchdog: the run took longer than ${opts.timeout}; stopping`);
-  cleanup().finally(() => process.exit(124));
-}, TIMEOUT_S * 1000);
-watchdog.unref();
+stopOnSignalsAndTimeout(cleanup, TIMEOUT_S, 'the shard');
 
 // ---------------------------------------------------------------- HTTP client
 
 const base = () => `http://127.0.0.1:${port}`;
 
-async function call(method, path, { token, body } = {}) {
-  const headers = {};
-  if (token) headers.authorization = `Bearer ${token}`;
-  if (body !== undefined) headers['content-type'] = 'application/json';
-  const r = await pool.request({
-    method,
-    path,
-    headers,
-    body: body === undefined ? undefined : JSON.stringify(body),
-    headersTimeout: 30_000,
-    bodyTimeout: 30_000,
-  });
-  const text = await r.body.text();
-  let json;
-  try {
-    json = text ? JSON.parse(text) : undefined;
-  } catch {
-    json = undefined;
-  }
-  return { status: r.statusCode, json, text };
-}
+const call = (method, path, opt) => request(pool, method, path, opt);
 
 async function ok(method, path, opt, statuses = [200, 201]) {
   const r = await call(method, path, opt);
@@ -1391,7 +1265,7 @@ async function readsPart(started) {
 
 async function main() {
   if (!fs.existsSync(MAIN_JS)) throw new Error(`${relative(ROOT, MAIN_JS)} is missing: run npm run build`);
-  reapLeftovers();
+  bp.reapLeftovers();
   const started = new Date();
   const failures = [];
   if (PARTS.has('durable') || PARTS.has('fanout')) failures.push(...(await pushParts(started)));
