@@ -79,8 +79,6 @@ export class GroupConnection extends SocketClient<GroupEvents, ServerEvent> {
   private readonly owns: boolean;
   private readonly online = new Set<string>();
   private lastTypingAt = 0;
-  private stableTimer: ReturnType<typeof setTimeout> | undefined;
-  private ackTimer: ReturnType<typeof setInterval> | undefined;
   /** When the current connection said hello (to tell what was written on it). */
   private openedAt = 0;
 
@@ -256,11 +254,8 @@ export class GroupConnection extends SocketClient<GroupEvents, ServerEvent> {
   }
 
   protected clearTimers(): void {
-    clearTimeout(this.stableTimer);
+    this.clearOpenTimers();
     this.seq.cancelRetry();
-    clearInterval(this.ackTimer);
-    this.stableTimer = undefined;
-    this.ackTimer = undefined;
   }
 
   private setState(s: ConnectionState): void {
@@ -321,10 +316,13 @@ export class GroupConnection extends SocketClient<GroupEvents, ServerEvent> {
     this.setState('open');
     this.emit('hello', { epoch: h.epoch, lastMsgId: h.lastMsgId, mode: h.mode, shard: h.shard });
     const gen = this.generation;
-    this.stableTimer = setTimeout(() => this.backoff.reset(), this.o.stableAfterMs);
-    this.ackTimer = setInterval(() => {
-      if (this.stateNow === 'open') this.outbox.checkAcks((g) => g === this.groupId);
-    }, this.outbox.checkIntervalMs);
+    this.startOpenTimers(
+      this.o.stableAfterMs,
+      () => {
+        if (this.stateNow === 'open') this.outbox.checkAcks((g) => g === this.groupId);
+      },
+      this.outbox.checkIntervalMs,
+    );
     this.outbox.flush(this.groupId);
     void this.loadPresence(gen);
     this.seq.head(h.epoch, h.lastMsgId);

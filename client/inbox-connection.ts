@@ -129,8 +129,6 @@ export class InboxConnection extends SocketClient<InboxEvents, InboxServerEvent>
   private modeNow: InboxMode = 'inbox';
   private shardNow: number | undefined;
   private lastStatus: InboxStatus | undefined;
-  private stableTimer: ReturnType<typeof setTimeout> | undefined;
-  private ackTimer: ReturnType<typeof setInterval> | undefined;
   private pollTimer: ReturnType<typeof setInterval> | undefined;
   private fallbackTimer: ReturnType<typeof setTimeout> | undefined;
   private statusNow: 'online' | 'away' = 'online';
@@ -401,11 +399,8 @@ export class InboxConnection extends SocketClient<InboxEvents, InboxServerEvent>
   }
 
   protected clearTimers(): void {
-    clearTimeout(this.stableTimer);
-    clearInterval(this.ackTimer);
+    this.clearOpenTimers();
     clearInterval(this.pollTimer);
-    this.stableTimer = undefined;
-    this.ackTimer = undefined;
     this.pollTimer = undefined;
     if (this.modeNow === 'inbox') for (const f of this.groups.values()) f.seq.cancelRetry();
   }
@@ -496,10 +491,13 @@ export class InboxConnection extends SocketClient<InboxEvents, InboxServerEvent>
       this.raw({ type: 'follow', groupIds: ids.slice(i, i + FOLLOW_CHUNK) });
     this.emit('hello', { userId: h.userId, shard: h.shard });
     const gen = this.generation;
-    this.stableTimer = setTimeout(() => this.backoff.reset(), this.o.stableAfterMs);
-    this.ackTimer = setInterval(() => {
-      if (this.modeNow === 'inbox' && this.inboxState === 'open') this.outbox.checkAcks(() => true);
-    }, this.outbox.checkIntervalMs);
+    this.startOpenTimers(
+      this.o.stableAfterMs,
+      () => {
+        if (this.modeNow === 'inbox' && this.inboxState === 'open') this.outbox.checkAcks(() => true);
+      },
+      this.outbox.checkIntervalMs,
+    );
     this.outbox.flush();
     for (const f of this.groups.values()) {
       f.seq.catchUp();

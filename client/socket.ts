@@ -140,6 +140,10 @@ export abstract class SocketClient<
   protected generation = 0;
   protected userClosed = false;
   private retryTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Resets the backoff once a connection stayed open `stableAfterMs`. */
+  private stableTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Checks the outbox's unacknowledged messages while open. */
+  private ackTimer: ReturnType<typeof setInterval> | undefined;
   private readonly movedRetryWindowMs: number;
   /** When the last immediate retry after a move (close 4012) was made. */
   private movedRetryAt = Number.NEGATIVE_INFINITY;
@@ -216,6 +220,23 @@ export abstract class SocketClient<
     this.movedRetryAt = now;
     clearTimeout(this.retryTimer);
     this.retryTimer = setTimeout(() => void this.connect(), 0);
+  }
+
+  /**
+   * A connection said hello: the backoff is reset once it stayed open `stableAfterMs`, and
+   * `checkAcks` runs every `ackIntervalMs` until it closes (clearOpenTimers).
+   */
+  protected startOpenTimers(stableAfterMs: number, checkAcks: () => void, ackIntervalMs: number): void {
+    this.clearOpenTimers();
+    this.stableTimer = setTimeout(() => this.backoff.reset(), stableAfterMs);
+    this.ackTimer = setInterval(checkAcks, ackIntervalMs);
+  }
+
+  protected clearOpenTimers(): void {
+    clearTimeout(this.stableTimer);
+    clearInterval(this.ackTimer);
+    this.stableTimer = undefined;
+    this.ackTimer = undefined;
   }
 
   /** An error retrying cannot help: reported, then closed for good. */
