@@ -52,6 +52,7 @@ function spawnCli(name: string, args: string[], configPath: string, env: NodeJS.
   prefixLines(child, name);
   child.on('error', (err) => say(`${name}: ${err.message}`));
   return {
+    pid: child.pid,
     kill: (signal) => {
       if (child.exitCode === null && child.signalCode === null) child.kill(signal);
     },

@@ -15,6 +15,8 @@ import { type ShardMap, shardsNeeded } from '../../common/placement.js';
 
 /** A started process, as the supervisor sees it. */
 export interface Proc {
+  /** Its process id, when it has one (shown in the log). */
+  readonly pid?: number | undefined;
   kill(signal: NodeJS.Signals): void;
   /** `cb` runs once, when the process has exited. */
   onExit(cb: (code: number | null, signal: NodeJS.Signals | null) => void): void;
@@ -64,6 +66,8 @@ interface Managed {
   /** Being stopped on purpose (a shrink, or stop()): its exit is not a crash. */
   stopping: boolean;
   exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
+  /** Times it was started (1 for the first start). */
+  starts: number;
   exited: Promise<void>;
   markExited: () => void;
 }
@@ -198,6 +202,7 @@ export class Supervisor {
       restartTimer: undefined,
       stopping: false,
       exit: undefined,
+      starts: 0,
       exited: Promise.resolve(),
       markExited: () => {},
     };
@@ -221,6 +226,8 @@ export class Supervisor {
       return;
     }
     m.proc = proc;
+    m.starts++;
+    this.o.log(`${m.name} ${m.starts === 1 ? 'started' : 'started again'} (pid ${proc.pid ?? '?'})`);
     proc.onExit((code, signal) => this.exited(m, proc, code, signal));
   }
 
@@ -243,15 +250,16 @@ export class Supervisor {
       m.backoff.reset();
     }
     const how = `${signal ?? code}`;
+    const who = `${m.name} (pid ${proc?.pid ?? '?'})`;
     if (m.quickCrashes >= this.o.maxQuickCrashes) {
       this.o.log(
-        `${m.name} exited (${how}) ${m.quickCrashes} times in a row within ${Math.round(this.o.quickCrashMs / 1000)} s of starting; stopping everything`,
+        `${who} exited (${how}): ${m.quickCrashes} exits in a row, each within ${Math.round(this.o.quickCrashMs / 1000)} s of starting; stopping everything`,
       );
       void this.stop().then((r) => this.o.gaveUp?.(r));
       return;
     }
     const delay = m.backoff.next();
-    this.o.log(`${m.name} exited (${how}) after ${formatMs(ran)}; restarting it in ${formatMs(delay)}`);
+    this.o.log(`${who} exited (${how}) after ${formatMs(ran)}; restarting it in ${formatMs(delay)}`);
     m.restartTimer = setTimeout(() => {
       if (!m.stopping && !this.stopping) this.run(m);
     }, delay);

@@ -94,7 +94,7 @@ describe('shardchat local', () => {
     await ctrlC(second);
   }, 120_000);
 
-  it('--no-demo seeds nothing; a killed shard is restarted; a different --shards is refused', async () => {
+  it('--no-demo seeds nothing; a killed shard is restarted (its pid in the log) while the other keeps serving, and comes back with its data; a different --shards is refused', async () => {
     const dataDir = path.join(await defaultRegistry.tempDir(), 'data');
     const base = await freeLocalBase(2);
     const l = await startLocal(dataDir, base, ['--shards', '2', '--no-demo']);
@@ -108,14 +108,54 @@ describe('shardchat local', () => {
       token: await new ChatApi({ baseUrl: l.url }).devToken('alice'),
     });
     await expect(alice.getGroup('cafe')).rejects.toMatchObject({ status: 404 });
-    // Kill shard 1 (port base+2): local restarts it, and it serves again.
+    // A conversation on each shard.
+    await initHash();
+    const two = new Placement({ version: 1, shards: 2, assignment: 'modulo' });
+    const on = (shard: number) =>
+      Array.from({ length: 100 }, (_, i) => `kept${shard}-${i}`).find(
+        (g) => two.ownerOf(g) === shard,
+      ) as string;
+    const [g0, g1] = [on(0), on(1)];
+    await alice.putUser('alice', { name: 'Alice' });
+    for (const g of [g0, g1]) {
+      await alice.putGroup(g, { subject: g });
+      await alice.post(g, `before the kill in ${g}`, `${g}-0`);
+    }
+    // Kill shard 1 (port base+2): shard 0 keeps serving through the router meanwhile,
+    // local restarts shard 1, and it serves again with its data.
     const pid = await shardPids(l, 1);
     process.kill(pid, 'SIGKILL');
+    const statuses = async (g: string) => {
+      try {
+        await alice.messagesAfter(g, 0);
+        return 200;
+      } catch (err) {
+        return (err as { status?: number }).status ?? 0;
+      }
+    };
+    const seen0: number[] = [];
+    const seen1: number[] = [];
+    for (const until = Date.now() + 30_000; Date.now() < until; ) {
+      seen0.push(await statuses(g0));
+      seen1.push(await statuses(g1));
+      if (seen1.some((st) => st !== 200) && seen1.at(-1) === 200) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    // Shard 1 was unavailable for a while (503 from the router), shard 0 never was.
+    expect(seen1.filter((st) => st === 503).length).toBeGreaterThan(0);
+    expect(seen1.at(-1)).toBe(200);
+    expect(new Set(seen0)).toEqual(new Set([200]));
     await expect
-      .poll(() => /shard-1 exited \(SIGKILL\) after .*; restarting it in/.test(l.output()), {
-        timeout: 30_000,
-        interval: 100,
-      })
+      .poll(
+        () =>
+          new RegExp(`shard-1 \\(pid ${pid}\\) exited \\(SIGKILL\\) after .*; restarting it in`).test(
+            l.output(),
+          ),
+        {
+          timeout: 30_000,
+          interval: 100,
+        },
+      )
       .toBe(true);
     await expect
       .poll(() => (l.output().match(/shard listening shard=1/g) ?? []).length, {
@@ -123,8 +163,11 @@ describe('shardchat local', () => {
         interval: 200,
       })
       .toBe(2);
-    expect(await shardPids(l, 1)).not.toBe(pid);
+    const again = await shardPids(l, 1);
+    expect(again).not.toBe(pid);
+    expect(l.output()).toContain(`shardchat local: shard-1 started again (pid ${again})`);
     expect(groupAlive(l.child.pid as number)).toBe(true);
+    expect((await alice.messagesAfter(g1, 0)).map((m) => m.contents)).toEqual([`before the kill in ${g1}`]);
     // Writes go through again (the router sees the shard ready at its next probe).
     await expect
       .poll(

@@ -12,8 +12,11 @@ import { type Proc, Supervisor, type SupervisorOptions } from '../../../cli/loca
 import type { ShardMap } from '../../../common/placement.js';
 import { sleep, until } from '../../helpers/fake-chat-server.js';
 
+let nextPid = 1000;
+
 class FakeProc implements Proc {
   readonly signals: NodeJS.Signals[] = [];
+  readonly pid = nextPid++;
   dead = false;
   private readonly cbs: ((code: number | null, signal: NodeJS.Signals | null) => void)[] = [];
 
@@ -110,9 +113,17 @@ describe('local mode supervisor', () => {
     await until(() => h.spawned.length === 5, 'the restart');
     expect(Date.now() - t0).toBeGreaterThanOrEqual(15);
     expect(h.spawned[4]?.name).toBe('shard-1');
-    expect(h.lines.some((l) => /^shard-1 exited \(SIGKILL\) after .*; restarting it in 20 ms$/.test(l))).toBe(
-      true,
-    );
+    const killed = h.spawned[1] as FakeProc;
+    expect(h.lines).toContain(`shard-1 started (pid ${killed.pid})`);
+    expect(
+      h.lines.some((l) =>
+        new RegExp(
+          `^shard-1 \\(pid ${killed.pid}\\) exited \\(SIGKILL\\) after .*; restarting it in 20 ms$`,
+        ).test(l),
+      ),
+    ).toBe(true);
+    // When it comes back, with its new pid.
+    expect(h.lines).toContain(`shard-1 started again (pid ${h.spawned[4]?.pid})`);
     // The router too.
     h.live('router')?.exit(1);
     await until(() => h.spawned.length === 6, 'the router restarted');
@@ -129,10 +140,10 @@ describe('local mode supervisor', () => {
     }
     await until(() => h.gaveUp.length === 1, 'gave up');
     expect(
-      h.lines.filter((l) => l.startsWith('shard-2 exited (3) after')).map((l) => l.split('in ')[1]),
+      h.lines.filter((l) => /^shard-2 \(pid \d+\) exited \(3\) after/.test(l)).map((l) => l.split('in ')[1]),
     ).toEqual(['20 ms', '40 ms', '80 ms', '80 ms']);
     expect(h.lines).toContain(
-      'shard-2 exited (3) 5 times in a row within 5 s of starting; stopping everything',
+      `shard-2 (pid ${h.spawned.at(-1)?.pid}) exited (3): 5 exits in a row, each within 5 s of starting; stopping everything`,
     );
     // Everything else got SIGTERM and exited; shard-2 is reported as not clean.
     for (const p of h.spawned.filter((x) => x.name !== 'shard-2')) {
