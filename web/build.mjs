@@ -1,5 +1,6 @@
 // Bundles the browser chat (web/ and the client SDK it uses) into dist/web/, which the
-// router serves in local mode: index.html at /, the rest under /app/. Everything comes
+// router serves in local mode: index.html at /, the rest under /app/; and the cluster
+// view (web/cluster/) into dist/web/cluster/, which the router's admin port serves. Everything comes
 // from this repository and npm; nothing is loaded from a CDN.
 import { copyFile, mkdir, rm } from 'node:fs/promises';
 import path from 'node:path';
@@ -24,4 +25,19 @@ await build({
   logLevel: 'warning',
 });
 await copyFile(path.join(here, 'index.html'), path.join(out, 'index.html'));
+// The live cluster view, served by the router's admin port at /cluster.
+await mkdir(path.join(out, 'cluster'), { recursive: true });
+await build({
+  entryPoints: [path.join(here, 'cluster', 'app.ts')],
+  outfile: path.join(out, 'cluster', 'app.js'),
+  bundle: true,
+  format: 'esm',
+  platform: 'browser',
+  target: ['es2022', 'chrome109', 'firefox115', 'safari16'],
+  minify: true,
+  legalComments: 'none',
+  logLevel: 'warning',
+});
+for (const f of ['index.html', 'styles.css'])
+  await copyFile(path.join(here, 'cluster', f), path.join(out, 'cluster', f));
 for (const f of ['styles.css', 'favicon.svg']) await copyFile(path.join(here, f), path.join(out, f));

@@ -71,6 +71,14 @@ describe('shardchat local', () => {
     const first = await startLocal(dataDir, base);
     expect(first.output()).toMatch(/^shard-0 \| \d\d:\d\d:\d\d INFO {2}shard listening shard=0/m);
     expect(first.output()).toMatch(/^router {2}\| \d\d:\d\d:\d\d INFO {2}router listening/m);
+    // The live cluster view's address, on the router's admin port.
+    const view = `http://127.0.0.1:${base + 1010}/cluster`;
+    expect(first.output()).toContain(`shardchat local: cluster view: ${view}`);
+    const viewPage = await fetch(view);
+    expect(viewPage.status).toBe(200);
+    expect(await viewPage.text()).toContain('<title>shardchat cluster</title>');
+    const snap = (await (await fetch(`${view}.json`)).json()) as { shards: { ready: boolean }[] };
+    expect(snap.shards.map((r) => r.ready)).toEqual([true, true, true]);
 
     const anon = new ChatApi({ baseUrl: first.url });
     const token = await anon.devToken('zed');
