@@ -160,7 +160,10 @@ export async function runLocal(o: LocalOptions): Promise<void> {
       say(`could not seed the demo: ${(err as Error).message}`);
     }
   }
-  if (!sup.isStopping) say(`ready: open ${url} in a browser; Ctrl-C stops`);
+  if (!sup.isStopping) {
+    say(`cluster view: http://127.0.0.1:${ports.routerAdmin}/cluster`);
+    say(`ready: open ${url} in a browser; Ctrl-C stops`);
+  }
 }
 
 /** Waits until every admin port answers /readyz with 200 (the router's once it sees all shards ready). */
