@@ -14,7 +14,8 @@
  * No pod: not ready (the last known address stays). Pods with n >= S are ignored (and
  * logged) until resize() makes their ordinals addressable (a shard map with more shards
  * than configured); S then means the grown count. spec.replicas != S (someone ran `kubectl scale`) never reshards: it is a
- * warning in status() (the /readyz body), a log line and a metric.
+ * warning in status() (the /readyz body), a log line and a metric; after a resharding the
+ * replicas are compared with the shard map's count (the last resize()), not the configuration's.
  *
  * A watch that ends is restarted from the last resourceVersion; a 410 Gone (as an
  * ERROR event or an answer) makes the informer list again; API errors restart it after
@@ -233,6 +234,12 @@ export class KubernetesTopology extends EventEmitter<TopologyEvents> implements 
   readonly mode = 'kubernetes' as const;
   /** The addressable ordinals: topology.shards, or more after resize(). */
   shards: number;
+  /**
+   * The shards the cluster runs by, which spec.replicas is compared with: topology.shards,
+   * then what the shard map needs (the last resize()). Unlike `shards` it comes down again
+   * after a shrink: a StatefulSet scaled back to the shrunk map is no mismatch.
+   */
+  private expected: number;
   readonly states: KubernetesShardState[];
   readonly readinessKnown = true;
   readonly namespace: string;
@@ -257,6 +264,10 @@ export class KubernetesTopology extends EventEmitter<TopologyEvents> implements 
   private recomputeQueued = false;
   private lastRefresh = 0;
   private lastStatusKey = '';
+  /** The first list of the StatefulSet and its pods has been applied (see whenSynced()). */
+  private applied = false;
+  /** Waiting for whenSynced(). */
+  private syncWaiters: (() => void)[] = [];
 
   constructor(
     cfg: Config,
@@ -266,6 +277,7 @@ export class KubernetesTopology extends EventEmitter<TopologyEvents> implements 
     super();
     const t = cfg.topology;
     this.shards = t.shards;
+    this.expected = t.shards;
     this.namespace = t.namespace;
     this.statefulSet = t.kubernetes.statefulSet;
     this.port = t.kubernetes.port;
@@ -308,6 +320,13 @@ export class KubernetesTopology extends EventEmitter<TopologyEvents> implements 
    * configured. Pods of the new ordinals already listed are applied at once.
    */
   resize(n: number): number {
+    // Fix: before, only `shards` (which never shrinks) was compared with spec.replicas,
+    // so after `shardchat reshard` shrank 4 to 3 and the StatefulSet went back to 3, the
+    // topology reported a mismatch (and advised scaling back to 4) for good.
+    if (n !== this.expected) {
+      this.expected = n;
+      this.emitStatusIfChanged();
+    }
     if (n <= this.states.length) return this.states.length;
     for (let i = this.states.length; i < n; i++) this.states.push(this.emptyState(i));
     this.shards = this.states.length;
@@ -413,6 +432,26 @@ export class KubernetesTopology extends EventEmitter<TopologyEvents> implements 
     this.refresh();
   }
 
+  /**
+   * Resolves true once the StatefulSet and its pods have been listed and applied (the
+   * other shards' addresses are known), false after `timeoutMs` without.
+   */
+  whenSynced(timeoutMs: number): Promise<boolean> {
+    if (this.applied) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.syncWaiters = this.syncWaiters.filter((w) => w !== done);
+        resolve(false);
+      }, timeoutMs);
+      timer.unref();
+      const done = () => {
+        clearTimeout(timer);
+        resolve(true);
+      };
+      this.syncWaiters.push(done);
+    });
+  }
+
   private async relist(): Promise<void> {
     const oldSts = this.stsRunner;
     const oldPods = this.podRunner;
@@ -442,10 +481,10 @@ export class KubernetesTopology extends EventEmitter<TopologyEvents> implements 
 
   status(): TopologyStatus {
     const warnings: string[] = [];
-    const mismatch = this.replicas !== null && this.replicas !== this.shards;
+    const mismatch = this.replicas !== null && this.replicas !== this.expected;
     if (mismatch) {
       warnings.push(
-        `StatefulSet ${this.namespace}/${this.statefulSet} has spec.replicas ${this.replicas} but topology.shards (S) is ${this.shards}: routing stays on ${this.shards} shards; changing S is a deliberate resharding, or scale the StatefulSet back to ${this.shards}`,
+        `StatefulSet ${this.namespace}/${this.statefulSet} has spec.replicas ${this.replicas} but topology.shards (S) is ${this.expected}: routing stays on ${this.expected} shards; changing S is a deliberate resharding, or scale the StatefulSet back to ${this.expected}`,
       );
     }
     if (this.stsRunner.synced && !this.statefulSetPresent) {
@@ -524,14 +563,14 @@ export class KubernetesTopology extends EventEmitter<TopologyEvents> implements 
       if (replicas !== this.replicas) {
         const before = this.replicas;
         this.replicas = replicas;
-        if (replicas !== this.shards) {
+        if (replicas !== this.expected) {
           this.log.warn(
-            { statefulSet: this.statefulSet, replicas, shards: this.shards, before },
+            { statefulSet: this.statefulSet, replicas, shards: this.expected, before },
             'StatefulSet spec.replicas differs from topology.shards (S): routing stays on S; changing S is a deliberate resharding',
           );
         } else if (before !== null) {
           this.log.info(
-            { statefulSet: this.statefulSet, replicas, shards: this.shards },
+            { statefulSet: this.statefulSet, replicas, shards: this.expected },
             'StatefulSet replicas equal S again',
           );
         }
@@ -553,6 +592,10 @@ export class KubernetesTopology extends EventEmitter<TopologyEvents> implements 
     }
     this.applyPods();
     this.emitStatusIfChanged();
+    if (this.synced && !this.applied) {
+      this.applied = true;
+      for (const w of this.syncWaiters.splice(0)) w();
+    }
   }
 
   private applyPods(): void {

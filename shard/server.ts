@@ -6,11 +6,11 @@
 import type { Config } from '../common/config.js';
 import { shardCount } from '../common/config.js';
 import { initHash } from '../common/hash.js';
+import type { KubernetesTopology } from '../common/kubernetes-topology.js';
 import { listen } from '../common/listen.js';
 import type { Logger } from '../common/logger.js';
 import { configuredMap, shardsNeeded } from '../common/placement.js';
 import { INTERNAL_TOKEN_HEADER } from '../common/protocol.js';
-import type { Topology } from '../common/topology.js';
 import { createShardAdmin } from './api/admin.js';
 import { Authenticator } from './api/auth.js';
 import { internalHandler } from './api/internal.js';
@@ -86,16 +86,23 @@ async function joinCluster(cfg: Config, log: Logger, internalToken: string): Pro
   const metrics = new ShardMetrics(ordinal, store);
   const topology = await shardTopology(cfg, log, metrics);
   const adminOf = topology ? (o: number) => topology.adminOf(o) : staticAdminOf(cfg, log);
-  const peers = Array.from({ length: shardCount(cfg) + 1 }, (_, i) => i)
-    .filter((i) => i !== ordinal)
-    .map(adminOf);
-  const { map, source } = await bootstrapMap(
-    cfg,
-    store,
-    log,
-    askPeers(peers, internalToken, INTERNAL_TOKEN_HEADER, cfg.shard.internal.timeoutMs),
-  );
+  const peers = Array.from({ length: shardCount(cfg) + 1 }, (_, i) => i).filter((i) => i !== ordinal);
+  const { map, source } = await bootstrapMap(cfg, store, log, async () => {
+    // Fix: in kubernetes mode the peers' addresses are their pods' IPs, unknown until the
+    // pods are listed; they were read right after the topology started, so a new pod never
+    // asked its peers and took the configuration's map (version 1) instead of the cluster's.
+    if (topology && !(await topology.whenSynced(PEERS_SYNC_WAIT_MS)))
+      log.warn('the pods are not listed yet: the shard map cannot be asked of the other shards');
+    return askPeers(peers.map(adminOf), internalToken, INTERNAL_TOKEN_HEADER, cfg.shard.internal.timeoutMs)();
+  });
   const own = new Ownership(map, ordinal, cfg.shard.reshard.holdMs);
+  if (topology) {
+    // Fix: kubernetes mode addresses the ordinals of the map, as the router does (before,
+    // a shard's topology stayed at the configured S: after growing 3 to 4, internal calls
+    // to shard 3, fan-out among them, failed with 'no known admin address').
+    topology.resize(shardsNeeded(map));
+    own.on('map', (m) => topology.resize(shardsNeeded(m)));
+  }
   if (ordinal >= shardsNeeded(map))
     log.warn(
       { shard: ordinal, shards: map.shards, version: map.version },
@@ -257,8 +264,15 @@ async function serve(cfg: Config, log: Logger, p: Parts): Promise<RunningShard> 
   };
 }
 
+/** How long a new shard waits for the pods to be listed before it asks its peers for the map. */
+const PEERS_SYNC_WAIT_MS = 10_000;
+
 /** Kubernetes mode: the other shards' admin addresses come from their pods (loaded only then). */
-async function shardTopology(cfg: Config, log: Logger, metrics: ShardMetrics): Promise<Topology | undefined> {
+async function shardTopology(
+  cfg: Config,
+  log: Logger,
+  metrics: ShardMetrics,
+): Promise<KubernetesTopology | undefined> {
   if (cfg.topology.mode !== 'kubernetes') return undefined;
   const { KubernetesTopology } = await import('../common/kubernetes-topology.js');
   const topology = new KubernetesTopology(cfg, log);

@@ -10,16 +10,15 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { api as chatApi } from '../helpers/cluster.js';
 import { FakeKubeApi } from '../helpers/fake-kube-api.js';
 import { echoOf, errorOf, metricValue, request } from '../helpers/http.js';
+import { podIp, startKubeChat } from '../helpers/kube-pods.js';
 import {
   BACKEND,
-  CLI,
   childEnv,
   freePorts,
   type ManagedProcess,
   startProcess,
   useProcessCleanup,
   waitFor,
-  writeYamlConfig,
 } from '../helpers/processes.js';
 import {
   loadShardFunction,
@@ -31,7 +30,7 @@ import {
 const registry = useProcessCleanup();
 const STS = 'shardchat-shard';
 const S = 3;
-const ipOf = (i: number) => `127.0.0.${2 + i}`;
+const ipOf = podIp;
 
 let sfApi: ShardFunctionApi;
 beforeAll(async () => {
@@ -265,51 +264,9 @@ describe('chat shards in kubernetes mode (cross-shard calls to pod IPs)', () => 
 
   beforeAll(async () => {
     kube = await FakeKubeApi.start();
-    const dir = await registry.tempDir();
-    const [port, adminPort, routerPort, routerAdmin] = (await freePorts(4)) as [
-      number,
-      number,
-      number,
-      number,
-    ];
-    const kubeconfig = await kube.writeKubeconfig(dir);
-    const config = {
-      topology: { mode: 'kubernetes', shards: S, kubernetes: { statefulSet: STS, port, adminPort } },
-      router: { host: '127.0.0.1', port: routerPort, adminPort: routerAdmin },
-      shard: { dataDir: `${dir}/data`, port, adminPort },
-      auth: { devTokens: true },
-      log: { level: 'info' },
-    };
-    const configPath = await writeYamlConfig(dir, config, 'cluster.yaml');
-    const env = {
-      KUBECONFIG: kubeconfig,
-      POD_NAMESPACE: 'default',
-      SHARDCHAT_AUTH_SECRET: randomBytes(32).toString('base64'),
-      SHARDCHAT_INTERNAL_TOKEN: randomBytes(16).toString('hex'),
-    };
-    kube.putStatefulSet(STS, S);
-    await Promise.all(
-      Array.from({ length: S }, (_, i) =>
-        startProcess({
-          name: `shard-${i}@${ipOf(i)}`,
-          args: [CLI, 'shard', '--config', configPath],
-          env: childEnv({ ...env, SHARD_ORDINAL: String(i), SHARDCHAT__shard__host: ipOf(i) }),
-          waitForLine: /shard listening/,
-        }),
-      ),
-    );
-    for (let i = 0; i < S; i++) kube.putPod(`${STS}-${i}`, { ip: ipOf(i) });
-    shardAdmin = Array.from({ length: S }, (_, i) => `http://${ipOf(i)}:${adminPort}`);
-    await startProcess({
-      name: 'router',
-      args: [CLI, 'router', '--config', configPath],
-      env: childEnv(env),
-      waitForPorts: [routerPort, routerAdmin],
-    });
-    routerUrl = `http://127.0.0.1:${routerPort}`;
-    await waitFor(async () => (await request(`http://127.0.0.1:${routerAdmin}/readyz`)).status === 200, {
-      what: 'router ready',
-    });
+    const c = await startKubeChat(kube, await registry.tempDir(), { shards: S, statefulSet: STS });
+    routerUrl = c.routerUrl;
+    shardAdmin = Array.from({ length: S }, (_, i) => c.adminOf(i));
   }, 60_000);
 
   afterAll(async () => {
