@@ -320,9 +320,8 @@ export class KubernetesTopology extends EventEmitter<TopologyEvents> implements 
    * configured. Pods of the new ordinals already listed are applied at once.
    */
   resize(n: number): number {
-    // Fix: before, only `shards` (which never shrinks) was compared with spec.replicas,
-    // so after `shardchat reshard` shrank 4 to 3 and the StatefulSet went back to 3, the
-    // topology reported a mismatch (and advised scaling back to 4) for good.
+    // spec.replicas is compared with the map's count, which comes down after a shrink
+    // (`shards`, the addressable ordinals, never does).
     if (n !== this.expected) {
       this.expected = n;
       this.emitStatusIfChanged();

@@ -67,7 +67,7 @@ interface Place {
   internalToken: string;
   store: Store;
   metrics: ShardMetrics;
-  topology: Topology | undefined;
+  topology: KubernetesTopology | undefined;
   own: Ownership;
   internal: InternalClient;
   /** Where the map came from (stored, peers, configuration). */
@@ -88,18 +88,17 @@ async function joinCluster(cfg: Config, log: Logger, internalToken: string): Pro
   const adminOf = topology ? (o: number) => topology.adminOf(o) : staticAdminOf(cfg, log);
   const peers = Array.from({ length: shardCount(cfg) + 1 }, (_, i) => i).filter((i) => i !== ordinal);
   const { map, source } = await bootstrapMap(cfg, store, log, async () => {
-    // Fix: in kubernetes mode the peers' addresses are their pods' IPs, unknown until the
-    // pods are listed; they were read right after the topology started, so a new pod never
-    // asked its peers and took the configuration's map (version 1) instead of the cluster's.
+    // In kubernetes mode the peers' addresses are their pods' IPs, unknown until the pods
+    // are listed: a new pod that asked before would find nobody and take the
+    // configuration's map instead of the cluster's.
     if (topology && !(await topology.whenSynced(PEERS_SYNC_WAIT_MS)))
       log.warn('the pods are not listed yet: the shard map cannot be asked of the other shards');
     return askPeers(peers.map(adminOf), internalToken, INTERNAL_TOKEN_HEADER, cfg.shard.internal.timeoutMs)();
   });
   const own = new Ownership(map, ordinal, cfg.shard.reshard.holdMs);
   if (topology) {
-    // Fix: kubernetes mode addresses the ordinals of the map, as the router does (before,
-    // a shard's topology stayed at the configured S: after growing 3 to 4, internal calls
-    // to shard 3, fan-out among them, failed with 'no known admin address').
+    // The pods of every ordinal the map needs are addressed, as the router does: after
+    // growing 3 to 4, internal calls to shard 3 (fan-out, sub-conversations) need its IP.
     topology.resize(shardsNeeded(map));
     own.on('map', (m) => topology.resize(shardsNeeded(m)));
   }
