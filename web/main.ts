@@ -13,7 +13,14 @@ import {
 } from '../client/index.js';
 import { MessagesView, shortId } from './messages-view.js';
 import { avatar, Profiles } from './profiles.js';
-import { type ChatSession, clearSession, loadSession, requestedGroup, saveSession } from './session.js';
+import {
+  type ChatSession,
+  clearSession,
+  loadIdentity,
+  loadSession,
+  requestedGroup,
+  saveSession,
+} from './session.js';
 import { toast } from './toasts.js';
 
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
@@ -25,7 +32,37 @@ function main(): void {
   const group = requestedGroup();
   const session = loadSession(group);
   if (session) void enter(session);
+  else if (loadIdentity()) void joinAs(group);
   else ask(group);
+}
+
+/** A known identity on a group it has not joined in this browser yet: joins without the form. */
+async function joinAs(group: string): Promise<void> {
+  const id = loadIdentity();
+  if (!id) return;
+  const api = new ChatApi({ baseUrl: '' });
+  try {
+    api.token = await api.devToken(id.userId);
+    const conversation = await api.join(group, id.userId);
+    const s: ChatSession = { ...id, group, conversation };
+    saveSession(s);
+    await enter(s, api);
+  } catch (err) {
+    toast(`Could not join ${group}: ${describe(err as ShardChatError)}`);
+  }
+}
+
+/** Before the form is filled: whether the group exists (a token for a throwaway id reads it). */
+async function checkGroup(group: string): Promise<string | undefined> {
+  try {
+    const api = new ChatApi({ baseUrl: '' });
+    api.token = await api.devToken(randomId());
+    await api.getGroup(group);
+    return undefined;
+  } catch (err) {
+    const e = err as ShardChatError;
+    return e.status === 404 ? `The conversation ${group} does not exist.` : undefined;
+  }
 }
 
 /** The entry form: creates the user (random UUID, as the seed does), gets a token and joins. */
@@ -39,6 +76,11 @@ function ask(group: string): void {
   dialog.addEventListener('cancel', (e) => e.preventDefault());
   dialog.showModal();
   $<HTMLInputElement>('entry-name').focus();
+  void checkGroup(group).then((problem) => {
+    if (!problem) return;
+    showFormError(problem);
+    submit.disabled = true;
+  });
   form.addEventListener('submit', async (e) => {
     e.preventDefault();
     error.hidden = true;
@@ -59,7 +101,7 @@ function ask(group: string): void {
       api.token = await api.devToken(userId);
       await api.putUser(userId, { name, email, ...(photoUrl ? { photoUrl } : {}) });
       const conversation = await api.join(group, userId);
-      const s: ChatSession = { userId, name, group, conversation };
+      const s: ChatSession = { userId, name, photoUrl: photoUrl || null, group, conversation };
       saveSession(s);
       dialog.close();
       await enter(s, api);
@@ -89,7 +131,7 @@ async function enter(s: ChatSession, given?: ChatApi): Promise<void> {
   }
   $('chat').hidden = false;
   const profiles = new Profiles(api);
-  profiles.set({ userId: s.userId, name: s.name, photoUrl: null });
+  profiles.set({ userId: s.userId, name: s.name, photoUrl: s.photoUrl });
   profiles.want(s.userId);
   const where = $('where');
   let groupShard: number | undefined;
@@ -196,6 +238,8 @@ async function enter(s: ChatSession, given?: ChatApi): Promise<void> {
  */
 function showState(status: InboxStatus): void {
   const { state } = status;
+  // The empty-conversation note shows only once connected (not while history loads).
+  if (state === 'open') $('chat').dataset.connected = 'true';
   const el = $('state');
   el.dataset.mode = status.mode;
   el.dataset.state = state;

@@ -87,7 +87,7 @@ export class MessagesView {
     meta.append(name, time, note);
     const text = document.createElement('div');
     text.className = 'text';
-    text.textContent = contents;
+    text.append(...linkified(contents));
     bubble.append(meta, text);
     li.append(avatar(u, userId), bubble);
     return li;
@@ -108,6 +108,30 @@ export class MessagesView {
   private scrollToBottom(): void {
     this.list.scrollTop = this.list.scrollHeight;
   }
+}
+
+const URL_IN_TEXT = /\bhttps?:\/\/[^\s<>"']+[^\s<>"'.,;:!?)\]}]/gi;
+
+/**
+ * A message's text as nodes: http(s) URLs become links (opening a new tab, with no
+ * opener and no referrer), everything else stays text. Nothing is parsed as HTML.
+ */
+export function linkified(contents: string): Node[] {
+  const out: Node[] = [];
+  let at = 0;
+  for (const m of contents.matchAll(URL_IN_TEXT)) {
+    const start = m.index ?? 0;
+    if (start > at) out.push(document.createTextNode(contents.slice(at, start)));
+    const a = document.createElement('a');
+    a.href = m[0];
+    a.textContent = m[0];
+    a.target = '_blank';
+    a.rel = 'noopener noreferrer nofollow';
+    out.push(a);
+    at = start + m[0].length;
+  }
+  if (at < contents.length) out.push(document.createTextNode(contents.slice(at)));
+  return out;
 }
 
 export function shortId(userId: string): string {

@@ -76,7 +76,7 @@ describe.skipIf(!HAVE_BROWSER)('the browser chat', () => {
   /** The shard that serves the page's user (its session host, where its inbox is). */
   const sessionHostOf = async (page: Page) => {
     const userId = await page.evaluate(
-      () => (JSON.parse(sessionStorage.getItem('shardchat.session') ?? '{}') as { userId: string }).userId,
+      () => (JSON.parse(localStorage.getItem('shardchat.identity') ?? '{}') as { userId: string }).userId,
     );
     return (await owner.request('GET', `/users/${encodeURIComponent(userId)}`)).shard as number;
   };
@@ -257,5 +257,61 @@ describe.skipIf(!HAVE_BROWSER)('the browser chat', () => {
     await page.click('#toggle-online');
     expect(await page.locator('#online').isVisible()).toBe(true);
     await screenshot(page, 'phone');
+  });
+
+  it('the identity survives closing the tab; links are clickable and safe; an empty conversation says so; your own photo; sign out forgets', async () => {
+    await owner.putGroup('quiet', { subject: 'Quiet room' });
+    const page = await newPage();
+    await page.goto(`${c.router.url}/?group=quiet`);
+    await expect.poll(() => page.locator('#entry').isVisible()).toBe(true);
+    await page.fill('#entry-name', 'Hal');
+    await page.fill('#entry-email', 'hal@example.com');
+    const photo = `${c.router.url}/app/favicon.svg`;
+    await page.fill('#entry-photo', photo);
+    await page.click('#entry-submit');
+    await page.waitForSelector('#state[data-state="open"]');
+    // Nothing posted yet: the empty state.
+    await expect.poll(() => page.locator('#empty').isVisible()).toBe(true);
+    // Links become anchors (new tab, no opener); markup stays text.
+    await page.fill('#composer-input', 'see https://example.com/a?b=1, and <b>bold</b>');
+    await page.press('#composer-input', 'Enter');
+    const link = page.locator('#messages li[data-msg-id] .text a');
+    await expect.poll(() => link.count()).toBe(1);
+    expect(await link.getAttribute('href')).toBe('https://example.com/a?b=1');
+    expect(await link.getAttribute('target')).toBe('_blank');
+    expect(await link.getAttribute('rel')).toContain('noopener');
+    expect(await page.locator('#messages li[data-msg-id] .text b').count()).toBe(0);
+    expect(await page.locator('#messages li[data-msg-id] .text').textContent()).toBe(
+      'see https://example.com/a?b=1, and <b>bold</b>',
+    );
+    await expect.poll(() => page.locator('#empty').isVisible()).toBe(false);
+    // My own avatar is my photo.
+    await expect.poll(() => page.locator('#messages li.mine img.avatar').getAttribute('src')).toBe(photo);
+    // Closing the tab and opening the chat again (same browser): same user, no form.
+    const ctx = page.context();
+    await page.close();
+    const again = await ctx.newPage();
+    await again.goto(`${c.router.url}/?group=quiet`);
+    await again.waitForSelector('#state[data-state="open"]');
+    expect(await again.locator('#entry').isVisible()).toBe(false);
+    await expect.poll(() => again.textContent('#where')).toContain('you are Hal');
+    // Another conversation in the same browser: the same user joins it without the form.
+    await owner.putGroup('second', { subject: 'Second room' });
+    await again.goto(`${c.router.url}/?group=second`);
+    await again.waitForSelector('#state[data-state="open"]');
+    await expect.poll(() => again.textContent('#where')).toContain('you are Hal');
+    // Sign out forgets the identity: the form again.
+    await again.click('#sign-out');
+    await expect.poll(() => again.locator('#entry').isVisible()).toBe(true);
+    expect(await again.evaluate(() => localStorage.getItem('shardchat.identity'))).toBeNull();
+  });
+
+  it('an unknown ?group= says so before the form is filled', async () => {
+    const page = await newPage();
+    await page.goto(`${c.router.url}/?group=no-such-room`);
+    await expect
+      .poll(() => page.locator('#entry-error').textContent())
+      .toBe('The conversation no-such-room does not exist.');
+    expect(await page.locator('#entry-submit').isDisabled()).toBe(true);
   });
 });
