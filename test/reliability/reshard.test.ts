@@ -165,7 +165,13 @@ describe('resharding with faults', () => {
     await load.setup();
     await c.startShard(3);
     const first = runReshard(c, ['--to', '4'], { SHARDCHAT_TEST_RESHARD_SLOW_MS: '300' });
-    await sleep(1500);
+    // The first holds the lease once it has published the migration (it takes the lease
+    // before): only then is the second one "while one runs" (a fixed sleep raced with a
+    // slow start of the first on a loaded machine, and the second took the lease first).
+    for (const until = Date.now() + 30_000; !(await mapOf(c, 0)).migration; ) {
+      if (Date.now() > until) throw new Error('the first coordinator did not start the migration in 30 s');
+      await sleep(50);
+    }
     const second = await runReshard(c, ['--to', '4']);
     expect(second.code).toBe(1);
     expect(second.stderr).toMatch(/only one shardchat reshard at a time/);
