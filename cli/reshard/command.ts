@@ -57,12 +57,28 @@ const STATUS_WAIT_MS = 3000;
 
 const PHASES: Phase[] = ['start', 'copy', 'catch-up', 'fence', 'tail', 'switch', 'cleanup', 'done'];
 
-function testHooks(env: NodeJS.ProcessEnv): { stopAt?: Phase; slowMs?: number } {
+function testHooks(env: NodeJS.ProcessEnv): {
+  stopAt?: Phase;
+  slowMs?: number;
+  holdAt?: Phase;
+  released?(): Promise<void>;
+} {
   const stop = env.SHARDCHAT_TEST_RESHARD_STOP_AT as Phase | undefined;
   const slow = Number(env.SHARDCHAT_TEST_RESHARD_SLOW_MS ?? 0);
+  // Held at a phase until the file SHARDCHAT_TEST_RESHARD_RELEASE_FILE exists.
+  const hold = env.SHARDCHAT_TEST_RESHARD_HOLD_AT as Phase | undefined;
+  const releaseFile = env.SHARDCHAT_TEST_RESHARD_RELEASE_FILE;
   return {
     ...(stop && PHASES.includes(stop) ? { stopAt: stop } : {}),
     ...(slow > 0 ? { slowMs: slow } : {}),
+    ...(hold && PHASES.includes(hold) && releaseFile
+      ? {
+          holdAt: hold,
+          released: async () => {
+            while (!existsSync(releaseFile)) await new Promise((r) => setTimeout(r, 50));
+          },
+        }
+      : {}),
   };
 }
 

@@ -55,6 +55,9 @@ export interface CoordinatorOptions {
   stopAt?: Phase;
   /** Tests: a pause after every copied batch and at every phase (a longer migration). */
   slowMs?: number;
+  /** Tests: at this phase, waits until `released()` (the lease is kept meanwhile). */
+  holdAt?: Phase;
+  released?(): Promise<void>;
   /** True when the holder of a lease is known to be gone (a process of this machine that ended). */
   gone?(holder: string): boolean;
 }
@@ -515,6 +518,7 @@ export class Coordinator {
     this.o.log?.(`phase: ${p}`);
     this.o.progress?.(this.progressState);
     this.stopIf(p);
+    if (this.o.holdAt === p && this.o.released) await this.o.released();
     if (this.o.slowMs) await sleep(this.o.slowMs);
   }
 

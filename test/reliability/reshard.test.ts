@@ -6,6 +6,8 @@
  * Every acknowledged message is stored once, msgIds stay contiguous, epochs unchanged,
  * every subscriber gets everything once in order, and no client sees a 5xx.
  */
+import { writeFile } from 'node:fs/promises';
+import path from 'node:path';
 import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
 import { type Cluster, startCluster } from '../helpers/cluster.js';
 import { defaultRegistry, useProcessCleanup } from '../helpers/processes.js';
@@ -164,17 +166,20 @@ describe('resharding with faults', () => {
     load = new ReshardLoad(c, 'lease');
     await load.setup();
     await c.startShard(3);
-    const first = runReshard(c, ['--to', '4'], { SHARDCHAT_TEST_RESHARD_SLOW_MS: '300' });
-    // The first holds the lease once it has published the migration (it takes the lease
-    // before): only then is the second one "while one runs" (a fixed sleep raced with a
-    // slow start of the first on a loaded machine, and the second took the lease first).
-    for (const until = Date.now() + 30_000; !(await mapOf(c, 0)).migration; ) {
+    // The first holds at its copy phase (lease taken, migration published) until released.
+    const release = path.join(await defaultRegistry.tempDir(), 'release');
+    const first = runReshard(c, ['--to', '4'], {
+      SHARDCHAT_TEST_RESHARD_HOLD_AT: 'copy',
+      SHARDCHAT_TEST_RESHARD_RELEASE_FILE: release,
+    });
+    for (const until = Date.now() + 30_000; (await mapOf(c, 0)).migration?.state !== 'copying'; ) {
       if (Date.now() > until) throw new Error('the first coordinator did not start the migration in 30 s');
       await sleep(50);
     }
     const second = await runReshard(c, ['--to', '4']);
     expect(second.code).toBe(1);
     expect(second.stderr).toMatch(/only one shardchat reshard at a time/);
+    await writeFile(release, '');
     expect((await first).code).toBe(0);
   });
 
