@@ -4,13 +4,12 @@
  * router serving the web UI in front of three real shards. Screenshots go to
  * test-artifacts/browser/.
  */
-import path from 'node:path';
-import type { Browser, BrowserContext, Page } from 'playwright-core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ChatApi, ShardChatError } from '../../client/index.js';
-import { HAVE_BROWSER, launchChromium, screenshot } from '../helpers/browser.js';
-import { type Cluster, startCluster } from '../helpers/cluster.js';
-import { defaultRegistry, REPO_ROOT, useProcessCleanup } from '../helpers/processes.js';
+import type { Page } from 'playwright-core';
+import { describe, expect, it } from 'vitest';
+import { ShardChatError } from '../../client/index.js';
+import { HAVE_BROWSER, screenshot } from '../helpers/browser.js';
+import { useChatBrowser } from '../helpers/chat-browser.js';
+import { useProcessCleanup } from '../helpers/processes.js';
 
 useProcessCleanup();
 
@@ -26,66 +25,28 @@ async function retryWhileUnavailable<T>(fn: () => Promise<T>, ms = 15_000): Prom
   }
 }
 
-const WEB_DIR = path.join(REPO_ROOT, 'dist', 'web');
-
 describe.skipIf(!HAVE_BROWSER)('the browser chat', () => {
-  let c: Cluster;
-  let browser: Browser;
-  let owner: ChatApi;
-  const contexts: BrowserContext[] = [];
-
-  beforeAll(async () => {
-    c = await startCluster(await defaultRegistry.tempDir(), {
-      config: { router: { webDir: WEB_DIR } },
-    });
-    browser = await launchChromium();
-    owner = new ChatApi({ baseUrl: c.router.url, token: await c.token('owner') });
-    await owner.putUser('owner', { name: 'Olga Owner', email: 'olga@example.com' });
-    await owner.putGroup('lounge', { subject: 'The lounge' });
+  const t = useChatBrowser(async (b) => {
+    await b.owner.putGroup('lounge', { subject: 'The lounge' });
     // Capacity 2: the owner and one more; the next user goes to tiny~1.
-    await owner.putGroup('tiny', { subject: 'Tiny room', capacity: 2, overflow: 'shard' });
-  }, 60_000);
-
-  afterAll(async () => {
-    for (const ctx of contexts) await ctx.close().catch(() => {});
-    await browser?.close();
-    await defaultRegistry.cleanup();
+    await b.owner.putGroup('tiny', { subject: 'Tiny room', capacity: 2, overflow: 'shard' });
   });
 
-  async function newPage(viewport = { width: 1100, height: 760 }): Promise<Page> {
-    const ctx = await browser.newContext({ viewport });
-    contexts.push(ctx);
-    const page = await ctx.newPage();
-    page.on('pageerror', (err) => process.stderr.write(`page error: ${err.message}\n`));
-    return page;
-  }
-
-  /** Opens the chat for `group` and enters as a new user through the form. */
-  async function enter(page: Page, group: string, name: string): Promise<void> {
-    await page.goto(`${c.router.url}/?group=${group}`);
-    await expect.poll(() => page.locator('#entry').isVisible()).toBe(true);
-    await page.fill('#entry-name', name);
-    await page.fill('#entry-email', `${name.toLowerCase()}@example.com`);
-    await page.click('#entry-submit');
-    await page.waitForSelector('#chat:not([hidden])');
-    await page.waitForSelector('#state[data-state="open"]');
-  }
-
   const texts = (page: Page) => page.locator('#messages li[data-msg-id] .text').allTextContents();
-  const shardOf = async (groupId: string) => (await owner.getGroup(groupId)).shard as number;
+  const shardOf = async (groupId: string) => (await t.owner.getGroup(groupId)).shard as number;
   /** The shard that serves the page's user (its session host, where its inbox is). */
   const sessionHostOf = async (page: Page) => {
     const userId = await page.evaluate(
       () => (JSON.parse(localStorage.getItem('shardchat.identity') ?? '{}') as { userId: string }).userId,
     );
-    return (await owner.request('GET', `/users/${encodeURIComponent(userId)}`)).shard as number;
+    return (await t.owner.request('GET', `/users/${encodeURIComponent(userId)}`)).shard as number;
   };
 
   it('two users exchange messages in real time, see each other typing and online, and a reload keeps the conversation', async () => {
-    const ada = await newPage();
-    const bob = await newPage();
-    await enter(ada, 'lounge', 'Ada');
-    await enter(bob, 'lounge', 'Bob');
+    const ada = await t.newPage();
+    const bob = await t.newPage();
+    await t.enter(ada, 'lounge', 'Ada');
+    await t.enter(bob, 'lounge', 'Bob');
     const shard = await shardOf('lounge');
     await expect.poll(() => ada.textContent('#where')).toContain(`served by shard ${shard}`);
     await expect.poll(() => ada.textContent('#where')).toContain('lounge');
@@ -129,11 +90,11 @@ describe.skipIf(!HAVE_BROWSER)('the browser chat', () => {
   });
 
   it('with capacity 2, the third member lands in tiny~1 and the page says so', async () => {
-    const first = await newPage();
-    await enter(first, 'tiny', 'Cleo');
+    const first = await t.newPage();
+    await t.enter(first, 'tiny', 'Cleo');
     await expect.poll(() => first.textContent('#where')).toContain('Conversation tiny ');
-    const second = await newPage();
-    await enter(second, 'tiny', 'Dan');
+    const second = await t.newPage();
+    await t.enter(second, 'tiny', 'Dan');
     await expect.poll(() => second.textContent('#where')).toContain('tiny~1 (a sub-conversation of tiny)');
     const shard = await shardOf('tiny~1');
     await expect.poll(() => second.textContent('#where')).toContain(`served by shard ${shard}`);
@@ -141,11 +102,11 @@ describe.skipIf(!HAVE_BROWSER)('the browser chat', () => {
   });
 
   it('while the shard is killed and restarted, the banner shows and afterwards every message appears once, in order', async () => {
-    await owner.putGroup('outage', { subject: 'Outage drill' });
-    const eve = await newPage();
-    const fay = await newPage();
-    await enter(eve, 'outage', 'Eve');
-    await enter(fay, 'outage', 'Fay');
+    await t.owner.putGroup('outage', { subject: 'Outage drill' });
+    const eve = await t.newPage();
+    const fay = await t.newPage();
+    await t.enter(eve, 'outage', 'Eve');
+    await t.enter(fay, 'outage', 'Fay');
     await eve.fill('#composer-input', 'before');
     await eve.press('#composer-input', 'Enter');
     await expect.poll(() => texts(fay)).toEqual(['before']);
@@ -157,21 +118,21 @@ describe.skipIf(!HAVE_BROWSER)('the browser chat', () => {
     const i = await shardOf('outage');
     const hosts = new Set([i]);
     for (const p of [eve, fay]) hosts.add(await sessionHostOf(p));
-    for (const h of hosts) await c.shards[h]?.proc.kill();
+    for (const h of hosts) await t.cluster.shards[h]?.proc.kill();
     for (const p of [eve, fay]) await p.waitForSelector('#banner:not([hidden])');
     await screenshot(eve, 'reconnecting');
     // Sent while the shard is down: shown as sending, kept in the outbox.
-    for (const t of ['during 1', 'during 2']) {
-      await eve.fill('#composer-input', t);
+    for (const text of ['during 1', 'during 2']) {
+      await eve.fill('#composer-input', text);
       await eve.press('#composer-input', 'Enter');
     }
     await expect.poll(() => eve.locator('#messages li[data-status="pending"]').count()).toBe(2);
 
-    for (const h of hosts) await c.restartShard(h);
+    for (const h of hosts) await t.cluster.restartShard(h);
     // Posted by someone else right after the restart, possibly before the pages are back.
     // (The router sees the shard ready again within its probe interval: retry 503s until then.)
-    for (const t of ['after 1', 'after 2']) {
-      await retryWhileUnavailable(() => owner.post('outage', t, `owner-${t.replace(' ', '-')}`));
+    for (const text of ['after 1', 'after 2']) {
+      await retryWhileUnavailable(() => t.owner.post('outage', text, `owner-${text.replace(' ', '-')}`));
     }
 
     const expected = ['before', 'during 1', 'during 2', 'after 1', 'after 2'];
@@ -195,36 +156,36 @@ describe.skipIf(!HAVE_BROWSER)('the browser chat', () => {
   });
 
   it('while only the user’s session host is down, the page falls back to the conversation’s socket: no banner, messages keep coming', async () => {
-    await owner.putGroup('detour', { subject: 'Detour' });
+    await t.owner.putGroup('detour', { subject: 'Detour' });
     const groupShard = await shardOf('detour');
     // A user whose session host is another shard than the conversation's (2 in 3 are).
     let page: Page | undefined;
     let host = groupShard;
     for (let i = 0; i < 8 && host === groupShard; i++) {
-      page = await newPage();
-      await enter(page, 'detour', `Hal${i}`);
+      page = await t.newPage();
+      await t.enter(page, 'detour', `Hal${i}`);
       host = await sessionHostOf(page);
     }
     expect(host).not.toBe(groupShard);
     const p = page as Page;
     await expect.poll(() => p.textContent('#where')).toContain(`your inbox on shard ${host}`);
-    await retryWhileUnavailable(() => owner.post('detour', 'before', 'detour-before'));
+    await retryWhileUnavailable(() => t.owner.post('detour', 'before', 'detour-before'));
     await expect.poll(() => texts(p)).toEqual(['before']);
 
-    await c.shards[host]?.proc.kill();
+    await t.cluster.shards[host]?.proc.kill();
     // After the fallback delay the conversation's own socket delivers: connected, no banner.
     await p.waitForSelector('#state[data-mode="fallback"][data-state="open"]', { timeout: 20_000 });
     expect(await p.locator('#banner').isHidden()).toBe(true);
     await expect.poll(() => p.textContent('#where')).toContain('direct connection');
-    await owner.post('detour', 'during', 'detour-during');
+    await t.owner.post('detour', 'during', 'detour-during');
     await p.fill('#composer-input', 'mine during');
     await p.press('#composer-input', 'Enter');
     await expect.poll(() => texts(p)).toEqual(['before', 'during', 'mine during']);
     await screenshot(p, 'fallback');
 
-    await c.restartShard(host);
+    await t.cluster.restartShard(host);
     await p.waitForSelector('#state[data-mode="inbox"][data-state="open"]', { timeout: 30_000 });
-    await retryWhileUnavailable(() => owner.post('detour', 'after', 'detour-after'));
+    await retryWhileUnavailable(() => t.owner.post('detour', 'after', 'detour-after'));
     await expect.poll(() => texts(p)).toEqual(['before', 'during', 'mine during', 'after']);
     const ids = (await p
       .locator('#messages li[data-msg-id]')
@@ -234,9 +195,9 @@ describe.skipIf(!HAVE_BROWSER)('the browser chat', () => {
   });
 
   it('works on a phone-sized screen and with the keyboard alone', async () => {
-    await owner.putGroup('pocket', { subject: 'Pocket chat' });
-    const page = await newPage({ width: 390, height: 760 });
-    await page.goto(`${c.router.url}/?group=pocket`);
+    await t.owner.putGroup('pocket', { subject: 'Pocket chat' });
+    const page = await t.newPage({ width: 390, height: 760 });
+    await page.goto(`${t.cluster.router.url}/?group=pocket`);
     await expect.poll(() => page.locator('#entry').isVisible()).toBe(true);
     // The name field has focus; Tab moves through the form, Enter submits.
     await page.keyboard.type('Gus');
@@ -253,20 +214,20 @@ describe.skipIf(!HAVE_BROWSER)('the browser chat', () => {
     const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
     expect(overflow).toBeLessThanOrEqual(0);
     expect(await page.locator('#composer-input').isVisible()).toBe(true);
-    expect(await page.locator('#online').isVisible()).toBe(false);
-    await page.click('#toggle-online');
-    expect(await page.locator('#online').isVisible()).toBe(true);
+    expect(await page.locator('#members').isVisible()).toBe(false);
+    await page.click('#toggle-members');
+    expect(await page.locator('#members').isVisible()).toBe(true);
     await screenshot(page, 'phone');
   });
 
   it('the identity survives closing the tab; links are clickable and safe; an empty conversation says so; your own photo; sign out forgets', async () => {
-    await owner.putGroup('quiet', { subject: 'Quiet room' });
-    const page = await newPage();
-    await page.goto(`${c.router.url}/?group=quiet`);
+    await t.owner.putGroup('quiet', { subject: 'Quiet room' });
+    const page = await t.newPage();
+    await page.goto(`${t.cluster.router.url}/?group=quiet`);
     await expect.poll(() => page.locator('#entry').isVisible()).toBe(true);
     await page.fill('#entry-name', 'Hal');
     await page.fill('#entry-email', 'hal@example.com');
-    const photo = `${c.router.url}/app/favicon.svg`;
+    const photo = `${t.cluster.router.url}/app/favicon.svg`;
     await page.fill('#entry-photo', photo);
     await page.click('#entry-submit');
     await page.waitForSelector('#state[data-state="open"]');
@@ -291,13 +252,13 @@ describe.skipIf(!HAVE_BROWSER)('the browser chat', () => {
     const ctx = page.context();
     await page.close();
     const again = await ctx.newPage();
-    await again.goto(`${c.router.url}/?group=quiet`);
+    await again.goto(`${t.cluster.router.url}/?group=quiet`);
     await again.waitForSelector('#state[data-state="open"]');
     expect(await again.locator('#entry').isVisible()).toBe(false);
     await expect.poll(() => again.textContent('#where')).toContain('you are Hal');
     // Another conversation in the same browser: the same user joins it without the form.
-    await owner.putGroup('second', { subject: 'Second room' });
-    await again.goto(`${c.router.url}/?group=second`);
+    await t.owner.putGroup('second', { subject: 'Second room' });
+    await again.goto(`${t.cluster.router.url}/?group=second`);
     await again.waitForSelector('#state[data-state="open"]');
     await expect.poll(() => again.textContent('#where')).toContain('you are Hal');
     // Sign out forgets the identity: the form again.
@@ -307,8 +268,8 @@ describe.skipIf(!HAVE_BROWSER)('the browser chat', () => {
   });
 
   it('an unknown ?group= says so before the form is filled', async () => {
-    const page = await newPage();
-    await page.goto(`${c.router.url}/?group=no-such-room`);
+    const page = await t.newPage();
+    await page.goto(`${t.cluster.router.url}/?group=no-such-room`);
     await expect
       .poll(() => page.locator('#entry-error').textContent())
       .toBe('The conversation no-such-room does not exist.');
