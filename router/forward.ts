@@ -121,7 +121,6 @@ export class Exchange implements ExchangeSink, ResponseCallbacks, ExchangeHooks 
   onData(chunk: Buffer): void {
     const conn = this.conn;
     if (!conn) return;
-    conn.deadline = this.owner.clock.now + this.owner.upstreamMs;
     let used: number;
     try {
       used = conn.parser.consume(chunk);
@@ -147,6 +146,9 @@ export class Exchange implements ExchangeSink, ResponseCallbacks, ExchangeHooks 
       this.complete();
       return;
     }
+    // More to come: the upstream has upstreamMs for its next bytes. (A response that ended
+    // here needs no deadline: its connection went back to the pool or was closed.)
+    conn.deadline = this.owner.clock.now + this.owner.upstreamMs;
     // One write for whatever this chunk produced.
     const ok = this.client.flush();
     if (!ok && !this.done && this.conn === conn) {

@@ -23,7 +23,7 @@ import { DeadlineSweeper } from './deadlines.js';
 import type { RouterError } from './errors.js';
 import { Exchange, type ExchangeOwner } from './forward.js';
 import { RouterMetrics } from './metrics.js';
-import { buildRequestHead, clientRequestId } from './request-head.js';
+import { type BuiltHead, buildRequestHead, clientRequestId } from './request-head.js';
 import type { ParsedRequest } from './request-parser.js';
 import { type Redispatch, RouterShardMap } from './shard-map.js';
 import { StaticFiles } from './static-files.js';
@@ -38,19 +38,16 @@ export interface RunningRouter {
 }
 
 /** Where a request goes: its owner, and its key's hash (none for onNoMatch's fixed shard). */
-type Target = { shard: number; hash: bigint | undefined } | { error: RouterError };
-
-/** What passes 1 to 5 produce for a request the router forwards. */
-interface Prepared {
-  shard: number;
-  head: string;
-  requestId: string;
-}
 
 const MAX_HEADERS = 100;
 
 /** The methods Node's HTTP parser (llhttp, the shard's) accepts; any other is refused. */
 const KNOWN_METHODS = new Set(http.METHODS);
+const BAD_METHOD: RouterError = {
+  status: 400,
+  code: 'bad_method',
+  message: 'unknown request method (methods are upper case: GET, PUT, POST, DELETE, ...)',
+};
 
 /** The value of a header that may appear once (lower-case name): undefined when absent, null when repeated. */
 function singleHeader(req: ParsedRequest, lowerName: string): string | undefined | null {
@@ -68,6 +65,9 @@ function singleHeader(req: ParsedRequest, lowerName: string): string | undefined
 }
 
 export class Router implements ExchangeOwner, RelayOwner, ClientOwner {
+  /** Pass 2's result for the request being prepared: its shard and its key's hash (scratch, read right after prepare). */
+  private routedShard = 0;
+  private routedHash: bigint | undefined;
   readonly retryAfter: number;
   readonly upstreamMs: number;
   readonly connectMs: number;
@@ -183,40 +183,47 @@ export class Router implements ExchangeOwner, RelayOwner, ClientOwner {
   // A request answered 421 with a newer map goes through passes 3 to 5 again for its
   // new owner (redispatch, redispatchUpgrade).
 
-  /** Runs passes 1 to 5; answers the client itself and returns undefined when one refuses. */
+  /**
+   * Runs passes 1 to 5; answers the client itself and returns undefined when one refuses.
+   * (No closure or intermediate object per request: this is the hot path. The key's hash
+   * is left in `routedHash` for the caller.)
+   */
   private prepare(
     conn: ClientConnection,
     req: ParsedRequest,
     body: Buffer | undefined,
     upgrade: boolean,
     startedAt: number,
-  ): (Prepared & { hash: bigint | undefined }) | undefined {
-    const refuse = (e: RouterError): undefined => {
-      this.metrics.request(undefined, e.status, undefined);
-      conn.respondError(e, clientRequestId(req));
-      return undefined;
-    };
+  ): BuiltHead | undefined {
     // 1. method
-    if (!KNOWN_METHODS.has(req.method)) {
-      return refuse({
-        status: 400,
-        code: 'bad_method',
-        message: 'unknown request method (methods are upper case: GET, PUT, POST, DELETE, ...)',
-      });
-    }
-    if (upgrade && this.drainingNow) {
-      return refuse({
-        status: 503,
-        code: 'router_shutting_down',
-        message: 'the router is shutting down',
-        retryAfter: this.retryAfter,
-      });
-    }
+    if (!KNOWN_METHODS.has(req.method)) return this.refuseUnrouted(conn, req, BAD_METHOD);
+    if (upgrade && this.drainingNow) return this.refuseUnrouted(conn, req, this.shuttingDown());
     // 2. target
-    const t = this.target(req);
-    if ('error' in t) return refuse(t.error);
-    const p = this.prepareFor(conn, req, body, upgrade, startedAt, t.shard, undefined);
-    return p && { ...p, hash: t.hash };
+    const shard = this.target(req);
+    if (typeof shard !== 'number') return this.refuseUnrouted(conn, req, shard);
+    this.routedShard = shard;
+    return this.prepareFor(conn, req, body, upgrade, startedAt, shard, undefined);
+  }
+
+  /** A refusal before the request has a shard (counted without one). */
+  private refuseUnrouted(
+    conn: ClientConnection,
+    req: ParsedRequest,
+    e: RouterError,
+    requestId?: string,
+  ): undefined {
+    this.metrics.request(undefined, e.status, undefined);
+    conn.respondError(e, requestId ?? clientRequestId(req));
+    return undefined;
+  }
+
+  private shuttingDown(): RouterError {
+    return {
+      status: 503,
+      code: 'router_shutting_down',
+      message: 'the router is shutting down',
+      retryAfter: this.retryAfter,
+    };
   }
 
   /** Passes 3 to 5 for a request going to `shard`. */
@@ -228,30 +235,25 @@ export class Router implements ExchangeOwner, RelayOwner, ClientOwner {
     startedAt: number,
     shard: number,
     requestId: string | undefined,
-  ): Prepared | undefined {
-    const refuse = (e: RouterError, counted = true): undefined => {
-      if (!counted) this.metrics.request(undefined, e.status, undefined);
-      else if (upgrade) this.answered(shard, e.status);
-      else this.finished(shard, e.status, startedAt);
-      conn.respondError(e, requestId ?? clientRequestId(req));
-      return undefined;
-    };
+  ): BuiltHead | undefined {
     // 3. address
     if (shard >= this.pools.length) {
-      return refuse(
+      return this.refuseUnrouted(
+        conn,
+        req,
         {
           status: 503,
           code: 'no_shard_address',
           message: `shard ${shard} has no address: add it to topology.targets`,
           retryAfter: this.retryAfter,
         },
-        false,
+        requestId,
       );
     }
     // 4. readiness
     if (this.topology.readinessKnown && !this.topology.isReady(shard)) {
       this.upstreamFailure(shard, 'unready');
-      return refuse({
+      return this.refuseRouted(conn, req, shard, upgrade, startedAt, requestId, {
         status: 503,
         code: 'shard_unavailable',
         message: `shard ${shard} is not ready`,
@@ -262,7 +264,7 @@ export class Router implements ExchangeOwner, RelayOwner, ClientOwner {
       const maxWs = this.cfg.router.limits.maxWebSocketsPerShard;
       if ((this.wsPerShard[shard] ?? 0) >= maxWs) {
         this.upstreamFailure(shard, 'overloaded');
-        return refuse({
+        return this.refuseRouted(conn, req, shard, upgrade, startedAt, requestId, {
           status: 503,
           code: 'too_many_websockets',
           message: `shard ${shard} already has ${maxWs} WebSocket connections through this router`,
@@ -280,29 +282,49 @@ export class Router implements ExchangeOwner, RelayOwner, ClientOwner {
       requestId,
     });
     if (built.head.length > this.maxForwardedHead) {
-      return refuse(
+      return this.refuseUnrouted(
+        conn,
+        req,
         {
           status: 431,
           code: 'headers_too_large',
           message: `the request head would reach the shard larger than ${this.maxForwardedHead} bytes`,
         },
-        false,
+        requestId,
       );
     }
-    return { shard, head: built.head, requestId: built.requestId };
+    return built;
   }
 
-  /** Pass 2: where a request goes, or the error the router answers itself. */
-  private target(req: ParsedRequest): Target {
+  /** A refusal of a request with a shard (counted for it). */
+  private refuseRouted(
+    conn: ClientConnection,
+    req: ParsedRequest,
+    shard: number,
+    upgrade: boolean,
+    startedAt: number,
+    requestId: string | undefined,
+    e: RouterError,
+  ): undefined {
+    if (upgrade) this.answered(shard, e.status);
+    else this.finished(shard, e.status, startedAt);
+    conn.respondError(e, requestId ?? clientRequestId(req));
+    return undefined;
+  }
+
+  /**
+   * Pass 2: the shard a request goes to, or the error the router answers itself. The
+   * key's hash (undefined for a fixed shard) is left in `routedHash`.
+   */
+  private target(req: ParsedRequest): number | RouterError {
+    this.routedHash = undefined;
     const path = pathOf(req.target);
     const limits = this.cfg.router.limits;
     if (path.length > limits.maxPathBytes) {
       return {
-        error: {
-          status: 414,
-          code: 'path_too_long',
-          message: `paths are limited to ${limits.maxPathBytes} bytes`,
-        },
+        status: 414,
+        code: 'path_too_long',
+        message: `paths are limited to ${limits.maxPathBytes} bytes`,
       };
     }
     // The router and the shard must read the same id from the same bytes.
@@ -311,46 +333,39 @@ export class Router implements ExchangeOwner, RelayOwner, ClientOwner {
       (path.indexOf('%') === -1 ? undefined : idAmbiguity(this.sf.pathKey(path) ?? ''));
     if (ambiguous !== undefined) {
       return {
-        error: {
-          status: 400,
-          code: 'ambiguous_path',
-          message: `the path has ${ambiguous}: the router and the shard could read different ids from it`,
-        },
+        status: 400,
+        code: 'ambiguous_path',
+        message: `the path has ${ambiguous}: the router and the shard could read different ids from it`,
       };
     }
     const keyHeader = this.keyHeader ? singleHeader(req, this.keyHeader) : undefined;
     if (keyHeader === null) {
       return {
-        error: {
-          status: 400,
-          code: 'repeated_key_header',
-          message: `the ${this.keyHeader} header may appear once`,
-        },
+        status: 400,
+        code: 'repeated_key_header',
+        message: `the ${this.keyHeader} header may appear once`,
       };
     }
     const k = this.sf.keyWith(path, keyHeader);
     switch (k.kind) {
       case 'key': {
         const hash = xxh64(k.key);
-        return { shard: this.shardMap.placement.ownerOfHash(hash), hash };
+        this.routedHash = hash;
+        return this.shardMap.placement.ownerOfHash(hash);
       }
       case 'fixed':
-        return { shard: k.shard, hash: undefined };
+        return k.shard;
       case 'reject':
         return {
-          error: {
-            status: 404,
-            code: 'no_shard_key',
-            message: 'the request names no group or user to route by',
-          },
+          status: 404,
+          code: 'no_shard_key',
+          message: 'the request names no group or user to route by',
         };
       case 'malformed':
         return {
-          error: {
-            status: 400,
-            code: 'malformed_key',
-            message: 'the shard key has a malformed percent-escape',
-          },
+          status: 400,
+          code: 'malformed_key',
+          message: 'the shard key has a malformed percent-escape',
         };
     }
   }
@@ -369,15 +384,17 @@ export class Router implements ExchangeOwner, RelayOwner, ClientOwner {
     }
     const p = this.prepare(conn, req, body, false, startedAt);
     if (!p) return;
+    const shard = this.routedShard;
+    const hash = this.routedHash;
     const retry =
-      p.hash !== undefined && (body === undefined || body.length <= this.retryBodyBytes)
-        ? { req, body, hash: p.hash, requestId: p.requestId, hops: 0 }
+      hash !== undefined && (body === undefined || body.length <= this.retryBodyBytes)
+        ? { req, body, hash, requestId: p.requestId, hops: 0 }
         : undefined;
     new Exchange(
       conn,
       req.method,
-      p.shard,
-      this.pools[p.shard] as UpstreamPool,
+      shard,
+      this.pools[shard] as UpstreamPool,
       p.head,
       body,
       p.requestId,
@@ -390,16 +407,15 @@ export class Router implements ExchangeOwner, RelayOwner, ClientOwner {
   upgrade(conn: ClientConnection, req: ParsedRequest): void {
     const p = this.prepare(conn, req, undefined, true, performance.now());
     if (!p) return;
+    const hash = this.routedHash;
     const retry =
-      p.hash !== undefined
-        ? { req, body: undefined, hash: p.hash, requestId: p.requestId, hops: 0 }
-        : undefined;
-    this.relay(conn, p, retry);
+      hash !== undefined ? { req, body: undefined, hash, requestId: p.requestId, hops: 0 } : undefined;
+    this.relay(conn, this.routedShard, p, retry);
   }
 
-  private relay(conn: ClientConnection, p: Prepared, retry: Redispatch | undefined): void {
-    const state = this.topology.states[p.shard] as ShardState;
-    new WebSocketRelay(p.shard, conn, state.host, state.port, p.head, p.requestId, this, retry).start();
+  private relay(conn: ClientConnection, shard: number, p: BuiltHead, retry: Redispatch | undefined): void {
+    const state = this.topology.states[shard] as ShardState;
+    new WebSocketRelay(shard, conn, state.host, state.port, p.head, p.requestId, this, retry).start();
   }
 
   // --- the shard map ---
@@ -443,7 +459,7 @@ export class Router implements ExchangeOwner, RelayOwner, ClientOwner {
       return;
     }
     const p = this.prepareFor(conn, r.req, undefined, true, performance.now(), shard, r.requestId);
-    if (p) this.relay(conn, p, r);
+    if (p) this.relay(conn, shard, p, r);
   }
 
   /** A shard reported a newer map (or its migration): route by it, and address its shards. */
