@@ -191,7 +191,7 @@ function wireEvents(p: Parts): void {
 /** The public port (chat API, WebSockets) and the admin port (metrics, health, /internal/*). */
 async function serve(cfg: Config, log: Logger, p: Parts): Promise<RunningShard> {
   const { store, metrics, topology, own, auth, intake, modes, groups, inboxes, delivery, membership } = p;
-  const app = createApi({
+  const api = createApi({
     cfg,
     log,
     store,
@@ -205,7 +205,7 @@ async function serve(cfg: Config, log: Logger, p: Parts): Promise<RunningShard> 
     modeOf: (groupId) => modes.modeOf(groupId),
     messagesAfter: (groupId, after, limit) => delivery.history.after(groupId, after, limit),
   });
-  const server = createPublicServer({ cfg, log, app, groups, inboxes });
+  const server = createPublicServer({ cfg, log, api, groups, inboxes });
   let draining = false;
   const admin = createShardAdmin({
     own,

@@ -42,7 +42,7 @@ export function stringField(
   return v;
 }
 
-export function jsonBody(req: Request): Record<string, unknown> {
+export function jsonBody(req: { body?: unknown }): Record<string, unknown> {
   const b: unknown = req.body;
   if (b === undefined) {
     throw new ApiError(415, 'unsupported_media_type', 'send the body as application/json');

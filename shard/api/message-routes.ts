@@ -1,8 +1,35 @@
 /** Messages (post, read by page or long-poll) and presence of a group (docs/architecture.md section 4). */
 import type express from 'express';
-import { badRequest } from '../../common/http-answers.js';
+import { badRequest, notFound } from '../../common/http-answers.js';
+import { requireMember } from '../access.js';
 import { intParam, jsonBody, route } from './http-input.js';
 import type { RouteKit } from './route-kit.js';
+
+/**
+ * POST /groups/{id}/messages once the ownership gate and the body parser have run:
+ * authenticated, the group exists, a member posts; the message goes through the one
+ * intake. Shared by the Express route and the hot path (hot-routes.ts).
+ */
+export async function postMessage(
+  k: RouteKit,
+  groupId: string,
+  authorization: string | undefined,
+  req: { body?: unknown },
+): Promise<{ status: number; body: { msgId: number; prevMsgId: number; epoch: string; ts: number } }> {
+  const me = await k.authedBy(authorization);
+  // Existence from memory, not a row read per message: only the id is needed here.
+  if (!k.s.store.hasGroup(groupId)) throw notFound(`group ${groupId}`);
+  requireMember(k.s.store, groupId, me);
+  const body = jsonBody(req);
+  const { message, created } = await k.s.intake.post(
+    { groupId, userId: me, contents: body.contents, clientMsgId: body.clientMsgId },
+    { memberChecked: true, admitted: true },
+  );
+  return {
+    status: created === false ? 200 : 201,
+    body: { msgId: message.msgId, prevMsgId: message.prevMsgId, epoch: message.epoch, ts: message.ts },
+  };
+}
 
 export function messageRoutes(app: express.Express, k: RouteKit): void {
   const { s, owned, jsonParser, authed, groupOf, member } = k;
@@ -14,20 +41,8 @@ export function messageRoutes(app: express.Express, k: RouteKit): void {
     owned('groupId'),
     jsonParser,
     route(async (req, res) => {
-      const me = await authed(req);
-      const g = groupOf(req.params.groupId as string);
-      member(g, me);
-      const body = jsonBody(req);
-      const { message, created } = await s.intake.post(
-        { groupId: g.id, userId: me, contents: body.contents, clientMsgId: body.clientMsgId },
-        { memberChecked: true, admitted: true },
-      );
-      res.status(created === false ? 200 : 201).json({
-        msgId: message.msgId,
-        prevMsgId: message.prevMsgId,
-        epoch: message.epoch,
-        ts: message.ts,
-      });
+      const ack = await postMessage(k, req.params.groupId as string, req.get('authorization'), req);
+      res.status(ack.status).json(ack.body);
     }),
   );
 

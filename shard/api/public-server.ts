@@ -3,7 +3,6 @@
  * WebSocket upgrades of group sockets and inboxes, behind the router.
  */
 import http from 'node:http';
-import type express from 'express';
 import type { Request, Response } from 'express';
 import { type Config, forwardedHeadLimit } from '../../common/config.js';
 import { answerClientError } from '../../common/http-answers.js';
@@ -11,11 +10,12 @@ import type { Logger } from '../../common/logger.js';
 import type { GroupHub } from '../sockets/group-hub.js';
 import { InboxHub } from '../sockets/inbox-hub.js';
 import { finalHandler } from './errors.js';
+import type { PublicApi } from './public.js';
 
 export interface PublicServerDeps {
   cfg: Config;
   log: Logger;
-  app: express.Express;
+  api: PublicApi;
   groups: GroupHub;
   inboxes: InboxHub;
 }
@@ -27,9 +27,10 @@ export function createPublicServer(d: PublicServerDeps): http.Server {
     // A head at the router's maxHeaderBytes plus the headers the router adds must pass.
     { maxHeaderSize: forwardedHeadLimit(d.cfg), keepAliveTimeout: 5000, requestTimeout: 120_000 },
     (req, res) => {
+      if (d.api.hot(req, res)) return;
       const r = req as unknown as Request;
       const w = res as unknown as Response;
-      d.app(r, w, finish(r, w));
+      d.api.app(r, w, finish(r, w));
     },
   );
   server.on('clientError', answerClientError);

@@ -9,11 +9,18 @@ import { ApiError } from '../../common/http-answers.js';
 import { MAP_HEADER, SHARD_HEADER } from '../../common/protocol.js';
 import { errorHandler } from './errors.js';
 import { groupRoutes, memberRoutes } from './group-routes.js';
+import { type HotRoutes, hotRoutes } from './hot-routes.js';
 import { messageRoutes } from './message-routes.js';
 import { routeKit, type ShardServices } from './route-kit.js';
 import { userRoutes } from './user-routes.js';
 
-export function createApi(s: ShardServices): express.Express {
+/** The chat API: the hot route answered without Express (hot-routes.ts), everything else by the Express app. */
+export interface PublicApi {
+  app: express.Express;
+  hot: HotRoutes;
+}
+
+export function createApi(s: ShardServices): PublicApi {
   const { own } = s;
   const app = express();
   // Routes match exactly as the router's urlPattern does (docs/architecture.md section 1).
@@ -36,5 +43,5 @@ export function createApi(s: ShardServices): express.Express {
   messageRoutes(app, kit);
   app.use((req, _res, next) => next(new ApiError(404, 'not_found', `no route ${req.method} ${req.path}`)));
   app.use(errorHandler(s.log));
-  return app;
+  return { app, hot: hotRoutes(kit, s.log) };
 }

@@ -47,6 +47,8 @@ export interface RouteKit {
   jsonParser: RequestHandler;
   /** The authenticated user (401 otherwise). */
   authed(req: Request): Promise<string>;
+  /** The same, from the Authorization header's value. */
+  authedBy(authorization: string | undefined): Promise<string>;
   /** The group (404 otherwise). */
   groupOf(id: string): GroupRow;
   /** 403 unless userId is a member of the group. */
@@ -106,6 +108,7 @@ export function routeKit(s: ShardServices): RouteKit {
     owned,
     jsonParser,
     authed: async (req) => auth.verify(tokenOf(req.get('authorization'), undefined)),
+    authedBy: async (authorization) => auth.verify(tokenOf(authorization, undefined)),
     groupOf: (id) => groupOr404(store, id),
     member: (g, userId) => requireMember(store, g.id, userId),
   };

@@ -145,6 +145,9 @@ function prepareStatements(db: Database.Database) {
 
 type Statements = ReturnType<typeof prepareStatements>;
 
+/** Group ids `hasGroup` keeps in memory at most (the oldest is forgotten first). */
+const KNOWN_GROUPS_MAX = 100_000;
+
 export class Store extends EventEmitter<StoreEvents> {
   readonly file: string;
   /**
@@ -155,6 +158,11 @@ export class Store extends EventEmitter<StoreEvents> {
   private readonly db: Database.Database;
   private readonly writer: MessageWriter;
   private readonly st: Statements;
+  /**
+   * Groups known to exist (read once, then answered from memory: the post path asks on
+   * every message). Only deleteGroup removes a group, and it forgets the id first.
+   */
+  private readonly known = new Set<string>();
 
   constructor(dataDir: string, ordinal: number, maxBatch = 1000) {
     super();
@@ -229,6 +237,15 @@ export class Store extends EventEmitter<StoreEvents> {
   getGroup(id: string): GroupRow | undefined {
     const r = this.st.getGroup.get(id) as (Omit<GroupRow, 'closed'> & { closed: number }) | undefined;
     return r ? toGroup(r) : undefined;
+  }
+
+  /** Whether the group exists (from memory once seen; see `known`). */
+  hasGroup(id: string): boolean {
+    if (this.known.has(id)) return true;
+    if (this.st.getGroup.get(id) === undefined) return false;
+    if (this.known.size >= KNOWN_GROUPS_MAX) this.known.delete(this.known.values().next().value as string);
+    this.known.add(id);
+    return true;
   }
 
   /** Creates a group with its owner as first member; a no-op returning the group if it exists. */
@@ -530,6 +547,7 @@ export class Store extends EventEmitter<StoreEvents> {
 
   /** Deletes a group with its members, roster and messages (after it moved away). */
   deleteGroup(id: string): boolean {
+    this.known.delete(id);
     const deleted = this.write(() => {
       this.st.deleteMessages.run(id);
       this.st.deleteMembers.run(id);

@@ -180,4 +180,19 @@ describe('moving a group and a user between stores', () => {
     expect(a.getUser('alice')).toBeUndefined();
     expect(a.counts()).toEqual({ groups: 0, members: 0 });
   });
+
+  it('knows which groups exist from memory once read, and forgets a deleted one', () => {
+    const a = open(0);
+    expect(a.hasGroup('g')).toBe(false);
+    a.createGroup(group('g'));
+    expect(a.hasGroup('g')).toBe(true);
+    expect(a.hasGroup('g')).toBe(true);
+    expect(a.deleteGroup('g')).toBe(true);
+    expect(a.hasGroup('g')).toBe(false);
+    // Imported (a group moving here) is known as well.
+    const b = open(1);
+    b.createGroup(group('h'));
+    a.importGroup(b.exportGroup('h') as GroupSnapshot);
+    expect(a.hasGroup('h')).toBe(true);
+  });
 });
