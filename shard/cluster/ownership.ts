@@ -42,8 +42,13 @@ export interface OwnershipEvents {
 /** Releases an admitted write (call once it is answered). */
 export type Release = () => void;
 
+/** Ids whose owner `ownerOf` keeps (all are forgotten at once past this). */
+const OWNERS_CACHED = 50_000;
+
 export class Ownership extends EventEmitter<OwnershipEvents> {
   private current: Placement;
+  /** Owners of recently asked ids under `current` (every message asks; cleared when the map changes). */
+  private readonly owners = new Map<string, number>();
   private header: string;
   /** Bumped by every adopted map. */
   private epoch = 0;
@@ -99,7 +104,13 @@ export class Ownership extends EventEmitter<OwnershipEvents> {
   }
 
   ownerOf(id: string): number {
-    return this.current.ownerOf(id);
+    let owner = this.owners.get(id);
+    if (owner === undefined) {
+      owner = this.current.ownerOf(id);
+      if (this.owners.size >= OWNERS_CACHED) this.owners.clear();
+      this.owners.set(id, owner);
+    }
+    return owner;
   }
 
   owns(id: string): boolean {
@@ -219,6 +230,7 @@ export class Ownership extends EventEmitter<OwnershipEvents> {
   adopt(map: ShardMap): void {
     const previous = this.current.map;
     this.current = new Placement(map);
+    this.owners.clear();
     this.header = mapHeader(map);
     this.epoch++;
     this.emit('map', this.current.map, previous);
