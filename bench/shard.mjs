@@ -49,6 +49,7 @@ import {
 } from './lib.mjs';
 import { BenchProcesses, stopOnSignalsAndTimeout } from './processes.mjs';
 import { spliceSection } from './results-md.mjs';
+import { sqliteAlone } from './sqlite-alone.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const BENCH = join(ROOT, 'bench');
@@ -516,6 +517,14 @@ async function durableRun(groupCount, via) {
   const v = await verifyStored(r.acked);
   const lat = latencyStats(r.latencies);
   const perS = r.ackedCount / r.wallS;
+  // The disk's limit in the same run: the same rows, batch size and groups in SQLite alone.
+  const alone = await sqliteAlone({
+    root: ROOT,
+    dir: join(WORK, 'sqlite-alone'),
+    rows: Math.max(1000, Math.min(r.ackedCount, 50_000)),
+    batch: Number.isFinite(batch.meanBatch) ? batch.meanBatch : 1,
+    groups: groupCount,
+  });
   const verified =
     v.stored === r.ackedCount &&
     v.lastMsgIdSum === r.ackedCount &&
@@ -537,6 +546,8 @@ async function durableRun(groupCount, via) {
     errorCount: Object.values(r.errors).reduce((a, b) => a + b, 0),
     messagesPerS: perS,
     vsTarget: perS / TARGET_MESSAGES_PER_S,
+    sqliteAlone: alone,
+    vsSqliteAlone: perS / alone.rowsPerS,
     shardCpuUsPerMessage: ((usage.shardCores * usage.wallS) / r.ackedCount) * 1e6,
     latencyMs: lat,
     batches: batch,
@@ -548,7 +559,8 @@ async function durableRun(groupCount, via) {
     `  ${fmt(perS)} msg/s acked (${fmt(r.ackedCount)} in ${r.wallS.toFixed(2)}s), p50 ${ms(lat.p50)}, p99 ${ms(lat.p99)}, ` +
       `${fmt(batch.commits)} commits, mean batch ${fmt(batch.meanBatch, 1)}, mean commit ${ms(batch.meanCommitMs)}, ` +
       `stored ${fmt(v.stored)} (${verified ? 'matches' : 'MISMATCH'}), errors ${res.errorCount}, ` +
-      `CPU shard ${fmt(usage.shardCores, 2)} client ${fmt(usage.clientCores, 2)} other ${fmt(usage.otherCores, 2)}`,
+      `CPU shard ${fmt(usage.shardCores, 2)} client ${fmt(usage.clientCores, 2)} other ${fmt(usage.otherCores, 2)}; ` +
+      `SQLite alone ${fmt(alone.rowsPerS)} rows/s at ${alone.batch} per commit (${ratio(perS, alone.rowsPerS)})`,
   );
   return res;
 }
@@ -748,7 +760,8 @@ async function fanoutRun(subs, rate, round) {
   log(
     `  ${fmt(perS)} deliveries/s (${fmt(delivered)} of ${fmt(expected)} in ${spanS.toFixed(2)}s), ` +
       `p50 ${ms(l.p50)}, p99 ${ms(l.p99)}, missing ${missing}, duplicate ${duplicate}, out of order ${outOfOrder}, ` +
-      `CPU shard ${fmt(usage.shardCores, 2)} client ${fmt(usage.clientCores, 2)} other ${fmt(usage.otherCores, 2)}`,
+      `CPU shard ${fmt(usage.shardCores, 2)} client ${fmt(usage.clientCores, 2)} other ${fmt(usage.otherCores, 2)}; ` +
+      `SQLite alone ${fmt(alone.rowsPerS)} rows/s at ${alone.batch} per commit (${ratio(perS, alone.rowsPerS)})`,
   );
   return res;
 }
@@ -942,6 +955,8 @@ const DURABLE_HEADER = [
   'groups',
   'acked msg/s',
   'vs 20,000',
+  'SQLite alone rows/s',
+  'vs SQLite alone',
   'p50',
   'p99',
   'acked',
@@ -961,6 +976,8 @@ function durableRows(runs) {
     String(r.groups),
     fmt(r.messagesPerS),
     ratio(r.messagesPerS, TARGET_MESSAGES_PER_S),
+    fmt(r.sqliteAlone.rowsPerS),
+    ratio(r.messagesPerS, r.sqliteAlone.rowsPerS),
     ms(r.latencyMs.p50),
     ms(r.latencyMs.p99),
     fmt(r.acked),
