@@ -23,7 +23,7 @@ describe('Ownership.ownerOf', () => {
     expect(ids.map((id) => own.ownerOf(id))).toEqual(under(two));
     expect(ids.map((id) => own.ownerOf(id))).toEqual(under(two));
     own.adopt(three);
-    const moved = ids.filter((id, i) => under(two)[i] !== under(three)[i]);
+    const moved = ids.filter((_, i) => under(two)[i] !== under(three)[i]);
     expect(moved.length).toBeGreaterThan(0);
     expect(ids.map((id) => own.ownerOf(id))).toEqual(under(three));
     for (const id of moved) expect(own.owns(id)).toBe(new Placement(three).ownerOf(id) === 0);
