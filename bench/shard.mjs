@@ -760,8 +760,7 @@ async function fanoutRun(subs, rate, round) {
   log(
     `  ${fmt(perS)} deliveries/s (${fmt(delivered)} of ${fmt(expected)} in ${spanS.toFixed(2)}s), ` +
       `p50 ${ms(l.p50)}, p99 ${ms(l.p99)}, missing ${missing}, duplicate ${duplicate}, out of order ${outOfOrder}, ` +
-      `CPU shard ${fmt(usage.shardCores, 2)} client ${fmt(usage.clientCores, 2)} other ${fmt(usage.otherCores, 2)}; ` +
-      `SQLite alone ${fmt(alone.rowsPerS)} rows/s at ${alone.batch} per commit (${ratio(perS, alone.rowsPerS)})`,
+      `CPU shard ${fmt(usage.shardCores, 2)} client ${fmt(usage.clientCores, 2)} other ${fmt(usage.otherCores, 2)}`,
   );
   return res;
 }
