@@ -72,14 +72,19 @@ describe.skipIf(!HAVE_BROWSER)('the browser chat as a messenger', () => {
     // The latest page first, scrolled to the bottom.
     await expect.poll(async () => (await msgIds(page)).at(-1)).toBe(total);
     expect((await msgIds(page)).length).toBeLessThan(total);
-    // Scroll to the top until the beginning is shown: more than three pages of 50.
-    for (let i = 0; i < 20 && (await page.locator('#messages .divider.start').count()) === 0; i++) {
-      await page.locator('#messages').evaluate((el) => {
-        el.scrollTop = 0;
-      });
-      await page.waitForTimeout(150);
-    }
-    await expect.poll(() => page.locator('#messages .divider.start').count()).toBe(1);
+    // Scroll to the top until the beginning is shown: more than three pages of 50 (each
+    // page lands above the view, which then is no longer at the top: scroll again).
+    await expect
+      .poll(
+        async () => {
+          await page.locator('#messages').evaluate((el) => {
+            el.scrollTop = 0;
+          });
+          return page.locator('#messages .divider.start').count();
+        },
+        { timeout: 30_000, interval: 150 },
+      )
+      .toBe(1);
     const ids = await msgIds(page);
     expect(ids).toEqual(Array.from({ length: total }, (_, i) => i + 1));
     const shown = await texts(page);
