@@ -22,6 +22,7 @@ import type { ChatApi } from './api.js';
 import { ShardChatError } from './errors.js';
 import { asError, GroupSequencer } from './group-sequencer.js';
 import { Outbox, type OutboxEntry, type Outgoing } from './outbox.js';
+import { PresenceSet } from './presence-set.js';
 import { CLOSE_MOVED, type ConnectionOptions, SocketClient } from './socket.js';
 import type { DeliveryMode, Message, ServerEvent } from './types.js';
 
@@ -77,7 +78,7 @@ export class GroupConnection extends SocketClient<GroupEvents, ServerEvent> {
   private readonly outbox: Outbox;
   /** Whether the sequencer and outbox are this connection's own (not an InboxConnection's). */
   private readonly owns: boolean;
-  private readonly online = new Set<string>();
+  private readonly online = new PresenceSet();
   private lastTypingAt = 0;
   /** When the current connection said hello (to tell what was written on it). */
   private openedAt = 0;
@@ -150,7 +151,7 @@ export class GroupConnection extends SocketClient<GroupEvents, ServerEvent> {
   }
 
   get onlineUsers(): string[] {
-    return [...this.online];
+    return this.online.users();
   }
 
   /** Messages not yet acknowledged (pending or failed), oldest first. */
@@ -296,8 +297,7 @@ export class GroupConnection extends SocketClient<GroupEvents, ServerEvent> {
         if (e.userId !== this.userId) this.emit('typing', e.userId);
         return;
       case 'presence':
-        if (e.status === 'online') this.online.add(e.userId);
-        else this.online.delete(e.userId);
+        this.online.event(e.userId, e.status === 'online');
         this.emit('presence', this.onlineUsers);
         return;
       case 'error':
@@ -335,14 +335,20 @@ export class GroupConnection extends SocketClient<GroupEvents, ServerEvent> {
   }
 
   private async loadPresence(gen: number): Promise<void> {
+    const from = this.online.begin();
     try {
       const p = await this.api.presence(this.groupId);
       if (gen !== this.generation) return;
-      this.online.clear();
-      for (const e of p) this.online.add(e.userId);
+      // Events that arrived while it was read are newer than the snapshot: applied on top.
+      this.online.snapshot(
+        from,
+        p.map((e) => e.userId),
+      );
       this.emit('presence', this.onlineUsers);
     } catch (err) {
       this.emit('error', asError(err));
+    } finally {
+      this.online.done();
     }
   }
 

@@ -29,6 +29,7 @@ import { ShardChatError } from './errors.js';
 import { type ConnectionState, FATAL_CLOSE, GroupConnection, TOO_BIG } from './group-connection.js';
 import { asError, GroupSequencer } from './group-sequencer.js';
 import { Outbox, type OutboxEntry, type Outgoing } from './outbox.js';
+import { PresenceSet } from './presence-set.js';
 import { CLOSE_MOVED, type ConnectionOptions, SocketClient } from './socket.js';
 import type { DeliveryMode, Message, TickEvent } from './types.js';
 
@@ -86,7 +87,7 @@ export interface InboxConnectionOptions extends ConnectionOptions {
 interface Followed {
   groupId: string;
   seq: GroupSequencer;
-  online: Set<string>;
+  online: PresenceSet;
   lastTypingAt: number;
   /** The group's own socket, in fallback mode. */
   gc?: GroupConnection;
@@ -205,7 +206,7 @@ export class InboxConnection extends SocketClient<InboxEvents, InboxServerEvent>
   }
 
   onlineUsers(groupId: string): string[] {
-    return [...(this.groups.get(groupId)?.online ?? [])];
+    return this.groups.get(groupId)?.online.users() ?? [];
   }
 
   /** Messages not yet acknowledged (pending or failed), oldest first; of one group when given. */
@@ -218,7 +219,7 @@ export class InboxConnection extends SocketClient<InboxEvents, InboxServerEvent>
     if (this.userClosed || this.groups.has(groupId)) return;
     const f: Followed = {
       groupId,
-      online: new Set(),
+      online: new PresenceSet(),
       lastTypingAt: 0,
       refused: false,
       mode: 'push',
@@ -450,9 +451,8 @@ export class InboxConnection extends SocketClient<InboxEvents, InboxServerEvent>
       case 'presence': {
         const f = this.groups.get(e.groupId);
         if (!f) return;
-        if (e.status === 'offline') f.online.delete(e.userId);
-        else f.online.add(e.userId);
-        this.emit('presence', e.groupId, [...f.online]);
+        f.online.event(e.userId, e.status !== 'offline');
+        this.emit('presence', e.groupId, f.online.users());
         return;
       }
       case 'ack': {
@@ -517,16 +517,22 @@ export class InboxConnection extends SocketClient<InboxEvents, InboxServerEvent>
   }
 
   private async loadPresence(f: Followed, gen: number): Promise<void> {
+    const from = f.online.begin();
     try {
       const p = await this.api.presence(f.groupId);
       if (gen !== this.generation || this.modeNow !== 'inbox' || this.groups.get(f.groupId) !== f) return;
-      f.online.clear();
-      for (const e of p) f.online.add(e.userId);
+      // Events that arrived while it was read are newer than the snapshot: applied on top.
+      f.online.snapshot(
+        from,
+        p.map((e) => e.userId),
+      );
       // This user is online in the group through this inbox.
       f.online.add(this.userId);
-      this.emit('presence', f.groupId, [...f.online]);
+      this.emit('presence', f.groupId, f.online.users());
     } catch (err) {
       this.emit('error', asError(err), f.groupId);
+    } finally {
+      f.online.done();
     }
   }
 
@@ -597,7 +603,7 @@ export class InboxConnection extends SocketClient<InboxEvents, InboxServerEvent>
     });
     gc.on('presence', (online) => {
       if (f.gc !== gc) return;
-      f.online = new Set(online);
+      f.online.replace(online);
       this.emit('presence', f.groupId, online);
     });
     gc.on('error', (e) => {

@@ -423,8 +423,32 @@ export class FakeChatServer {
 
   /** Reads of these groups' messages wait until the group is taken out again. */
   readonly holdReads = new Set<string>();
+  /**
+   * Presence reads of these groups are answered with who was present when the request
+   * arrived, but only once the group is taken out again (a snapshot that arrives late).
+   */
+  readonly holdPresence = new Set<string>();
 
   private onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
+    const presence = /^\/groups\/([^/]+)\/presence/.exec(req.url ?? '');
+    if (presence && this.holdPresence.has(decodeURIComponent(presence[1] as string))) {
+      const groupId = decodeURIComponent(presence[1] as string);
+      this.requests.push(req.url ?? '');
+      const body = JSON.stringify({ presence: this.presenceOf(groupId) });
+      const send = () => {
+        if (this.holdPresence.has(groupId)) {
+          setTimeout(send, 10);
+          return;
+        }
+        res.writeHead(200, {
+          'content-type': 'application/json',
+          'x-shardchat-shard': `${this.shardOrdinal}/8`,
+        });
+        res.end(body);
+      };
+      send();
+      return;
+    }
     const held = /^\/groups\/([^/]+)\/messages/.exec(req.url ?? '');
     if (held && this.holdReads.has(decodeURIComponent(held[1] as string))) {
       setTimeout(() => this.onRequest(req, res), 10);

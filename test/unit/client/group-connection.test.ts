@@ -509,6 +509,21 @@ describe('GroupConnection against a fake shard', () => {
     expect(a.rec.presence.at(-1)).toEqual(['alice']);
   });
 
+  it('a presence snapshot that arrives after a newer presence event keeps the event', async () => {
+    // Alice's snapshot is taken before Bob connects but reaches her after his "online".
+    server.holdPresence.add(G);
+    const a = connect('alice');
+    await until(() => server.requests.some((r) => r.startsWith(`/groups/${G}/presence`)), 'snapshot asked');
+    const b = connect('bob');
+    await until(() => a.conn.onlineUsers.includes('bob'), 'alice sees bob online (event)');
+    const seen = a.rec.presence.length;
+    server.holdPresence.delete(G);
+    await until(() => a.rec.presence.length > seen, 'the late snapshot applied');
+    expect(a.conn.onlineUsers.sort()).toEqual(['alice', 'bob']);
+    b.conn.close();
+    await until(() => !a.conn.onlineUsers.includes('bob'), 'alice sees bob offline');
+  });
+
   it('close() rejects unacknowledged sends, emits closed and stops reconnecting', async () => {
     const { conn, rec } = connect('alice');
     await until(() => conn.state === 'open', 'open');
