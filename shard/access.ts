@@ -30,3 +30,16 @@ export function memberGroup(
   requireMember(store, groupId, userId);
   return g;
 }
+
+/**
+ * The same check where only the id is needed (the message paths): existence from memory
+ * (Store.hasGroup) instead of a row read, then the membership.
+ */
+export function requireMemberOf(
+  store: Pick<Store, 'hasGroup' | 'isMember'>,
+  groupId: string,
+  userId: string,
+): void {
+  if (!store.hasGroup(groupId)) throw notFound(`group ${groupId}`);
+  requireMember(store, groupId, userId);
+}

@@ -1,7 +1,7 @@
 /** Messages (post, read by page or long-poll) and presence of a group (docs/architecture.md section 4). */
 import type express from 'express';
-import { badRequest, notFound } from '../../common/http-answers.js';
-import { requireMember } from '../access.js';
+import { badRequest } from '../../common/http-answers.js';
+import { requireMemberOf } from '../access.js';
 import { intParam, jsonBody, route } from './http-input.js';
 import type { RouteKit } from './route-kit.js';
 
@@ -17,9 +17,7 @@ export async function postMessage(
   req: { body?: unknown },
 ): Promise<{ status: number; body: { msgId: number; prevMsgId: number; epoch: string; ts: number } }> {
   const me = await k.authedBy(authorization);
-  // Existence from memory, not a row read per message: only the id is needed here.
-  if (!k.s.store.hasGroup(groupId)) throw notFound(`group ${groupId}`);
-  requireMember(k.s.store, groupId, me);
+  requireMemberOf(k.s.store, groupId, me);
   const body = jsonBody(req);
   const { message, created } = await k.s.intake.post(
     { groupId, userId: me, contents: body.contents, clientMsgId: body.clientMsgId },

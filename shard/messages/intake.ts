@@ -7,9 +7,9 @@
  * the commit. What the commit stores is told by the store's `committed` event.
  */
 import type { Config } from '../../common/config.js';
-import { ApiError, notFound } from '../../common/http-answers.js';
+import { ApiError } from '../../common/http-answers.js';
 import type { Message } from '../../common/protocol.js';
-import { requireMember } from '../access.js';
+import { requireMemberOf } from '../access.js';
 import { InternalCallError, type InternalClient } from '../cluster/internal-client.js';
 import type { Ownership } from '../cluster/ownership.js';
 import type { ShardMetrics } from '../metrics.js';
@@ -59,11 +59,7 @@ export class MessageIntake {
     // call with `admitted` did so for the whole request).
     const release = o.admitted ? undefined : await this.d.own.admit(p.groupId);
     try {
-      if (!o.memberChecked) {
-        // Existence from memory (Store.hasGroup), then the membership: the same answers as memberGroup.
-        if (!this.d.store.hasGroup(p.groupId)) throw notFound(`group ${p.groupId}`);
-        requireMember(this.d.store, p.groupId, p.userId);
-      }
+      if (!o.memberChecked) requireMemberOf(this.d.store, p.groupId, p.userId);
       try {
         this.d.rate.admit(p.userId);
       } catch (err) {
