@@ -198,9 +198,16 @@ export abstract class SocketClient<
     });
   }
 
+  /** The delay chosen for the last reconnect scheduled (0: at once). */
+  get retryDelayMs(): number | undefined {
+    return this.lastRetryDelay;
+  }
+  private lastRetryDelay: number | undefined;
+
   /** The next attempt after the backoff's delay (at least `retryAfterSeconds`). */
   protected retryIn(retryAfterSeconds?: number): void {
     const delay = Math.max(this.backoff.next(), (retryAfterSeconds ?? 0) * 1000);
+    this.lastRetryDelay = delay;
     clearTimeout(this.retryTimer);
     this.retryTimer = setTimeout(() => void this.connect(), delay);
   }
@@ -218,6 +225,7 @@ export abstract class SocketClient<
       return;
     }
     this.movedRetryAt = now;
+    this.lastRetryDelay = 0;
     clearTimeout(this.retryTimer);
     this.retryTimer = setTimeout(() => void this.connect(), 0);
   }
