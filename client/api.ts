@@ -25,6 +25,15 @@ export interface Served<T> {
 
 const enc = encodeURIComponent;
 
+/** `?after=&limit=` of a list paged by id, or '' when neither is given. */
+function pageQuery(after: string | undefined, limit: number | undefined): string {
+  const q = new URLSearchParams();
+  if (after) q.set('after', after);
+  if (limit) q.set('limit', String(limit));
+  const qs = q.toString();
+  return qs ? `?${qs}` : '';
+}
+
 export class ChatApi {
   readonly baseUrl: string;
   private readonly fetchFn: typeof fetch;
@@ -126,6 +135,19 @@ export class ChatApi {
     return this.call('GET', `/users/${enc(userId)}`);
   }
 
+  /**
+   * `GET /users/{id}/groups`: the groups the user is a member of (only your own), by
+   * group id, a page after `after`; `next` when more follow. Sub-conversations are
+   * listed as the conversation the user was placed in.
+   */
+  userGroups(
+    userId: string,
+    after?: string,
+    limit?: number,
+  ): Promise<{ groups: { groupId: string; joinedAt: number }[]; next?: string }> {
+    return this.call('GET', `/users/${enc(userId)}/groups${pageQuery(after, limit)}`);
+  }
+
   putGroup(
     groupId: string,
     g: { subject: string; capacity?: number; overflow?: 'reject' | 'shard'; closed?: boolean },
@@ -152,11 +174,7 @@ export class ChatApi {
     after?: string,
     limit?: number,
   ): Promise<{ members: { userId: string; joinedAt: number }[]; next?: string }> {
-    const q = new URLSearchParams();
-    if (after) q.set('after', after);
-    if (limit) q.set('limit', String(limit));
-    const qs = q.toString();
-    return this.call('GET', `/groups/${enc(groupId)}/members${qs ? `?${qs}` : ''}`);
+    return this.call('GET', `/groups/${enc(groupId)}/members${pageQuery(after, limit)}`);
   }
 
   post(groupId: string, contents: string, clientMsgId: string): Promise<Ack> {

@@ -60,6 +60,11 @@ export interface InboxEvents extends Record<string, unknown[]> {
   reset: [groupId: string];
   /** A group switched between push and pull (a tick said so). */
   mode: [groupId: string, mode: DeliveryMode];
+  /**
+   * The user joined a group or left one, from any device (the user's shard was told by
+   * the group's shard). Whether it is followed is the application's choice.
+   */
+  membership: [groupId: string, member: boolean];
   /** The inbox said hello. */
   hello: [{ userId: string; shard?: number }];
   /** An error; `groupId` when it concerns one group. */
@@ -103,6 +108,7 @@ type InboxServerEvent =
   | ({ type: 'message' } & Message)
   | TickEvent
   | { type: 'typing'; groupId: string; userId: string }
+  | { type: 'joined' | 'left'; groupId: string }
   | { type: 'presence'; groupId: string; userId: string; status: 'online' | 'away' | 'offline' }
   | {
       type: 'ack';
@@ -445,6 +451,10 @@ export class InboxConnection extends SocketClient<InboxEvents, InboxServerEvent>
         f.seq.head(e.epoch, e.lastMsgId);
         return;
       }
+      case 'joined':
+      case 'left':
+        this.emit('membership', e.groupId, e.type === 'joined');
+        return;
       case 'typing':
         if (e.userId !== this.userId && this.groups.has(e.groupId)) this.emit('typing', e.groupId, e.userId);
         return;

@@ -52,6 +52,14 @@ export class ShardMetrics {
       },
     });
     new Gauge({
+      name: 'shardchat_shard_user_index_queued',
+      help: "Joins and leaves of this shard's groups not yet written on their users' shards (GET /users/{u}/groups); it stays above 0 while a user's shard cannot be reached.",
+      registers,
+      collect() {
+        this.set(store.queuedChangeCount());
+      },
+    });
+    new Gauge({
       name: 'shardchat_shard_db_bytes',
       help: 'Bytes of the shard database and its write-ahead log on disk.',
       registers,

@@ -24,6 +24,7 @@ import { Membership } from './cluster/membership.js';
 import { Ownership, resolveOrdinal } from './cluster/ownership.js';
 import { registerReshardMetrics } from './cluster/reshard-metrics.js';
 import { Resharding } from './cluster/resharding.js';
+import { UserIndexSync } from './cluster/user-index.js';
 import { Delivery } from './delivery/delivery.js';
 import { DeliveryModes } from './delivery/modes.js';
 import { MessageIntake } from './messages/intake.js';
@@ -154,6 +155,7 @@ function buildParts(cfg: Config, log: Logger, auth: Authenticator, place: Place)
   });
   const delivery = new Delivery({ cfg, log, store, own, internal, metrics, modes, groups, inboxes });
   const membership = new Membership({ cfg, log, store, own, internal });
+  const userIndex = new UserIndexSync({ store, own, internal, log, retry: cfg.shard.fanout.retry });
   const resharding = new Resharding(
     store,
     own,
@@ -161,12 +163,12 @@ function buildParts(cfg: Config, log: Logger, auth: Authenticator, place: Place)
     () => groups.closeMoved((g) => own.owns(g)) + inboxes.closeMoved((u) => own.owns(u)),
   );
   registerReshardMetrics(metrics.registry, own, resharding, configuredMap(cfg));
-  return { ...place, auth, intake, modes, groups, inboxes, delivery, membership, resharding };
+  return { ...place, auth, intake, modes, groups, inboxes, delivery, membership, resharding, userIndex };
 }
 
 /** Who follows whom: the store's and the map's events, and the sockets' typing and presence. */
 function wireEvents(p: Parts): void {
-  const { store, metrics, own, delivery, groups } = p;
+  const { store, metrics, own, delivery, groups, inboxes, userIndex } = p;
   store.on('committed', (messages, seconds) => metrics.committed(messages.length, seconds));
   store.on('committed', (messages) => delivery.committed(messages));
   store.on('members-changed', (groupId) => delivery.members.invalidate(groupId));
@@ -184,6 +186,13 @@ function wireEvents(p: Parts): void {
     groups.kick(groupId, userId);
     delivery.presence.removed(groupId, userId);
   });
+  // Joins and leaves go to the users' shards (queued with the membership, sent from there),
+  // and a user's shard tells the user's inbox connections.
+  userIndex.start();
+  own.on('map', () => userIndex.kick());
+  store.on('user-groups-changed', (c) =>
+    inboxes.deliver([c.userId], { type: c.member ? 'joined' : 'left', groupId: c.groupId }),
+  );
   groups.on('typing', (groupId, userId) => delivery.typing(groupId, userId));
   groups.on('presence', (groupId, userId, on) => delivery.presence.localChanged(groupId, userId, on));
 }
@@ -249,6 +258,7 @@ async function serve(cfg: Config, log: Logger, p: Parts): Promise<RunningShard> 
       groups.close();
       inboxes.close();
       delivery.stop();
+      p.userIndex.stop();
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeIdleConnections();

@@ -1,5 +1,7 @@
 /**
- * The signed-in page: every conversation this browser joined, followed over one
+ * The signed-in page: every conversation of the user (those this browser joined, and
+ * those the server lists, `GET /users/{u}/groups`, kept current by the inbox's
+ * `joined` and `left` events: joined on another device shows up here), followed over one
  * InboxConnection (the user's inbox on its session host; each conversation's own
  * WebSocket while the inbox is down), one of them open. Events flow one way: the
  * connection feeds the Conversation models, the views render from them.
@@ -11,6 +13,7 @@ import {
   type Message,
   type ShardChatError,
 } from '../client/index.js';
+import { parseSubId } from '../common/protocol.js';
 import { Conversation, PAGE_SIZE } from './conversation.js';
 import { ConversationList } from './conversation-list.js';
 import { MembersView } from './members-view.js';
@@ -19,6 +22,7 @@ import { OpenForm } from './open-form.js';
 import { avatar, Profiles } from './profiles.js';
 import {
   clearSession,
+  forgetConversation,
   type Identity,
   loadLastRead,
   savedConversations,
@@ -68,6 +72,7 @@ export class ChatPage {
     this.wireConnection();
     this.wireControls();
     this.profiles.onLoaded(() => this.renderList());
+    void this.listFromServer();
     const name = document.createElement('span');
     name.textContent = me.name;
     $('me').replaceChildren(avatar(me, me.userId), name);
@@ -114,6 +119,42 @@ export class ChatPage {
     $('composer-input').focus();
   }
 
+  /** Every conversation the server lists for the user (joined anywhere), added to those of this browser. */
+  private async listFromServer(): Promise<void> {
+    try {
+      for (let after: string | undefined; ; ) {
+        const page = await this.api.userGroups(this.me.userId, after, 1000);
+        for (const g of page.groups) this.adopt(g.groupId);
+        if (!page.next) return;
+        after = page.next;
+      }
+    } catch (err) {
+      toast(`Could not list your conversations: ${this.describe(err as ShardChatError)}`);
+    }
+  }
+
+  /** A conversation the user is in (told by the server): remembered and followed, not opened. */
+  private adopt(conversation: string): void {
+    if (this.byId.has(conversation)) return;
+    const group = parseSubId(conversation)?.parent ?? conversation;
+    if (this.byGroup.has(group)) return;
+    saveSession({ ...this.me, group, conversation });
+    this.track(group, conversation);
+    this.conn.follow(conversation);
+    this.renderList();
+  }
+
+  /** The user left a conversation (on any device): it leaves the list, unless it is open here. */
+  private dropped(conversation: string): void {
+    const conv = this.byId.get(conversation);
+    if (!conv || conv === this.open) return;
+    this.byId.delete(conversation);
+    this.byGroup.delete(conv.group);
+    this.conn.unfollow(conversation);
+    forgetConversation(conv.group);
+    this.renderList();
+  }
+
   has(group: string): boolean {
     return this.byGroup.has(group);
   }
@@ -143,6 +184,7 @@ export class ChatPage {
       this.renderHeader();
     });
     conn.on('message', (m) => this.delivered(m));
+    conn.on('membership', (g, member) => (member ? this.adopt(g) : this.dropped(g)));
     conn.on('outgoing', (o) => {
       if (o.groupId === this.open?.id) this.messages.updateOutgoing(o);
     });

@@ -53,6 +53,13 @@ export function saveSession(s: ChatSession): void {
   localStorage.setItem(CONVERSATIONS, JSON.stringify(conversations));
 }
 
+/** Forgets the conversation of a group (the user left it). */
+export function forgetConversation(group: string): void {
+  const conversations = read<Record<string, string>>(CONVERSATIONS) ?? {};
+  delete conversations[group];
+  localStorage.setItem(CONVERSATIONS, JSON.stringify(conversations));
+}
+
 /** Every conversation this browser joined: the group asked for and the conversation it placed the user in. */
 export function savedConversations(): { group: string; conversation: string }[] {
   const all = read<Record<string, unknown>>(CONVERSATIONS) ?? {};

@@ -11,6 +11,7 @@
  *   POST   /internal/groups/{subId}                     create a sub-conversation if absent
  *   PUT    /internal/groups/{subId}/members/{userId}    add a member (no-op when one)
  *   DELETE /internal/groups/{subId}/members/{userId}    remove a member (no-op when none)
+ *   POST   /internal/user-groups                        {changes}: joins and leaves of users this shard owns
  *
  * Every route on a group checks first that this shard owns the id (421, nothing read or
  * written otherwise), then reads a bounded body (well-formed UTF-8 JSON) and checks it
@@ -25,6 +26,7 @@ import { isClientId, isGroupId, type Message, parseSubId, SHARD_HEADER } from '.
 import { groupOr404, memberGroup } from '../access.js';
 import type { Ownership } from '../cluster/ownership.js';
 import { addSubMember, ensureSub, removeSubMember } from '../cluster/subconversations.js';
+import { applyChanges, MAX_CHANGES_PER_CALL } from '../cluster/user-index.js';
 import { type DeliveryBatch, deliveryBatchSchema } from '../delivery/records.js';
 import type { MessageIntake } from '../messages/intake.js';
 import type { Store } from '../storage/store.js';
@@ -32,6 +34,8 @@ import { answerOrLog } from './errors.js';
 import { decodeSegment, parse, queryInt, readJson } from './internal-io.js';
 
 const MAX_INTERNAL_BODY = 16 * 1024;
+/** POST /internal/user-groups bodies at most (500 changes of ids up to 128 bytes). */
+const MAX_USER_GROUPS_BODY = 256 * 1024;
 /** POST /internal/deliver bodies at most (senders cap a batch at 4 MiB of records). */
 export const MAX_DELIVER_BODY = 16 * 1024 * 1024;
 
@@ -66,6 +70,18 @@ export interface InternalDelivery {
 
 const userId = z.string().refine(isClientId, 'must be a valid id');
 const typingBody = z.object({ userId });
+const userGroupsBody = z.object({
+  changes: z
+    .array(
+      z.object({
+        userId,
+        groupId: z.string().refine(isGroupId, 'must be a group id'),
+        member: z.boolean(),
+        joinedAt: z.number().int().min(0),
+      }),
+    )
+    .max(MAX_CHANGES_PER_CALL),
+});
 const postBody = z.object({ userId, contents: z.unknown(), clientMsgId: z.unknown() });
 const presenceBody = z.object({
   userId,
@@ -109,6 +125,10 @@ class InternalRoutes {
     if (segs.length === 3 && segs[2] === 'deliver') {
       if (method !== 'POST') throw new ApiError(405, 'method_not_allowed', 'use POST to deliver');
       return this.deliver(req);
+    }
+    if (segs.length === 3 && segs[2] === 'user-groups') {
+      if (method !== 'POST') throw new ApiError(405, 'method_not_allowed', 'use POST to change user groups');
+      return this.userGroups(req);
     }
     if (segs[2] === 'reshard' && segs.length === 4) return this.d.reshard(req, segs[3] as string);
     if (segs[2] !== 'groups' || segs.length < 4) throw this.noRoute(method, path);
@@ -163,6 +183,14 @@ class InternalRoutes {
     const batch = parse(deliveryBatchSchema, await readJson(req, MAX_DELIVER_BODY)) as DeliveryBatch;
     this.d.delivery.deliver(batch);
     return [200, { accepted: batch.records.length }];
+  }
+
+  /** Joins and leaves for the users' shard: all of them are this shard's users (421 otherwise, nothing written). */
+  private async userGroups(req: http.IncomingMessage): Promise<Answer> {
+    const { changes } = parse(userGroupsBody, await readJson(req, MAX_USER_GROUPS_BODY));
+    for (const c of changes) this.d.own.check(c.userId);
+    await applyChanges(this.d.store, this.d.own, changes);
+    return [200, { applied: changes.length }];
   }
 
   private messages(req: http.IncomingMessage, groupId: string): Answer {

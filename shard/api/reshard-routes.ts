@@ -70,8 +70,9 @@ const snapshot = z.object({
   group: groupRow,
   members: z.array(z.object({ userId, joinedAt: z.number() })),
   roster: z.array(z.object({ userId, conversation: groupId, placedAt: z.number(), pending: z.boolean() })),
+  outbox: z.array(z.object({ userId, groupId, member: z.boolean(), joinedAt: z.number() })).optional(),
 });
-const userRow = z.object({
+const profile = z.object({
   id: userId,
   name: z.string(),
   email: z.string().nullable(),
@@ -79,9 +80,18 @@ const userRow = z.object({
   createdAt: z.number(),
   updatedAt: z.number(),
 });
+/** A user: profile and groups; a bare profile is what a shard of an earlier version exports. */
+const user = z.union([
+  z.object({
+    id: userId,
+    profile: profile.nullable(),
+    groups: z.array(z.object({ groupId, joinedAt: z.number() })),
+  }),
+  profile.transform((p) => ({ id: p.id, profile: p, groups: [] })),
+]);
 const importBody = z.object({
   groups: z.array(z.object({ id: groupId, snapshot: snapshot.optional(), messages: z.array(message) })),
-  users: z.array(userRow),
+  users: z.array(user),
 });
 
 type Answer = [status: number, body: unknown];

@@ -1,7 +1,10 @@
-/** Profiles: `PUT` / `GET /users/{userId}`, and dev tokens (docs/architecture.md section 4). */
+/**
+ * Profiles (`PUT` / `GET /users/{userId}`), the groups of a user
+ * (`GET /users/{userId}/groups`) and dev tokens (docs/architecture.md section 4).
+ */
 import type express from 'express';
 import { ApiError, badRequest, forbidden, notFound } from '../../common/http-answers.js';
-import { jsonBody, route, stringField } from './http-input.js';
+import { intParam, jsonBody, route, stringField } from './http-input.js';
 import type { RouteKit } from './route-kit.js';
 import { userView } from './views.js';
 
@@ -40,6 +43,23 @@ export function userRoutes(app: express.Express, k: RouteKit): void {
       const u = store.getUser(req.params.userId as string);
       if (!u) throw notFound(`user ${req.params.userId}`);
       res.json(userView(u, me));
+    }),
+  );
+
+  // The groups the user is a member of, kept here by the groups' shards (shard/cluster/user-index.ts).
+  app.get(
+    '/users/:userId/groups',
+    owned('userId'),
+    route(async (req, res) => {
+      const me = await authed(req);
+      const userId = req.params.userId as string;
+      if (me !== userId) throw forbidden('you may only list your own groups');
+      const max = limits.maxMembersPageSize;
+      const limit = intParam(req.query.limit, 'limit', 1, max, Math.min(100, max));
+      const after = typeof req.query.after === 'string' ? req.query.after : '';
+      const groups = store.groupsOf(userId, after, limit);
+      const last = groups[groups.length - 1];
+      res.json({ groups, ...(groups.length === limit && last ? { next: last.groupId } : {}) });
     }),
   );
 

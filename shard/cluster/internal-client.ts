@@ -11,6 +11,7 @@ import type { Logger } from '../../common/logger.js';
 import { INTERNAL_TOKEN_HEADER, type Message, SHARD_HEADER } from '../../common/protocol.js';
 import { expandTemplate, staticEndpoints, type Topology } from '../../common/topology.js';
 import type { DeliveryBatch } from '../delivery/records.js';
+import type { MembershipChange } from '../storage/store.js';
 import type { Ownership } from './ownership.js';
 import type { SubSpec } from './subconversations.js';
 
@@ -161,6 +162,11 @@ export class InternalClient {
       undefined,
       1,
     );
+  }
+
+  /** POST /internal/user-groups: one attempt (the outbox retries the changes itself). */
+  async userGroups(ordinal: number, changes: MembershipChange[]): Promise<void> {
+    await this.callJson(ordinal, 'POST', '/internal/user-groups', { changes }, 1);
   }
 
   /** POST /internal/deliver: one attempt (the fan-out retries the batch itself). */

@@ -5,7 +5,8 @@
  * - keeps the map it accepted in its database and serves by it (a newer version only,
  *   and a source switches only from a fence of the same migration);
  * - as a source, lists its leaving keys, exports them (a group's row, members and
- *   roster with its messages in pages; a user's profile), and tells which of them
+ *   roster, its outbox of membership changes, with its messages in pages; a user's
+ *   profile and groups), and tells which of them
  *   changed since a generation, so the coordinator copies again only those;
  * - as a target, imports what it is sent, only for keys the migration gives it;
  * - after the switch, closes the WebSockets of keys it no longer owns once with 4012,
@@ -18,7 +19,7 @@ import { ApiError } from '../../common/http-answers.js';
 import type { Logger } from '../../common/logger.js';
 import { isValidMap, type ShardMap, sameLayout } from '../../common/placement.js';
 import type { Message } from '../../common/protocol.js';
-import type { GroupSnapshot, Store, UserRow } from '../storage/store.js';
+import type { GroupSnapshot, Store, UserSnapshot } from '../storage/store.js';
 import type { Ownership } from './ownership.js';
 
 export interface ReshardingEvents {
@@ -50,7 +51,7 @@ export interface ExportedGroup {
 
 export interface ImportRequest {
   groups: { snapshot?: GroupSnapshot; id: string; messages: Message[] }[];
-  users: UserRow[];
+  users: UserSnapshot[];
 }
 
 /** Keys looked at per turn of the event loop when deleting what moved away. */
@@ -218,7 +219,7 @@ export class Resharding extends EventEmitter<ReshardingEvents> {
    * all (so that one call never blocks this shard long); groups past the budget answer
    * no messages and `more`.
    */
-  exportKeys(req: ExportRequest): { groups: ExportedGroup[]; users: (UserRow | null)[] } {
+  exportKeys(req: ExportRequest): { groups: ExportedGroup[]; users: (UserSnapshot | null)[] } {
     let messages = 0;
     const groups = req.groups.map((g) => {
       this.own.check(g.id);
@@ -233,7 +234,7 @@ export class Resharding extends EventEmitter<ReshardingEvents> {
     });
     const users = req.users.map((id) => {
       this.own.check(id);
-      return this.store.getUser(id) ?? null;
+      return this.store.exportUser(id) ?? null;
     });
     this.emit('exported', groups.length + users.length, messages);
     return { groups, users };

@@ -29,6 +29,16 @@ export const MIGRATIONS: string[] = [
   'ALTER TABLE roster ADD COLUMN pending INTEGER NOT NULL DEFAULT 0;',
   // The shard map this shard accepted (docs/architecture.md section 7): one row, JSON.
   'CREATE TABLE shard_map (id INTEGER PRIMARY KEY CHECK (id = 1), map TEXT NOT NULL) STRICT;',
+  // The groups of each user, kept on the user's shard (docs/architecture.md section 4), and
+  // on a group's shard the changes of its members not yet written there (an outbox: one
+  // row per user and group, the latest change; its id orders and versions it).
+  `CREATE TABLE user_groups (
+     user_id TEXT NOT NULL, group_id TEXT NOT NULL, joined_at INTEGER NOT NULL,
+     PRIMARY KEY (user_id, group_id)) STRICT, WITHOUT ROWID;
+   CREATE TABLE user_index_outbox (
+     id INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT NOT NULL, group_id TEXT NOT NULL,
+     member INTEGER NOT NULL, joined_at INTEGER NOT NULL, UNIQUE (user_id, group_id)) STRICT;
+   CREATE INDEX user_index_outbox_group ON user_index_outbox (group_id);`,
 ];
 
 export interface UserRow {
@@ -68,6 +78,35 @@ export interface RosterRow {
   placedAt: number;
   /** Recorded before the sub-conversation's shard confirmed the member. */
   pending: boolean;
+}
+
+/** A group of a user, as the user's shard keeps it. */
+export interface UserGroupRow {
+  groupId: string;
+  joinedAt: number;
+}
+
+/**
+ * A change of membership for the user's shard: the user is (`member`) or is no longer
+ * a member of the group. On the group's shard it waits in the outbox under `id`.
+ */
+export interface MembershipChange {
+  userId: string;
+  groupId: string;
+  member: boolean;
+  joinedAt: number;
+}
+
+/** A change waiting in the outbox of the group's shard; `id` grows with every change. */
+export interface QueuedChange extends MembershipChange {
+  id: number;
+}
+
+/** A user as moved between shards: the profile (if one was written) and the groups. */
+export interface UserSnapshot {
+  id: string;
+  profile: UserRow | null;
+  groups: UserGroupRow[];
 }
 
 /** Columns of a user row as a UserRow. */

@@ -22,15 +22,29 @@ import {
   GROUP_COLUMNS,
   type GroupRow,
   type MemberRow,
+  type MembershipChange,
+  type QueuedChange,
   type RosterRow,
   toGroup,
   USER_COLUMNS,
+  type UserGroupRow,
   type UserRow,
+  type UserSnapshot,
 } from './schema.js';
+import { USER_INDEX_SQL } from './user-index-sql.js';
 
 export { StorageError } from './errors.js';
 export type { AppendResult, Message } from './message-sql.js';
-export type { GroupRow, MemberRow, RosterRow, UserRow } from './schema.js';
+export type {
+  GroupRow,
+  MemberRow,
+  MembershipChange,
+  QueuedChange,
+  RosterRow,
+  UserGroupRow,
+  UserRow,
+  UserSnapshot,
+} from './schema.js';
 
 export interface StoreEvents {
   /** A batch of messages committed (new ones only), in commit order, and the transaction's seconds. */
@@ -45,6 +59,10 @@ export interface StoreEvents {
    * keys are not told. Resharding follows it to copy again what changed.
    */
   changed: [key: string];
+  /** Membership changes were queued for the users' shards (the outbox has rows to send). */
+  'index-queued': [];
+  /** This shard, as the user's shard, recorded that a user joined or left a group. */
+  'user-groups-changed': [change: MembershipChange];
   /**
    * A group was imported from another shard or deleted after it moved away: whatever is
    * kept of it in memory (recent messages, fan-out heads) is no longer true.
@@ -58,6 +76,11 @@ export interface GroupSnapshot {
   members: MemberRow[];
   /** The roster, when the group is a parent of sub-conversations. */
   roster: RosterRow[];
+  /**
+   * Changes of its members not yet written on their users' shards (absent from a shard
+   * of an earlier version: none).
+   */
+  outbox?: MembershipChange[];
 }
 
 export type NewGroup = Pick<
@@ -128,19 +151,40 @@ function prepareStatements(db: Database.Database) {
     readMap: db.prepare('SELECT map FROM shard_map WHERE id = 1').pluck(),
     writeMap: db.prepare('INSERT OR REPLACE INTO shard_map (id, map) VALUES (1, ?)'),
     groupIds: db.prepare('SELECT id FROM groups WHERE id > ? ORDER BY id LIMIT ?').pluck(),
-    userIds: db.prepare('SELECT id FROM users WHERE id > ? ORDER BY id LIMIT ?').pluck(),
-    anyData: db.prepare('SELECT EXISTS (SELECT 1 FROM groups) OR EXISTS (SELECT 1 FROM users)').pluck(),
+    userIds: db.prepare(USER_INDEX_SQL.userIds).pluck(),
+    anyData: db
+      .prepare(
+        'SELECT EXISTS (SELECT 1 FROM groups) OR EXISTS (SELECT 1 FROM users) OR EXISTS (SELECT 1 FROM user_groups)',
+      )
+      .pluck(),
     lastStored: db.prepare('SELECT COALESCE(MAX(msg_id), 0) FROM messages WHERE group_id = ?').pluck(),
     lastMessages: db.prepare(
       `SELECT g.id AS groupId, g.epoch AS epoch, g.last_msg_id AS lastMsgId, m.ts AS ts
          FROM groups g JOIN messages m ON m.group_id = g.id AND m.msg_id = g.last_msg_id`,
     ),
+    ...prepareIndexStatements(db),
     counts: db.prepare(
       'SELECT (SELECT COUNT(*) FROM groups) AS groups, (SELECT COALESCE(SUM(member_count), 0) FROM groups) AS members',
     ),
   };
   for (const stmt of Object.values(st)) keep(stmt);
   return st;
+}
+
+function prepareIndexStatements(db: Database.Database) {
+  const q = USER_INDEX_SQL;
+  return {
+    queueChange: db.prepare(q.queueChange),
+    queued: db.prepare(q.queued),
+    queuedOf: db.prepare(q.queuedOf),
+    queuedCount: db.prepare(q.queuedCount).pluck(),
+    dequeue: db.prepare(q.dequeue),
+    dequeueGroup: db.prepare(q.dequeueGroup),
+    putUserGroup: db.prepare(q.putUserGroup),
+    deleteUserGroup: db.prepare(q.deleteUserGroup),
+    deleteUserGroups: db.prepare(q.deleteUserGroups),
+    groupsOf: db.prepare(q.groupsOf),
+  };
 }
 
 type Statements = ReturnType<typeof prepareStatements>;
@@ -267,6 +311,7 @@ export class Store extends EventEmitter<StoreEvents> {
     if (r.created) {
       this.emit('changed', g.id);
       this.emit('members-changed', g.id);
+      if (g.firstMember) this.emit('index-queued');
     }
     return r;
   }
@@ -312,6 +357,7 @@ export class Store extends EventEmitter<StoreEvents> {
     const r = this.st.insertMember.run(groupId, userId, now);
     if (r && r.changes > 0) {
       this.st.countMembers.run(1, groupId);
+      this.st.queueChange.run(userId, groupId, 1, now);
       return true;
     }
     return false;
@@ -323,6 +369,7 @@ export class Store extends EventEmitter<StoreEvents> {
     if (added) {
       this.emit('changed', groupId);
       this.emit('members-changed', groupId);
+      this.emit('index-queued');
     }
     return added;
   }
@@ -333,6 +380,7 @@ export class Store extends EventEmitter<StoreEvents> {
       const r = this.st.deleteMember.run(groupId, userId);
       if (r && r.changes > 0) {
         this.st.countMembers.run(-1, groupId);
+        this.st.queueChange.run(userId, groupId, 0, Date.now());
         return true;
       }
       return false;
@@ -341,6 +389,7 @@ export class Store extends EventEmitter<StoreEvents> {
       this.emit('changed', groupId);
       this.emit('members-changed', groupId);
       this.emit('member-removed', groupId, userId);
+      this.emit('index-queued');
     }
     return removed;
   }
@@ -378,6 +427,56 @@ export class Store extends EventEmitter<StoreEvents> {
   removeFromRoster(parentId: string, userId: string): void {
     this.write(() => this.st.rosterDelete.run(parentId, userId));
     this.emit('changed', parentId);
+  }
+
+  // --- the groups of each user (docs/architecture.md section 4) ---
+
+  /**
+   * As a group's shard: the membership changes waiting to be written on their users'
+   * shards, oldest first, after the outbox id `after`.
+   */
+  queuedChanges(after: number, limit: number): QueuedChange[] {
+    return (this.st.queued.all(after, limit) as (Omit<QueuedChange, 'member'> & { member: number })[]).map(
+      (r) => ({ ...r, member: r.member === 1 }),
+    );
+  }
+
+  /** Changes waiting in the outbox. */
+  queuedChangeCount(): number {
+    return this.st.queuedCount.get() as number;
+  }
+
+  /**
+   * The changes written on their users' shards leave the outbox; one replaced by a newer
+   * change since it was read (another id) stays.
+   */
+  dequeueChanges(ids: readonly number[]): void {
+    if (ids.length === 0) return;
+    this.write(() => {
+      for (const id of ids) this.st.dequeue.run(id);
+    });
+  }
+
+  /**
+   * As the user's shard: records that users joined or left groups (idempotent: the same
+   * change twice leaves the same rows). One transaction.
+   */
+  applyMembershipChanges(changes: readonly MembershipChange[]): void {
+    if (changes.length === 0) return;
+    this.write(() => {
+      for (const c of changes)
+        if (c.member) this.st.putUserGroup.run(c.userId, c.groupId, c.joinedAt);
+        else this.st.deleteUserGroup.run(c.userId, c.groupId);
+    });
+    for (const c of changes) {
+      this.emit('changed', c.userId);
+      this.emit('user-groups-changed', c);
+    }
+  }
+
+  /** The groups of a user (kept on the user's shard), by group id, after `after`. */
+  groupsOf(userId: string, after: string, limit: number): UserGroupRow[] {
+    return this.st.groupsOf.all(userId, after, limit) as UserGroupRow[];
   }
 
   // --- messages ---
@@ -424,9 +523,9 @@ export class Store extends EventEmitter<StoreEvents> {
     return this.st.groupIds.all(after, limit) as string[];
   }
 
-  /** User ids (profiles) after `after`, in order, `limit` at most. */
+  /** User ids (with a profile or groups) after `after`, in order, `limit` at most. */
   userIds(after: string, limit: number): string[] {
-    return this.st.userIds.all(after, limit) as string[];
+    return this.st.userIds.all(after, after, limit) as string[];
   }
 
   /** The highest msgId stored of a group (0: none), whatever its row says. */
@@ -477,7 +576,10 @@ export class Store extends EventEmitter<StoreEvents> {
     const roster = (this.st.rosterAll.all(id) as (Omit<RosterRow, 'pending'> & { pending: number })[]).map(
       (r) => ({ ...r, pending: r.pending === 1 }),
     );
-    return { group, members, roster };
+    const outbox = (
+      this.st.queuedOf.all(id) as (Omit<MembershipChange, 'member'> & { member: number })[]
+    ).map((r) => ({ ...r, member: r.member === 1 }));
+    return { group, members, roster, outbox };
   }
 
   /**
@@ -497,9 +599,12 @@ export class Store extends EventEmitter<StoreEvents> {
       this.st.rosterDeleteAll.run(g.id);
       for (const r of s.roster)
         this.st.rosterPut.run(g.id, r.userId, r.conversation, r.placedAt, r.pending ? 1 : 0);
+      this.st.dequeueGroup.run(g.id);
+      for (const c of s.outbox ?? []) this.st.queueChange.run(c.userId, g.id, c.member ? 1 : 0, c.joinedAt);
     });
     this.emit('replaced', g.id);
     this.emit('members-changed', g.id);
+    if ((s.outbox ?? []).length > 0) this.emit('index-queued');
   }
 
   /**
@@ -540,9 +645,28 @@ export class Store extends EventEmitter<StoreEvents> {
     return added;
   }
 
-  /** Writes a user's profile as exported from another shard. */
-  importUser(u: UserRow): void {
-    this.write(() => this.st.putUser.run(u.id, u.name, u.email, u.photoUrl, u.createdAt, u.updatedAt));
+  /** A user's profile and groups, or undefined when neither is stored here. */
+  exportUser(id: string): UserSnapshot | undefined {
+    const profile = this.getUser(id) ?? null;
+    const groups: UserGroupRow[] = [];
+    for (let after = ''; ; ) {
+      const page = this.groupsOf(id, after, 1000);
+      groups.push(...page);
+      if (page.length < 1000) break;
+      after = (page[page.length - 1] as UserGroupRow).groupId;
+    }
+    return profile || groups.length > 0 ? { id, profile, groups } : undefined;
+  }
+
+  /** Writes a user as exported from another shard, replacing what is stored of it. One transaction. */
+  importUser(u: UserSnapshot): void {
+    this.write(() => {
+      const p = u.profile;
+      if (p) this.st.putUser.run(u.id, p.name, p.email, p.photoUrl, p.createdAt, p.updatedAt);
+      else this.st.deleteUser.run(u.id);
+      this.st.deleteUserGroups.run(u.id);
+      for (const g of u.groups) this.st.putUserGroup.run(u.id, g.groupId, g.joinedAt);
+    });
   }
 
   /** Deletes a group with its members, roster and messages (after it moved away). */
@@ -552,6 +676,7 @@ export class Store extends EventEmitter<StoreEvents> {
       this.st.deleteMessages.run(id);
       this.st.deleteMembers.run(id);
       this.st.rosterDeleteAll.run(id);
+      this.st.dequeueGroup.run(id);
       return this.st.deleteGroup.run(id).changes > 0;
     });
     if (deleted) {
@@ -561,8 +686,10 @@ export class Store extends EventEmitter<StoreEvents> {
     return deleted;
   }
 
-  /** Deletes a user's profile (after it moved away). */
+  /** Deletes a user's profile and groups (after it moved away). */
   deleteUser(id: string): boolean {
-    return this.write(() => this.st.deleteUser.run(id).changes > 0);
+    return this.write(
+      () => this.st.deleteUser.run(id).changes + this.st.deleteUserGroups.run(id).changes > 0,
+    );
   }
 }

@@ -10,6 +10,7 @@
 import { createRequire } from 'node:module';
 import type { Page } from 'playwright-core';
 import { describe, expect, it } from 'vitest';
+import { ChatApi } from '../../client/index.js';
 import { HAVE_BROWSER, screenshot } from '../helpers/browser.js';
 import { useChatBrowser } from '../helpers/chat-browser.js';
 import { useProcessCleanup } from '../helpers/processes.js';
@@ -172,6 +173,35 @@ describe.skipIf(!HAVE_BROWSER)('the browser chat as a messenger', () => {
     await expect.poll(() => ada.locator('#online-list li .name').allTextContents()).toEqual(['Ada (you)']);
     await screenshot(ada, 'chat-desktop');
     expect(await axeProblems(ada)).toEqual([]);
+  });
+
+  it('conversations joined on another device show up: live while the page is open, and in a new browser', async () => {
+    await t.owner.putGroup('elsewhere-1', { subject: 'Joined elsewhere' });
+    await t.owner.putGroup('elsewhere-2', { subject: 'Also elsewhere' });
+    const page = await t.newPage();
+    await t.enter(page, 'cafe', 'Eve');
+    const identity = (await page.evaluate(() => localStorage.getItem('shardchat.identity'))) as string;
+    const userId = (JSON.parse(identity) as { userId: string }).userId;
+    // Eve's other device (the SDK) joins two conversations; the open page lists them at once.
+    const other = new ChatApi({ baseUrl: t.cluster.router.url, token: await t.cluster.token(userId) });
+    await other.join('elsewhere-1', userId);
+    await other.join('elsewhere-2', userId);
+    await t.owner.post('elsewhere-1', 'news from elsewhere', 'elsewhere-news');
+    // (The list's order is the newest activity first, then the id.)
+    const subjects = (p: Page) => p.locator('#conversations .subject').allTextContents();
+    await expect.poll(() => subjects(page)).toEqual(['Joined elsewhere', 'Cafe', 'Also elsewhere']);
+    await expect.poll(() => unread(page, 'elsewhere-1')).toBe('1');
+    // Leaving on the other device takes it off the list.
+    await other.leave('elsewhere-2', userId);
+    await expect.poll(() => subjects(page)).toEqual(['Joined elsewhere', 'Cafe']);
+    // A new browser that knows only who Eve is lists every conversation of hers.
+    const fresh = await t.newPage();
+    await fresh.addInitScript((id) => localStorage.setItem('shardchat.identity', id), identity);
+    await fresh.goto(`${t.cluster.router.url}/?group=cafe`);
+    await fresh.waitForSelector('#state[data-state="open"]');
+    await expect.poll(() => subjects(fresh)).toEqual(['Joined elsewhere', 'Cafe']);
+    await fresh.click('#conversations a[data-group="elsewhere-1"]');
+    await expect.poll(() => texts(fresh)).toEqual(['news from elsewhere']);
   });
 
   it('a phone screen: a one-line header, the conversation list and members as panels, axe-clean', async () => {

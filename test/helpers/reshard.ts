@@ -1,6 +1,7 @@
 /**
  * Resharding in tests: a cluster's content seeded and read back whole through the
- * router (groups, members, messages, profiles), `shardchat reshard` run as a process,
+ * router (groups, members, messages, profiles, each user's groups), `shardchat reshard`
+ * run as a process,
  * and each shard's map.
  */
 import { spawn } from 'node:child_process';
@@ -25,8 +26,12 @@ export interface Content {
     string,
     { epoch: string; lastMsgId: number; memberCount: number; members: string[]; messages: string[] }
   >;
-  users: Record<string, { name: string }>;
+  /** A user's profile name and, of the groups read, those `GET /users/{u}/groups` lists. */
+  users: Record<string, { name: string; groups: string[] }>;
 }
+
+/** How long a user's groups may take to show a membership (the outbox is sent at once). */
+const INDEX_SETTLE_MS = 10_000;
 
 export interface SeedOptions {
   groups: number;
@@ -116,9 +121,39 @@ export async function readContent(
   for (const u of users) {
     const r = await api(c.router.url, 'GET', `/users/${u}`, tokens.get(u) as string);
     expect(r.status, `${u}: ${JSON.stringify(r.body)}`).toBe(200);
-    out.users[u] = { name: r.body.name };
+    const expected = groups.filter((g) => out.groups[g]?.members.includes(u));
+    const listed = await groupsOfUser(c, u, tokens.get(u) as string, groups, expected);
+    expect(listed, `the groups of ${u}`).toEqual(expected);
+    out.users[u] = { name: r.body.name, groups: listed };
   }
   return out;
+}
+
+/**
+ * The user's groups as `GET /users/{u}/groups` lists them (of `among`, in its order),
+ * read again while they differ from `expected`, for up to INDEX_SETTLE_MS.
+ */
+async function groupsOfUser(
+  c: Pick<ChatTarget, 'router'>,
+  userId: string,
+  token: string,
+  among: string[],
+  expected: string[],
+): Promise<string[]> {
+  const deadline = Date.now() + INDEX_SETTLE_MS;
+  for (;;) {
+    const listed = new Set<string>();
+    for (let after = ''; ; ) {
+      const page = await api(c.router.url, 'GET', `/users/${userId}/groups?limit=1000&after=${after}`, token);
+      expect(page.status, `${userId}: ${JSON.stringify(page.body)}`).toBe(200);
+      for (const g of page.body.groups as { groupId: string }[]) listed.add(g.groupId);
+      if (!page.body.next) break;
+      after = page.body.next as string;
+    }
+    const mine = among.filter((g) => listed.has(g));
+    if (JSON.stringify(mine) === JSON.stringify(expected) || Date.now() > deadline) return mine;
+    await new Promise((r) => setTimeout(r, 100));
+  }
 }
 
 /** msgIds 1..lastMsgId, each once, each after the one before. */

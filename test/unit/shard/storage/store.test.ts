@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { Message } from '../../../../common/protocol.js';
-import type { GroupSnapshot, Store as StoreType } from '../../../../shard/storage/store.js';
+import type { GroupSnapshot, Store as StoreType, UserSnapshot } from '../../../../shard/storage/store.js';
 import { fromDist } from '../../../helpers/shardchat.js';
 
 type StoreModule = typeof import('../../../../shard/storage/store.js');
@@ -162,8 +162,10 @@ describe('moving a group and a user between stores', () => {
     const a = open(0);
     const b = open(1);
     const { user } = a.putUser('alice', 'Alice', 'alice@example.com', null);
-    b.importUser(user);
+    a.applyMembershipChanges([{ userId: 'alice', groupId: 'g', member: true, joinedAt: 5 }]);
+    b.importUser(a.exportUser('alice') as UserSnapshot);
     expect(b.getUser('alice')).toEqual(user);
+    expect(b.groupsOf('alice', '', 10)).toEqual([{ groupId: 'g', joinedAt: 5 }]);
     a.createGroup(group('g'));
     a.placeInRoster('g', 'alice', 'g');
     await post(a, 'g', 3);
@@ -178,6 +180,8 @@ describe('moving a group and a user between stores', () => {
     expect(a.deleteGroup('g')).toBe(false);
     expect(a.deleteUser('alice')).toBe(true);
     expect(a.getUser('alice')).toBeUndefined();
+    expect(a.groupsOf('alice', '', 10)).toEqual([]);
+    expect(a.exportUser('alice')).toBeUndefined();
     expect(a.counts()).toEqual({ groups: 0, members: 0 });
   });
 
@@ -194,5 +198,95 @@ describe('moving a group and a user between stores', () => {
     b.createGroup(group('h'));
     a.importGroup(b.exportGroup('h') as GroupSnapshot);
     expect(a.hasGroup('h')).toBe(true);
+  });
+
+  describe('the groups of each user', () => {
+    const changes = (s: StoreType) =>
+      s.queuedChanges(0, 100).map(({ userId, groupId, member }) => [userId, groupId, member]);
+
+    it('queues a change with every join and leave, only the latest per user and group, with a new id each time', () => {
+      const a = open(0);
+      let told = 0;
+      a.on('index-queued', () => told++);
+      a.createGroup(group('g')); // alice, the creator, is the first member
+      a.addMember('g', 'bob');
+      expect(a.addMember('g', 'bob')).toBe(false); // no change, nothing queued
+      expect(changes(a)).toEqual([
+        ['alice', 'g', true],
+        ['bob', 'g', true],
+      ]);
+      const [, bobJoin] = a.queuedChanges(0, 100);
+      a.removeMember('g', 'bob');
+      expect(changes(a)).toEqual([
+        ['alice', 'g', true],
+        ['bob', 'g', false],
+      ]);
+      expect(told).toBe(3);
+      // The answer to the older change does not dequeue the newer one.
+      a.dequeueChanges([bobJoin?.id as number]);
+      expect(changes(a)).toEqual([
+        ['alice', 'g', true],
+        ['bob', 'g', false],
+      ]);
+      a.dequeueChanges(a.queuedChanges(0, 100).map((c) => c.id));
+      expect(a.queuedChanges(0, 100)).toEqual([]);
+    });
+
+    it('keeps a queued change across a restart', async () => {
+      const a = open(0);
+      a.createGroup(group('g'));
+      await a.close();
+      stores.splice(stores.indexOf(a), 1);
+      const again = open(0);
+      expect(changes(again)).toEqual([['alice', 'g', true]]);
+    });
+
+    it("records joins and leaves as the users' shard, idempotently, telling each", () => {
+      const a = open(0);
+      const told: string[] = [];
+      a.on('user-groups-changed', (c) => told.push(`${c.userId} ${c.member ? '+' : '-'}${c.groupId}`));
+      a.applyMembershipChanges([
+        { userId: 'alice', groupId: 'g2', member: true, joinedAt: 2 },
+        { userId: 'alice', groupId: 'g1', member: true, joinedAt: 1 },
+        { userId: 'bob', groupId: 'g1', member: true, joinedAt: 3 },
+      ]);
+      a.applyMembershipChanges([{ userId: 'alice', groupId: 'g2', member: true, joinedAt: 2 }]);
+      expect(a.groupsOf('alice', '', 10)).toEqual([
+        { groupId: 'g1', joinedAt: 1 },
+        { groupId: 'g2', joinedAt: 2 },
+      ]);
+      expect(a.groupsOf('alice', 'g1', 10)).toEqual([{ groupId: 'g2', joinedAt: 2 }]);
+      a.applyMembershipChanges([{ userId: 'alice', groupId: 'g1', member: false, joinedAt: 4 }]);
+      a.applyMembershipChanges([{ userId: 'alice', groupId: 'g1', member: false, joinedAt: 4 }]);
+      expect(a.groupsOf('alice', '', 10)).toEqual([{ groupId: 'g2', joinedAt: 2 }]);
+      expect(told).toEqual(['alice +g2', 'alice +g1', 'bob +g1', 'alice +g2', 'alice -g1', 'alice -g1']);
+      // A user with groups and no profile is a user of this shard (it moves with resharding).
+      expect(a.userIds('', 10)).toEqual(['alice', 'bob']);
+      expect(a.exportUser('bob')).toEqual({
+        id: 'bob',
+        profile: null,
+        groups: [{ groupId: 'g1', joinedAt: 3 }],
+      });
+    });
+
+    it('moves a group with its queued changes, and forgets them when the group is deleted', () => {
+      const a = open(0);
+      const b = open(1);
+      a.createGroup(group('g'));
+      a.addMember('g', 'bob');
+      a.removeMember('g', 'alice');
+      b.importGroup(a.exportGroup('g') as GroupSnapshot);
+      expect(changes(b)).toEqual([
+        ['bob', 'g', true],
+        ['alice', 'g', false],
+      ]);
+      // A snapshot copied again replaces them (the source may have sent some meanwhile).
+      a.dequeueChanges(a.queuedChanges(0, 100).map((c) => c.id));
+      b.importGroup(a.exportGroup('g') as GroupSnapshot);
+      expect(changes(b)).toEqual([]);
+      a.addMember('g', 'carol');
+      a.deleteGroup('g');
+      expect(a.queuedChanges(0, 100)).toEqual([]);
+    });
   });
 });
