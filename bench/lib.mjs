@@ -137,6 +137,17 @@ export function processCpu(pid) {
   }
 }
 
+/** Write system calls a process made so far (`syscw` of /proc/<pid>/io: write, writev, send...). */
+export function processWriteCalls(pid) {
+  if (!pid) return Number.NaN;
+  try {
+    const m = /^syscw: (\d+)$/m.exec(fs.readFileSync(`/proc/${pid}/io`, 'utf8'));
+    return m ? Number(m[1]) : Number.NaN;
+  } catch {
+    return Number.NaN;
+  }
+}
+
 export function selfCpu() {
   const u = process.cpuUsage();
   return (u.user + u.system) / 1e6;

@@ -41,6 +41,7 @@ import {
   log,
   mapLimit,
   cpuMeter as meterCpu,
+  processWriteCalls,
   ms,
   ratio,
   request,
@@ -660,6 +661,7 @@ async function fanoutRun(subs, rate, round) {
   );
   const m0 = await metrics();
   const cpu = cpuMeter();
+  const writes0 = processWriteCalls(shard?.pid);
   const acked = [];
   const postErrors = [];
   const postLat = [];
@@ -694,6 +696,7 @@ async function fanoutRun(subs, rate, round) {
   for (let i = 0; i < 300 && count() < expected; i++) await sleep(100);
   await sleep(200); // let duplicates, if any, arrive
   const usage = cpu();
+  const writeCalls = processWriteCalls(shard?.pid) - writes0;
   const m1 = await metrics();
 
   const want = new Set(acked);
@@ -743,6 +746,9 @@ async function fanoutRun(subs, rate, round) {
     deliveriesPerS: perS,
     offeredDeliveriesPerS: rate * subs.length,
     shardCpuUsPerDelivery: ((usage.shardCores * usage.wallS) / delivered) * 1e6,
+    deliveriesPerShardCpuS: delivered / (usage.shardCores * usage.wallS),
+    writeCalls,
+    writeCallsPerDelivery: writeCalls / delivered,
     vsTarget: perS / TARGET_DELIVERIES_PER_S,
     latencyMs: l,
     postLatencyMs: latencyStats(postLat),
@@ -1004,6 +1010,8 @@ const FANOUT_HEADER = [
   'duplicate',
   'out of order',
   'shard CPU/delivery',
+  'deliveries per shard CPU s',
+  'shard writes/delivery',
   'shard CPU',
   'client CPU',
   'other CPU',
@@ -1021,6 +1029,8 @@ function fanoutRows(runs) {
     String(r.duplicate),
     String(r.outOfOrder),
     `${fmt(r.shardCpuUsPerDelivery, 1)} us`,
+    fmt(r.deliveriesPerShardCpuS),
+    fmt(r.writeCallsPerDelivery, 3),
     fmt(r.cpu.shardCores, 2),
     fmt(r.cpu.clientCores, 2),
     fmt(r.cpu.otherCores, 2),
@@ -1143,7 +1153,9 @@ carrying its send time in \`contents\`; every subscriber records when it receive
 subscribers, so a run that keeps up shows its offered rate, not the shard's ceiling); p50/p99 are
 publish-to-receive (the poster's send to the subscriber's \`message\` event, both in the bench process). Every
 subscriber must get every message exactly once, in msgId order (\`missing\`, \`duplicate\`, \`out of order\` count
-(subscriber, message) pairs). \`shard CPU/delivery\` is the shard process's CPU time per delivered event.
+(subscriber, message) pairs). \`shard CPU/delivery\` is the shard process's CPU time per delivered event, and
+\`deliveries per shard CPU s\` its inverse; \`shard writes/delivery\` counts the shard's write system calls
+(\`syscw\` of /proc/<pid>/io: one per socket write or writev, all threads) per delivered event.
 
 ${markdownTable(FANOUT_HEADER, fanoutRows(fanout))}
 

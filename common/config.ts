@@ -12,6 +12,8 @@ import { checkPatternSafety } from './regex-safety.js';
 const port = z.number().int().min(0).max(65535);
 const httpUrl = z.url({ protocol: /^https?$/, error: 'must be an http:// or https:// URL' });
 const positiveMs = z.number().int().positive();
+/** shard.fanout.flushMs by default (chosen by measurement: bench/RESULTS.md, "Fewer writes per delivery"). */
+const FLUSH_MS_DEFAULT = 5;
 
 const shardSpecSchema = z.strictObject({
   urlPattern: z.string().min(1).default('^/(?:groups|users)/([^/]+)'),
@@ -188,6 +190,12 @@ const shardSchema = z.strictObject({
       maxBatch: z.number().int().min(1).default(500),
       /** Records waiting per destination at most; past it the oldest are dropped (counted). */
       queueSize: z.number().int().min(1).default(10000),
+      /**
+       * Events for one WebSocket leave in at most one write per this many milliseconds
+       * while events keep coming (an idle shard writes at once); 0 writes at the end of
+       * every commit or delivered batch. Bounds the added delay.
+       */
+      flushMs: z.number().int().min(0).max(1000).default(FLUSH_MS_DEFAULT),
       /** Heads (anti-entropy) for recently active groups every this long. */
       headsMs: positiveMs.default(1000),
       retry: z

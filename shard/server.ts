@@ -31,6 +31,7 @@ import { MessageIntake } from './messages/intake.js';
 import { UserRateLimiter } from './messages/user-rate.js';
 import { ShardMetrics } from './metrics.js';
 import { GroupHub } from './sockets/group-hub.js';
+import { gathering } from './sockets/gathering.js';
 import { InboxHub } from './sockets/inbox-hub.js';
 import { Store } from './storage/store.js';
 
@@ -154,6 +155,7 @@ function buildParts(cfg: Config, log: Logger, auth: Authenticator, place: Place)
     otherConnections: () => groups.connections,
   });
   const delivery = new Delivery({ cfg, log, store, own, internal, metrics, modes, groups, inboxes });
+  gathering.windowMs = cfg.shard.fanout.flushMs;
   const membership = new Membership({ cfg, log, store, own, internal });
   const userIndex = new UserIndexSync({ store, own, internal, log, retry: cfg.shard.fanout.retry });
   const resharding = new Resharding(

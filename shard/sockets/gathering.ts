@@ -32,26 +32,56 @@ export function textFrame(text: string): Buffer {
  * socket at its end: the messages of one commit, or the records of one fan-out batch,
  * reach a connection in one system call rather than one each. A socket's gathered bytes
  * are flushed early past GATHER_FLUSH_BYTES, so what waits uncorked stays bounded.
+ *
+ * With a window (`windowMs` > 0, `shard.fanout.flushMs`), the gathered sockets are
+ * flushed at once when the last flush is at least that old, and otherwise when it
+ * will be: an idle shard writes each event at once, and a busy one writes to each
+ * socket at most once per window, however many commits came in between (fewer,
+ * larger writes: the system calls per delivery fall as the rate rises, and no event
+ * waits longer than the window).
  */
 export class WriteGathering {
+  /** Flush gathered sockets at most once per this many milliseconds (0: at the end of every run). */
+  windowMs = 0;
   private depth = 0;
   /** Corked sockets and the bytes gathered on each since it was last flushed. */
   private readonly corked = new Map<Duplex, number>();
+  private lastFlush = Number.NEGATIVE_INFINITY;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly now: () => number = () => performance.now()) {}
 
   run(fn: () => void): void {
     this.depth++;
     try {
       fn();
     } finally {
-      if (--this.depth === 0) {
-        for (const s of this.corked.keys()) s.uncork();
-        this.corked.clear();
-      }
+      if (--this.depth === 0) this.flushSoon();
     }
   }
 
+  /** Writes out every gathered socket now. */
+  flush(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    this.lastFlush = this.now();
+    for (const s of this.corked.keys()) s.uncork();
+    this.corked.clear();
+  }
+
+  private flushSoon(): void {
+    if (this.corked.size === 0 || this.timer) return;
+    const wait = this.lastFlush + this.windowMs - this.now();
+    if (wait <= 0) {
+      this.flush();
+      return;
+    }
+    this.timer = setTimeout(() => this.flush(), Math.ceil(wait));
+    this.timer.unref();
+  }
+
   write(socket: Duplex, frame: Buffer): void {
-    if (this.depth === 0) {
+    if (this.depth === 0 && !this.corked.has(socket)) {
       socket.write(frame);
       return;
     }
