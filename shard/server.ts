@@ -30,8 +30,8 @@ import { DeliveryModes } from './delivery/modes.js';
 import { MessageIntake } from './messages/intake.js';
 import { UserRateLimiter } from './messages/user-rate.js';
 import { ShardMetrics } from './metrics.js';
-import { GroupHub } from './sockets/group-hub.js';
 import { gathering } from './sockets/gathering.js';
+import { GroupHub } from './sockets/group-hub.js';
 import { InboxHub } from './sockets/inbox-hub.js';
 import { Store } from './storage/store.js';
 
