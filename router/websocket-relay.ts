@@ -43,15 +43,65 @@ const GOING_AWAY = 1001;
 
 type Phase = 'connecting' | 'handshake' | 'open' | 'closed';
 
+/** The relay a socket belongs to, so that its listeners are shared functions, not closures per socket. */
+const RELAY = Symbol('relay');
+type RelaySocket = net.Socket & { [RELAY]: WebSocketRelay };
+type SocketEvent =
+  | 'upstream-timeout'
+  | 'upstream-error'
+  | 'upstream-close'
+  | 'upstream-data'
+  | 'upstream-drain'
+  | 'client-gone'
+  | 'client-data'
+  | 'client-end'
+  | 'client-drain';
+
+/**
+ * One listener per kind of event for every relay (`this` is the socket, which names its
+ * relay): an idle relayed WebSocket holds no closures of its own.
+ */
+const listener = (event: SocketEvent) =>
+  function (this: RelaySocket, arg?: unknown): void {
+    this[RELAY].onSocketEvent(event, arg);
+  };
+const ON = {
+  upstreamTimeout: listener('upstream-timeout'),
+  upstreamError: listener('upstream-error'),
+  upstreamClose: listener('upstream-close'),
+  upstreamData: listener('upstream-data'),
+  upstreamDrain: listener('upstream-drain'),
+  clientGone: listener('client-gone'),
+  clientData: listener('client-data'),
+  clientEnd: listener('client-end'),
+  clientDrain: listener('client-drain'),
+};
+
+/**
+ * What only the handshake needs: the client connection answering the request, the
+ * request head sent upstream, what a 421 needs to send it again, the answer's parser.
+ * Dropped once the relay is open, so that an idle relayed socket holds its two TCP
+ * sockets and little else (not the request's head, token included, twice).
+ */
+interface Handshake {
+  readonly conn: ClientConnection;
+  readonly requestHead: string;
+  readonly requestId: string;
+  /** What a 421 needs to send the upgrade again; undefined: it cannot be. */
+  readonly retry: Redispatch | undefined;
+  readonly parser: ResponseParser;
+  /** Relayed, sent again to another shard, or a 421 answered by the router. */
+  readonly answer: AnswerDecision;
+  upgraded: ResponseHead | undefined;
+}
+
 export class WebSocketRelay implements ResponseCallbacks, ExchangeHooks {
   private upstream: net.Socket | undefined;
   private client: net.Socket | undefined;
   private phase: Phase = 'connecting';
-  private readonly parser = new ResponseParser(MAX_HEAD);
-  private upgraded: ResponseHead | undefined;
+  /** Until the relay is open (see Handshake). */
+  private hs: Handshake | undefined;
   private ended = false;
-  /** Relayed, sent again to another shard, or a 421 answered by the router. */
-  private readonly answer = new AnswerDecision();
   /** The answer to the upgrade has gone to the client connection (it is the client's again). */
   private handedBack = false;
   private readonly down = new FrameBoundaryTracker(); // shard -> client
@@ -64,33 +114,86 @@ export class WebSocketRelay implements ResponseCallbacks, ExchangeHooks {
 
   constructor(
     readonly shard: number,
-    private readonly conn: ClientConnection,
+    conn: ClientConnection,
     private readonly host: string,
     private readonly port: number,
-    private readonly requestHead: string,
-    private readonly requestId: string,
+    requestHead: string,
+    requestId: string,
     private readonly owner: RelayOwner,
     /** What a 421 needs to send the upgrade again; undefined: it cannot be. */
-    private readonly retry: Redispatch | undefined = undefined,
-  ) {}
+    retry: Redispatch | undefined = undefined,
+  ) {
+    this.hs = {
+      conn,
+      requestHead,
+      requestId,
+      retry,
+      parser: new ResponseParser(MAX_HEAD),
+      answer: new AnswerDecision(),
+      upgraded: undefined,
+    };
+  }
+
+  /** The handshake's state; only read before the relay opens (open() drops it). */
+  private get h(): Handshake {
+    return this.hs as Handshake;
+  }
 
   start(): void {
-    this.conn.setHooks(this);
-    this.parser.reset(this, 'GET', true);
-    const upstream = net.connect({ host: this.host, port: this.port, noDelay: true });
+    this.h.conn.setHooks(this);
+    this.h.parser.reset(this, 'GET', true);
+    const upstream = net.connect({ host: this.host, port: this.port, noDelay: true }) as RelaySocket;
+    upstream[RELAY] = this;
     this.upstream = upstream;
     upstream.setTimeout(this.owner.connectMs);
-    upstream.on('timeout', () => this.onUpstreamTimeout());
-    upstream.on('error', (err: NodeJS.ErrnoException) => this.onUpstreamError(err));
-    upstream.on('close', () => this.onUpstreamClose());
+    upstream.on('timeout', ON.upstreamTimeout);
+    upstream.on('error', ON.upstreamError);
+    upstream.on('close', ON.upstreamClose);
     upstream.once('connect', () => {
       if (this.phase !== 'connecting') return;
       this.owner.connected(this.shard);
       this.phase = 'handshake';
       upstream.setTimeout(this.owner.upstreamMs);
-      upstream.write(this.requestHead, 'latin1');
+      upstream.write(this.h.requestHead, 'latin1');
     });
-    upstream.on('data', (chunk: Buffer) => this.onUpstreamData(chunk));
+    upstream.on('data', ON.upstreamData);
+  }
+
+  /**
+   * What happened on one of this relay's sockets (the listeners every relay shares call
+   * it; not for other callers).
+   */
+  onSocketEvent(event: SocketEvent, arg: unknown): void {
+    switch (event) {
+      case 'upstream-timeout':
+        this.onUpstreamTimeout();
+        return;
+      case 'upstream-error':
+        this.onUpstreamError(arg as NodeJS.ErrnoException);
+        return;
+      case 'upstream-close':
+        this.onUpstreamClose();
+        return;
+      case 'upstream-data':
+        this.onUpstreamData(arg as Buffer);
+        return;
+      case 'upstream-drain':
+        this.client?.resume();
+        return;
+      case 'client-gone':
+        this.destroy();
+        return;
+      case 'client-data':
+        this.relayUp(arg as Buffer);
+        return;
+      case 'client-end':
+        this.upstream?.end();
+        this.scheduleKill(1000);
+        return;
+      case 'client-drain':
+        this.upstream?.resume();
+        return;
+    }
   }
 
   /** Ends an open relay with close frames (1001 going away) at frame boundaries. */
@@ -112,7 +215,7 @@ export class WebSocketRelay implements ResponseCallbacks, ExchangeHooks {
     if (this.killTimer) clearTimeout(this.killTimer);
     this.upstream?.destroy();
     if (wasOpen) this.client?.destroy();
-    else if (!this.handedBack) this.conn.abort();
+    else if (!this.handedBack) this.h.conn.abort();
     if (this.counted) this.owner.closed(this);
   }
 
@@ -134,8 +237,8 @@ export class WebSocketRelay implements ResponseCallbacks, ExchangeHooks {
     this.handedBack = true;
     this.upstream?.destroy();
     this.owner.answered(this.shard, e.status);
-    this.conn.setHooks(undefined);
-    this.conn.respondError(e, this.requestId);
+    this.h.conn.setHooks(undefined);
+    this.h.conn.respondError(e, this.h.requestId);
   }
 
   private onUpstreamError(err: NodeJS.ErrnoException): void {
@@ -173,7 +276,7 @@ export class WebSocketRelay implements ResponseCallbacks, ExchangeHooks {
 
   private onUpstreamClose(): void {
     if (this.phase === 'connecting' || this.phase === 'handshake') {
-      if (this.phase === 'handshake' && this.parser.finishOnClose()) {
+      if (this.phase === 'handshake' && this.h.parser.finishOnClose()) {
         // A refusal delimited by the end of the connection.
         this.finishAnswer();
         return;
@@ -191,12 +294,12 @@ export class WebSocketRelay implements ResponseCallbacks, ExchangeHooks {
 
   /** Fails the handshake: an error answer if nothing was sent yet, else a cut connection. */
   private failAnswer(status: number, code: string, message: string): void {
-    if (this.conn.committed) {
+    if (this.h.conn.committed) {
       this.phase = 'closed';
       this.handedBack = true;
       this.upstream?.destroy();
       this.owner.answered(this.shard, 0);
-      this.conn.abort();
+      this.h.conn.abort();
       return;
     }
     this.fail({ status, code, message });
@@ -210,7 +313,7 @@ export class WebSocketRelay implements ResponseCallbacks, ExchangeHooks {
     if (this.phase !== 'handshake') return;
     let used: number;
     try {
-      used = this.parser.consume(chunk);
+      used = this.h.parser.consume(chunk);
     } catch (err) {
       this.owner.upstreamFailure(this.shard, 'protocol', err as Error);
       const message = err instanceof ParseError ? err.message : 'invalid response';
@@ -221,8 +324,9 @@ export class WebSocketRelay implements ResponseCallbacks, ExchangeHooks {
       );
       return;
     }
-    if (this.upgraded) {
-      this.open(this.upgraded, chunk.subarray(used));
+    const upgraded = this.h.upgraded;
+    if (upgraded) {
+      this.open(upgraded, chunk.subarray(used));
       return;
     }
     if (this.ended) {
@@ -237,11 +341,11 @@ export class WebSocketRelay implements ResponseCallbacks, ExchangeHooks {
       return;
     }
     const upstream = this.upstream as net.Socket;
-    if (!this.conn.flush()) {
+    if (!this.h.conn.flush()) {
       // The client is slower than the shard: the shard is not late meanwhile.
       upstream.pause();
       upstream.setTimeout(0);
-      this.conn.onceDrain(() => {
+      this.h.conn.onceDrain(() => {
         if (this.phase !== 'handshake') return;
         upstream.setTimeout(this.owner.upstreamMs);
         upstream.resume();
@@ -252,12 +356,12 @@ export class WebSocketRelay implements ResponseCallbacks, ExchangeHooks {
   // --- ResponseCallbacks: the shard's answer to the upgrade ---
 
   onHead(head: ResponseHead): void {
-    if (!this.answer.relays(this.owner, this.shard, head, this.retry)) return;
-    this.conn.respondHead(head.statusCode, head.statusMessage, head.headers, head.framing);
+    if (!this.h.answer.relays(this.owner, this.shard, head, this.h.retry)) return;
+    this.h.conn.respondHead(head.statusCode, head.statusMessage, head.headers, head.framing);
   }
 
   onBody(chunk: Buffer): void {
-    if (!this.answer.withheld) this.conn.respondBody(chunk);
+    if (!this.h.answer.withheld) this.h.conn.respondBody(chunk);
   }
 
   onEnd(): void {
@@ -266,7 +370,7 @@ export class WebSocketRelay implements ResponseCallbacks, ExchangeHooks {
 
   onUpgrade(head: ResponseHead): void {
     if (head.map !== undefined) this.owner.mapSeen(head.map);
-    this.upgraded = head;
+    this.h.upgraded = head;
   }
 
   /**
@@ -275,16 +379,16 @@ export class WebSocketRelay implements ResponseCallbacks, ExchangeHooks {
    */
   private finishAnswer(): void {
     if (this.phase === 'closed' || this.handedBack) return;
-    if (this.answer.rerouteTo !== undefined && this.retry) {
+    if (this.h.answer.rerouteTo !== undefined && this.h.retry) {
       // Nothing of the 421 went to the client: the upgrade goes again, to the new owner.
       this.phase = 'closed';
       this.handedBack = true;
       this.upstream?.destroy();
-      this.conn.setHooks(undefined);
-      this.owner.redispatchUpgrade(this.conn, this.retry, this.answer.rerouteTo);
+      this.h.conn.setHooks(undefined);
+      this.owner.redispatchUpgrade(this.h.conn, this.h.retry, this.h.answer.rerouteTo);
       return;
     }
-    if (this.answer.misdirected) {
+    if (this.h.answer.misdirected) {
       this.owner.misdirected(this.shard);
       this.fail({
         status: 503,
@@ -297,10 +401,10 @@ export class WebSocketRelay implements ResponseCallbacks, ExchangeHooks {
     this.phase = 'closed';
     this.handedBack = true;
     this.upstream?.destroy();
-    this.owner.answered(this.shard, this.conn.status);
-    this.conn.setHooks(undefined);
-    this.conn.respondEnd();
-    this.conn.flush();
+    this.owner.answered(this.shard, this.h.conn.status);
+    this.h.conn.setHooks(undefined);
+    this.h.conn.respondEnd();
+    this.h.conn.flush();
   }
 
   /** 101: the socket becomes a relay; `rest` are the shard's first bytes after the 101. */
@@ -311,7 +415,10 @@ export class WebSocketRelay implements ResponseCallbacks, ExchangeHooks {
     this.owner.answered(this.shard, 101);
     this.counted = true;
     this.owner.opened(this);
-    const { socket: client, early } = this.conn.takeOver();
+    const { socket, early } = this.h.conn.takeOver();
+    this.hs = undefined;
+    const client = socket as RelaySocket;
+    client[RELAY] = this;
     this.client = client;
     upstream.setTimeout(0);
     upstream.setKeepAlive(true, 30_000);
@@ -321,18 +428,15 @@ export class WebSocketRelay implements ResponseCallbacks, ExchangeHooks {
     let text = `HTTP/1.1 101 ${head.statusMessage || 'Switching Protocols'}\r\n`;
     for (let i = 0; i < head.headers.length; i += 2) text += `${head.headers[i]}: ${head.headers[i + 1]}\r\n`;
     client.write(`${text}connection: upgrade\r\nupgrade: websocket\r\n\r\n`, 'latin1');
-    client.on('error', () => this.destroy());
-    client.on('close', () => this.destroy());
+    client.on('error', ON.clientGone);
+    client.on('close', ON.clientGone);
     if (rest.length > 0) this.relayDown(Buffer.from(rest));
     // What the client sent before the 101 goes first, in order.
     if (early && early.length > 0) this.relayUp(early);
-    client.on('data', (c: Buffer) => this.relayUp(c));
-    client.on('end', () => {
-      upstream.end();
-      this.scheduleKill(1000);
-    });
-    client.on('drain', () => upstream.resume());
-    upstream.on('drain', () => client.resume());
+    client.on('data', ON.clientData);
+    client.on('end', ON.clientEnd);
+    client.on('drain', ON.clientDrain);
+    upstream.on('drain', ON.upstreamDrain);
     if (!upstream.writableNeedDrain) client.resume();
   }
 

@@ -16,6 +16,7 @@ import type { ShardMetrics } from '../metrics.js';
 import {
   attachConn,
   CLOSE,
+  type ConnHandler,
   closeConn,
   connState,
   readClientEvent,
@@ -104,21 +105,24 @@ export abstract class SocketHub<
     return n;
   }
 
+  /** The events of every connection of this hub (one handler, no closures per connection). */
+  private readonly handler: ConnHandler<C> = {
+    message: (conn, data, isBinary) => {
+      const ev = readClientEvent(conn, data, isBinary, this.limits, (e) => this.send(conn, e));
+      if (ev) this.received(conn, ev);
+    },
+    error: (_conn, err) => this.base.log.debug({ err: err.message }, `${this.kind} WebSocket error`),
+    close: (conn) => {
+      conn.done = true;
+      if (!this.removed(conn)) return;
+      this.count--;
+      this.gauge.set(this.count);
+    },
+  };
+
   private connect(ws: WebSocket, socket: Duplex, admitted: A): void {
     const conn = this.create(ws, socket, admitted);
-    const registered = attachConn(conn, this.closing, {
-      message: (data, isBinary) => {
-        const ev = readClientEvent(conn, data, isBinary, this.limits, (e) => this.send(conn, e));
-        if (ev) this.received(conn, ev);
-      },
-      error: (err) => this.base.log.debug({ err: err.message }, `${this.kind} WebSocket error`),
-      close: () => {
-        conn.done = true;
-        if (!this.removed(conn)) return;
-        this.count--;
-        this.gauge.set(this.count);
-      },
-    });
+    const registered = attachConn(conn, this.closing, this.handler);
     if (!registered) return;
     this.count++;
     this.gauge.set(this.count);

@@ -71,6 +71,14 @@ export interface UpgradeOptions<T> {
   open(ws: WebSocket, admitted: T, socket: Duplex): void;
 }
 
+/**
+ * A socket's error listener for its whole life: a shared function, not a closure, which
+ * would keep the upgrade request (its head and headers) alive as long as the connection.
+ */
+function destroyOnError(this: Duplex): void {
+  this.destroy();
+}
+
 /** Answers an upgrade: admitted, then (unless the shard began shutting down meanwhile) opened. */
 export function upgradeSocket<T>(
   req: IncomingMessage,
@@ -78,7 +86,7 @@ export function upgradeSocket<T>(
   head: Buffer,
   o: UpgradeOptions<T>,
 ): void {
-  socket.on('error', () => socket.destroy());
+  socket.on('error', destroyOnError);
   o.admit(req)
     .then((admitted) => {
       if (socket.destroyed) return;
@@ -165,19 +173,46 @@ export function connState(ws: WebSocket, socket: Duplex, limits: Limits): WsConn
  * `error`) ends it, its close to `close`. A shard shutting down closes it at once with
  * 1001; returns whether it may be registered.
  */
-export function attachConn(
-  conn: WsConn,
-  closing: boolean,
-  h: { message(data: Buffer, isBinary: boolean): void; error(err: Error): void; close(): void },
-): boolean {
-  conn.ws.on('message', (data, isBinary) => h.message(data as Buffer, isBinary));
+/** What a hub does with its connections' events (one object per hub, shared by its connections). */
+export interface ConnHandler<C extends WsConn = WsConn> {
+  message(conn: C, data: Buffer, isBinary: boolean): void;
+  error(conn: C, err: Error): void;
+  close(conn: C): void;
+}
+
+const CONN = Symbol('conn');
+const HANDLER = Symbol('handler');
+type ConnSocket = WebSocket & { [CONN]: WsConn; [HANDLER]: ConnHandler };
+
+// Listeners every connection shares (`this` is the WebSocket, which names its connection
+// and hub): an idle connection holds no closures of its own.
+function onWsMessage(this: WebSocket, data: Buffer, isBinary: boolean): void {
+  const ws = this as ConnSocket;
+  ws[HANDLER].message(ws[CONN], data, isBinary);
+}
+function onWsError(this: WebSocket, err: Error): void {
+  const ws = this as ConnSocket;
+  ws[HANDLER].error(ws[CONN], err);
+  finishConn(ws[CONN]);
+}
+function onWsClose(this: WebSocket): void {
+  const ws = this as ConnSocket;
+  ws[HANDLER].close(ws[CONN]);
+}
+
+/**
+ * Registers a new connection's events with its hub's handler; false when the shard is
+ * closing (the connection is closed with 1001 at once).
+ */
+export function attachConn<C extends WsConn>(conn: C, closing: boolean, handler: ConnHandler<C>): boolean {
+  const ws = conn.ws as ConnSocket;
+  ws[CONN] = conn;
+  ws[HANDLER] = handler as unknown as ConnHandler;
+  ws.on('message', onWsMessage);
   // ws closes the connection itself on protocol errors (1002, 1007, 1009: the close
   // frame is already queued); terminating here would lose that close code.
-  conn.ws.on('error', (err) => {
-    h.error(err);
-    finishConn(conn);
-  });
-  conn.ws.on('close', () => h.close());
+  ws.on('error', onWsError);
+  ws.on('close', onWsClose);
   if (!closing) return true;
   closeConn(conn, CLOSE.goingAway, 'shard shutting down');
   return false;
