@@ -1,6 +1,8 @@
 /** Messages (post, read by page or long-poll) and presence of a group (docs/architecture.md section 4). */
+import type { ServerResponse } from 'node:http';
 import type express from 'express';
 import { badRequest } from '../../common/http-answers.js';
+import type { Message } from '../../common/protocol.js';
 import { requireMemberOf } from '../access.js';
 import { intParam, jsonBody, route } from './http-input.js';
 import type { RouteKit } from './route-kit.js';
@@ -29,10 +31,48 @@ export async function postMessage(
   };
 }
 
+/**
+ * GET /groups/{id}/messages once the ownership gate has run: authenticated, the group
+ * exists, a member reads a page after `after` (long-polling up to `wait` seconds when
+ * nothing is newer) or before `before`. `query` holds the parameters as strings;
+ * `res` tells when the client went away (then undefined: nothing is to be answered).
+ * Shared by the Express route and the hot path (hot-routes.ts).
+ */
+export async function readMessages(
+  k: RouteKit,
+  groupId: string,
+  authorization: string | undefined,
+  query: Record<string, unknown>,
+  res: Pick<ServerResponse, 'once' | 'destroyed'>,
+): Promise<Message[] | undefined> {
+  const { s, groupOf, member } = k;
+  const limits = s.cfg.shard.limits;
+  const me = await k.authedBy(authorization);
+  const g = groupOf(groupId);
+  member(g, me);
+  const limit = intParam(query.limit, 'limit', 1, limits.maxPageSize, limits.defaultPageSize);
+  if (query.after !== undefined && query.before !== undefined) {
+    throw badRequest('bad_parameter', 'give after or before, not both');
+  }
+  if (query.before !== undefined) {
+    const before = intParam(query.before, 'before', 1, Number.MAX_SAFE_INTEGER, 0);
+    return s.store.messagesBefore(groupId, before, limit);
+  }
+  const after = intParam(query.after, 'after', 0, Number.MAX_SAFE_INTEGER, 0);
+  const wait = intParam(query.wait, 'wait', 0, limits.maxWaitSeconds, 0);
+  let messages = s.messagesAfter(groupId, after, limit);
+  if (messages.length === 0 && wait > 0) {
+    const ac = new AbortController();
+    res.once('close', () => ac.abort());
+    if (await s.waiters.wait(groupId, wait * 1000, ac.signal))
+      messages = s.messagesAfter(groupId, after, limit);
+    if (res.destroyed) return undefined;
+  }
+  return messages;
+}
+
 export function messageRoutes(app: express.Express, k: RouteKit): void {
   const { s, owned, jsonParser, authed, groupOf, member } = k;
-  const { cfg, store, messagesAfter } = s;
-  const limits = cfg.shard.limits;
 
   app.post(
     '/groups/:groupId/messages',
@@ -48,30 +88,14 @@ export function messageRoutes(app: express.Express, k: RouteKit): void {
     '/groups/:groupId/messages',
     owned('groupId'),
     route(async (req, res) => {
-      const me = await authed(req);
-      const groupId = req.params.groupId as string;
-      const g = groupOf(groupId);
-      member(g, me);
-      const limit = intParam(req.query.limit, 'limit', 1, limits.maxPageSize, limits.defaultPageSize);
-      if (req.query.after !== undefined && req.query.before !== undefined) {
-        throw badRequest('bad_parameter', 'give after or before, not both');
-      }
-      if (req.query.before !== undefined) {
-        const before = intParam(req.query.before, 'before', 1, Number.MAX_SAFE_INTEGER, 0);
-        res.json({ messages: store.messagesBefore(groupId, before, limit) });
-        return;
-      }
-      const after = intParam(req.query.after, 'after', 0, Number.MAX_SAFE_INTEGER, 0);
-      const wait = intParam(req.query.wait, 'wait', 0, limits.maxWaitSeconds, 0);
-      let messages = messagesAfter(groupId, after, limit);
-      if (messages.length === 0 && wait > 0) {
-        const ac = new AbortController();
-        res.once('close', () => ac.abort());
-        if (await s.waiters.wait(groupId, wait * 1000, ac.signal))
-          messages = messagesAfter(groupId, after, limit);
-        if (res.destroyed) return;
-      }
-      res.json({ messages });
+      const messages = await readMessages(
+        k,
+        req.params.groupId as string,
+        req.get('authorization'),
+        req.query,
+        res,
+      );
+      if (messages) res.json({ messages });
     }),
   );
 

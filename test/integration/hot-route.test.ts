@@ -1,6 +1,6 @@
 /**
- * The hot route (`POST /groups/{id}/messages` answered without Express,
- * shard/api/hot-routes.ts) against the Express route it stands in for: the same requests
+ * The hot routes (`POST` and `GET /groups/{id}/messages` answered without Express,
+ * shard/api/hot-routes.ts) against the Express routes they stand in for: the same requests
  * sent to a real shard once through each (the Express route still takes an id written
  * with a percent-escape, `/groups/h%2D1/messages` for `h-1`), and the answers compared:
  * status, JSON body and the headers a client or the router reads.
@@ -71,13 +71,14 @@ describe('the hot route answers as the Express route does', () => {
   async function send(
     path: string,
     k: Case,
+    method = 'POST',
   ): Promise<{ status: number; body: unknown; headers: Record<string, string | null> }> {
     const headers: Record<string, string> = {};
     if (k.token === 'bad') headers.authorization = 'Bearer not-a-token';
     else if (k.token !== 'none') headers.authorization = `Bearer ${tokens[k.token ?? 'member']}`;
     if (k.contentType !== '') headers['content-type'] = k.contentType ?? 'application/json';
     const res = await fetch(`${shardUrl}${path}`, {
-      method: 'POST',
+      method,
       headers,
       body: k.body === undefined ? undefined : typeof k.body === 'string' ? k.body : JSON.stringify(k.body),
     });
@@ -99,8 +100,13 @@ describe('the hot route answers as the Express route does', () => {
     groupId: string,
   ) => {
     const b = JSON.parse(JSON.stringify(r.body).replaceAll(groupId, '{group}')) as Record<string, unknown>;
+    const stamped = (m: Record<string, unknown>) => ({ ...m, ts: typeof m.ts, epoch: typeof m.epoch });
     const body =
-      r.status < 300 && b && typeof b === 'object' ? { ...b, ts: typeof b.ts, epoch: typeof b.epoch } : b;
+      r.status >= 300 || !b || typeof b !== 'object'
+        ? b
+        : Array.isArray(b.messages)
+          ? { messages: (b.messages as Record<string, unknown>[]).map(stamped) }
+          : stamped(b);
     return { status: r.status, body, headers: r.headers };
   };
 
@@ -131,7 +137,7 @@ describe('the hot route answers as the Express route does', () => {
     },
   ];
 
-  it.each(cases)('$name', async (k) => {
+  it.each(cases)('POST: $name', async (k) => {
     const hotId = k.group === 'missing' ? missing : k.group === 'foreign' ? foreign : hot;
     const coldId = k.group === 'missing' ? missing : k.group === 'foreign' ? foreign : cold;
     const viaHot = await send(`/groups/${hotId}/messages`, k);
@@ -141,5 +147,67 @@ describe('the hot route answers as the Express route does', () => {
     if (k.group === 'foreign') expect(a.status).toBe(421);
     if (k.group === 'missing') expect(a.status).toBe(404);
     expect(a).toEqual(b);
+  });
+
+  // Reads, after the posts above wrote the same messages to both groups.
+  const reads: (Case & { query: string })[] = [
+    { name: 'the first page', query: '' },
+    { name: 'after 0, limit 1', query: '?after=0&limit=1' },
+    { name: 'limit then after', query: '?limit=2&after=1' },
+    { name: 'before 3', query: '?before=3' },
+    { name: 'after the last, no wait', query: '?after=1000' },
+    { name: 'a long-poll that times out (1 s)', query: '?after=1000&wait=1' },
+    { name: 'after and before (400)', query: '?after=1&before=3' },
+    { name: 'limit 0 (400)', query: '?limit=0' },
+    { name: 'a wait past maxWaitSeconds (400)', query: '?wait=1000' },
+    { name: 'without a token', query: '', token: 'none' },
+    { name: 'with a bad token', query: '', token: 'bad' },
+    { name: 'from a non-member', query: '', token: 'stranger' },
+    { name: 'a missing group', query: '', group: 'missing' },
+    { name: 'a group another shard owns (421)', query: '', group: 'foreign' },
+  ];
+
+  it.each(reads)('GET: $name', async (k) => {
+    const hotId = k.group === 'missing' ? missing : k.group === 'foreign' ? foreign : hot;
+    const coldId = k.group === 'missing' ? missing : k.group === 'foreign' ? foreign : cold;
+    const g = { ...k, contentType: '' };
+    const viaHot = await send(`/groups/${hotId}/messages${k.query}`, g, 'GET');
+    const viaExpress = await send(`/groups/${coldId.replace('-', '%2D')}/messages${k.query}`, g, 'GET');
+    const a = comparable(viaHot, hotId);
+    const b = comparable(viaExpress, coldId);
+    if (k.group === 'foreign') expect(a.status).toBe(421);
+    if (k.group === 'missing') expect(a.status).toBe(404);
+    if (k.name === 'the first page')
+      expect((a.body as { messages: unknown[] }).messages.length).toBeGreaterThan(0);
+    expect(a).toEqual(b);
+  });
+
+  it('GET: a long-poll is answered by a message posted while it waits', async () => {
+    // Both groups' next msgId, so that the long-polls wait for exactly the next message.
+    const last = async (id: string) => {
+      const r = await send(
+        `/groups/${id}/messages?before=100000&limit=1`,
+        { name: 'last', contentType: '' },
+        'GET',
+      );
+      return ((r.body as { messages: { msgId: number }[] }).messages[0]?.msgId ?? 0) as number;
+    };
+    const [lh, lc] = [await last(hot), await last(cold)];
+    expect(lh).toBe(lc);
+    const waitFrom = (id: string, after: number) =>
+      send(`/groups/${id}/messages?after=${after}&wait=5`, { name: 'poll', contentType: '' }, 'GET');
+    const started = Promise.all([waitFrom(hot, lh), waitFrom(cold.replace('-', '%2D'), lc)]);
+    await new Promise((r) => setTimeout(r, 300));
+    for (const id of [hot, cold])
+      await send(`/groups/${id}/messages`, {
+        name: 'post',
+        body: { contents: 'wake up', clientMsgId: 'wake' },
+      });
+    const [viaHot, viaExpress] = await started;
+    expect(viaHot.status).toBe(200);
+    expect((viaHot.body as { messages: { contents: string }[] }).messages.map((m) => m.contents)).toEqual([
+      'wake up',
+    ]);
+    expect(comparable(viaHot, hot)).toEqual(comparable(viaExpress, cold));
   });
 });
