@@ -47,6 +47,7 @@ import {
   waitQuiet,
 } from './lib.mjs';
 import { BenchProcesses, stopOnSignalsAndTimeout } from './processes.mjs';
+import { spliceSection } from './results-md.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const WORK = join(ROOT, 'bench', '.work', 'peers');
@@ -526,7 +527,6 @@ function median(xs) {
 
 function report(res) {
   const parts = [
-    BEGIN,
     '## shardchat and its peers (bench/peers.mjs)',
     '',
     `Reproduce: \`npm run bench:peers\` (here: \`node bench/peers.mjs ${process.argv.slice(2).join(' ')}\`).`,
@@ -633,7 +633,7 @@ function report(res) {
       '',
     );
   }
-  parts.push('Raw numbers: bench/results/peers.json.', END);
+  parts.push('Raw numbers: bench/results/peers.json.');
   return parts.join('\n');
 }
 
@@ -664,13 +664,7 @@ async function main() {
   if (!opts['no-write']) {
     fs.mkdirSync(dirname(RESULTS_JSON), { recursive: true });
     fs.writeFileSync(RESULTS_JSON, `${JSON.stringify(res, null, 2)}\n`);
-    const cur = fs.readFileSync(RESULTS_MD, 'utf8');
-    const a = cur.indexOf(BEGIN);
-    const b = cur.indexOf(END);
-    fs.writeFileSync(
-      RESULTS_MD,
-      a >= 0 && b > a ? cur.slice(0, a) + md + cur.slice(b + END.length) : `${cur.trimEnd()}\n\n${md}\n`,
-    );
+    fs.writeFileSync(RESULTS_MD, spliceSection(fs.readFileSync(RESULTS_MD, 'utf8'), BEGIN, END, md));
     log(`written: bench/RESULTS.md, ${RESULTS_JSON}`);
   }
 }
