@@ -21,7 +21,7 @@ import type { ShardMetrics } from '../metrics.js';
 import type { Store } from '../storage/store.js';
 import { textFrame } from './gathering.js';
 import { SocketHub } from './socket-hub.js';
-import { answerPost, CLOSE, closeConn, noRoom, socketRequest, type WsConn } from './ws-conn.js';
+import { answerPost, CLOSE, ConnState, closeConn, noRoom, socketRequest } from './ws-conn.js';
 
 export interface HubOptions {
   cfg: Config;
@@ -47,10 +47,19 @@ export type GroupHubEvents = {
   presence: [groupId: string, userId: string, connected: boolean];
 };
 
-interface Conn extends WsConn {
-  groupId: string;
-  userId: string;
+/** An open group WebSocket (one hidden class for all of them: see ConnState). */
+export class GroupConn extends ConnState {
+  constructor(
+    ws: WebSocket,
+    socket: Duplex,
+    limits: Config['shard']['limits'],
+    readonly groupId: string,
+    readonly userId: string,
+  ) {
+    super(ws, socket, limits);
+  }
 }
+type Conn = GroupConn;
 
 /** The connections of one group, and how many each connected user has. */
 interface GroupConns {
@@ -94,7 +103,7 @@ export class GroupHub extends SocketHub<Conn, Admitted, GroupHubEvents> {
   }
 
   protected create(ws: WebSocket, socket: Duplex, a: Admitted): Conn {
-    return { ...this.connState(ws, socket), groupId: a.groupId, userId: a.userId };
+    return new GroupConn(ws, socket, this.limits, a.groupId, a.userId);
   }
 
   protected added(conn: Conn): void {

@@ -30,7 +30,7 @@ import type { MessageIntake } from '../messages/intake.js';
 import type { ShardMetrics } from '../metrics.js';
 import { textFrame } from './gathering.js';
 import { SocketHub } from './socket-hub.js';
-import { answerPost, noRoom, socketRequest, type WsConn } from './ws-conn.js';
+import { answerPost, ConnState, noRoom, socketRequest } from './ws-conn.js';
 
 /** Groups one inbox connection may follow at most. */
 const MAX_FOLLOWED = 10_000;
@@ -51,12 +51,22 @@ export interface InboxOptions {
   presenceRefreshMs?: number;
 }
 
-interface Conn extends WsConn {
-  userId: string;
+/** An open inbox WebSocket (one hidden class for all of them: see ConnState). */
+export class InboxConn extends ConnState {
   /** Groups this connection follows (for presence). */
-  groups: Set<string>;
-  status: 'online' | 'away';
+  readonly groups = new Set<string>();
+  status: 'online' | 'away' = 'online';
+
+  constructor(
+    ws: WebSocket,
+    socket: Duplex,
+    limits: Config['shard']['limits'],
+    readonly userId: string,
+  ) {
+    super(ws, socket, limits);
+  }
 }
+type Conn = InboxConn;
 
 export class InboxHub extends SocketHub<Conn, string> {
   private readonly users = new Map<string, Set<Conn>>();
@@ -98,7 +108,7 @@ export class InboxHub extends SocketHub<Conn, string> {
   }
 
   protected create(ws: WebSocket, socket: Duplex, userId: string): Conn {
-    return { ...this.connState(ws, socket), userId, groups: new Set(), status: 'online' };
+    return new InboxConn(ws, socket, this.limits, userId);
   }
 
   protected added(conn: Conn): void {

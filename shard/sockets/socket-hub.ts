@@ -18,7 +18,6 @@ import {
   CLOSE,
   type ConnHandler,
   closeConn,
-  connState,
   readClientEvent,
   sendConnFrame,
   sendConnText,
@@ -127,11 +126,6 @@ export abstract class SocketHub<
     this.count++;
     this.gauge.set(this.count);
     this.added(conn);
-  }
-
-  /** The base state of a connection (a full rate budget). */
-  protected connState(ws: WebSocket, socket: Duplex): WsConn {
-    return connState(ws, socket, this.limits);
   }
 
   /** Sends an event; a client that does not keep up is closed with 4008 rather than buffered without bound. */

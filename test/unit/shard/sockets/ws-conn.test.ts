@@ -11,7 +11,7 @@ import WebSocket, { WebSocketServer } from 'ws';
 import { parseConfig } from '../../../../common/config.js';
 import type { ShardMetrics } from '../../../../shard/metrics.js';
 import { gathering, textFrame } from '../../../../shard/sockets/gathering.js';
-import { closeConn, connState, sendConnFrame, type WsConn } from '../../../../shard/sockets/ws-conn.js';
+import { ConnState, closeConn, sendConnFrame, type WsConn } from '../../../../shard/sockets/ws-conn.js';
 import { waitFor } from '../../../helpers/processes.js';
 
 const cleanups: (() => Promise<void> | void)[] = [];
@@ -33,7 +33,7 @@ async function serve(limits: Record<string, number>) {
   const closed: number[] = [];
   server.on('upgrade', (req, socket: Duplex, head) => {
     wss.handleUpgrade(req, socket, head, (ws) => {
-      const conn = connState(ws, socket, cfg.shard.limits);
+      const conn = new ConnState(ws, socket, cfg.shard.limits);
       ws.on('close', (code) => closed.push(code));
       conns.push(conn);
     });
