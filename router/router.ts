@@ -13,6 +13,7 @@ import { type Config, forwardedHeadLimit, shardCount } from '../common/config.js
 import { initHash, xxh64 } from '../common/hash.js';
 import { listen } from '../common/listen.js';
 import type { Logger } from '../common/logger.js';
+import { checkOpenFiles } from '../common/open-files.js';
 import { idAmbiguity, pathAmbiguity } from '../common/paths.js';
 import { configuredMap, type ShardMap, shardsNeeded } from '../common/placement.js';
 import { pathOf, ShardFunction } from '../common/shard-function.js';
@@ -669,6 +670,14 @@ export async function startRouter(cfg: Config, log: Logger): Promise<RunningRout
     },
     'router listening',
   );
+  // Two descriptors per client connection that is a relayed WebSocket (the client's and
+  // the shard's), plus each shard's pool of keep-alive connections.
+  const { maxConnections, maxSocketsPerShard } = cfg.router.limits;
+  checkOpenFiles(log, {
+    needed: 2 * maxConnections + router.shards * maxSocketsPerShard + 16,
+    setting: 'router.limits.maxConnections',
+    value: maxConnections,
+  });
   return {
     port,
     adminPort,

@@ -9,6 +9,7 @@ import { initHash } from '../common/hash.js';
 import type { KubernetesTopology } from '../common/kubernetes-topology.js';
 import { listen } from '../common/listen.js';
 import type { Logger } from '../common/logger.js';
+import { checkOpenFiles } from '../common/open-files.js';
 import { configuredMap, shardsNeeded } from '../common/placement.js';
 import { INTERNAL_TOKEN_HEADER } from '../common/protocol.js';
 import { createShardAdmin } from './api/admin.js';
@@ -250,6 +251,13 @@ async function serve(cfg: Config, log: Logger, p: Parts): Promise<RunningShard> 
     },
     'shard listening',
   );
+  // One descriptor per WebSocket, plus the HTTP connections of two routers' pools at
+  // their default size (router.limits.maxSocketsPerShard) and the database's files.
+  checkOpenFiles(log, {
+    needed: cfg.shard.limits.maxConnections + 2 * 256 + 16,
+    setting: 'shard.limits.maxConnections',
+    value: cfg.shard.limits.maxConnections,
+  });
 
   return {
     ordinal: own.ordinal,

@@ -162,6 +162,8 @@ export interface StartOptions {
   name: string;
   /** Arguments to `node`. */
   args: string[];
+  /** A command that execs `node` with the arguments after its own (e.g. `prlimit --nofile=N:N`). */
+  wrap?: string[];
   env?: NodeJS.ProcessEnv;
   cwd?: string;
   /** Ready once each of these ports accepts TCP connections. */
@@ -364,7 +366,8 @@ export function childEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
  */
 export async function startProcess(opts: StartOptions): Promise<ManagedProcess> {
   const registry = opts.registry ?? defaultRegistry;
-  const child = spawn(process.execPath, opts.args, {
+  const [command = process.execPath, ...wrapArgs] = [...(opts.wrap ?? []), process.execPath];
+  const child = spawn(command, [...wrapArgs, ...opts.args], {
     cwd: opts.cwd ?? REPO_ROOT,
     env: opts.env ?? childEnv(),
     stdio: ['ignore', 'pipe', 'pipe'],

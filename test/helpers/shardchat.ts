@@ -104,6 +104,8 @@ export interface RouterOptions {
   env?: NodeJS.ProcessEnv;
   scope?: Scope;
   registry?: ProcessRegistry;
+  /** Run through this command (see StartOptions.wrap). */
+  wrap?: string[];
 }
 
 /** A router configuration whose targets are these backends (S = backends.length). */
@@ -148,6 +150,7 @@ export async function startRouter(
       const proc = await startProcess({
         name: `router:${port}`,
         args: [CLI, 'router', '--config', configPath],
+        wrap: opts.wrap,
         env: childEnv(opts.env),
         waitForPorts: [port, adminPort],
         scope: opts.scope,
