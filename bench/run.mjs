@@ -578,7 +578,12 @@ log: { level: warn }
 `,
     );
     const cli = name === 'shardchat' ? join(ROOT, 'dist/cli/main.js') : BASELINE_CLI;
-    proc = start(name, process.execPath, [cli, 'router', '--config', file], { marker: file, cpu: PROXY_CPU });
+    // extra node flags for the routers, e.g. ROUTER_BENCH_NODE_ARGS='--cpu-prof --cpu-prof-dir=/tmp/rprof'
+    const nodeArgs = (process.env.ROUTER_BENCH_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
+    proc = start(name, process.execPath, [...nodeArgs, cli, 'router', '--config', file], {
+      marker: file,
+      cpu: PROXY_CPU,
+    });
   } else if (NODE_CANDIDATES.has(name)) {
     const script = join(BENCH, 'candidates', `${name}.mjs`);
     proc = start(name, process.execPath, [script, String(port), ...backendPorts.map(String)], {
