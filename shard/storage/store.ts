@@ -16,6 +16,7 @@ import path from 'node:path';
 import type Database from 'better-sqlite3';
 import { databaseBytes, keep, openDatabase } from './database.js';
 import { readOnlyError, StorageError, storageError, wireError } from './errors.js';
+import { KnownMembers } from './known-members.js';
 import { type AppendResult, MESSAGE_COLUMNS, MESSAGE_SQL, type Message } from './message-sql.js';
 import { MessageWriter } from './message-writer.js';
 import {
@@ -207,6 +208,8 @@ export class Store extends EventEmitter<StoreEvents> {
    * every message). Only deleteGroup removes a group, and it forgets the id first.
    */
   private readonly known = new Set<string>();
+  /** Memberships read once and found true (see KnownMembers: forgotten before any removal). */
+  private readonly members = new KnownMembers();
 
   constructor(dataDir: string, ordinal: number, maxBatch = 1000) {
     super();
@@ -350,7 +353,10 @@ export class Store extends EventEmitter<StoreEvents> {
   }
 
   isMember(groupId: string, userId: string): boolean {
-    return this.st.isMember.get(groupId, userId) !== undefined;
+    if (this.members.has(groupId, userId)) return true;
+    const member = this.st.isMember.get(groupId, userId) !== undefined;
+    if (member) this.members.add(groupId, userId);
+    return member;
   }
 
   private addMemberTx(groupId: string, userId: string, now: number): boolean {
@@ -376,6 +382,7 @@ export class Store extends EventEmitter<StoreEvents> {
 
   /** Removes a member; false when not one. */
   removeMember(groupId: string, userId: string): boolean {
+    this.members.forget(groupId);
     const removed = this.write(() => {
       const r = this.st.deleteMember.run(groupId, userId);
       if (r && r.changes > 0) {
@@ -590,6 +597,7 @@ export class Store extends EventEmitter<StoreEvents> {
    */
   importGroup(s: GroupSnapshot): void {
     const g = s.group;
+    this.members.forget(g.id);
     this.write(() => {
       this.st.deleteMembers.run(g.id);
       for (const m of s.members) this.st.insertMember.run(g.id, m.userId, m.joinedAt);
@@ -672,6 +680,7 @@ export class Store extends EventEmitter<StoreEvents> {
   /** Deletes a group with its members, roster and messages (after it moved away). */
   deleteGroup(id: string): boolean {
     this.known.delete(id);
+    this.members.forget(id);
     const deleted = this.write(() => {
       this.st.deleteMessages.run(id);
       this.st.deleteMembers.run(id);

@@ -375,6 +375,29 @@ describe('authentication, authorization, bad input and ownership', () => {
     expect((await api(c.router.url, 'GET', `/groups/${g}`, alice.token)).body.lastMsgId).toBe(0);
   });
 
+  it('refuses the posts of a member who left or was removed, though the shard has seen them post', async () => {
+    const alice = await user(c, 'alice');
+    const bob = await user(c, 'bob');
+    const g = await group(c, alice, [bob]);
+    const post = (id: string) =>
+      api(c.router.url, 'POST', `/groups/${g}/messages`, bob.token, { contents: id, clientMsgId: id });
+    // Posting makes the shard remember that bob is a member (shard/storage/known-members.ts).
+    expect((await post('b1')).status).toBe(201);
+    expect((await post('b2')).status).toBe(201);
+    expect((await api(c.router.url, 'DELETE', `/groups/${g}/members/${bob.id}`, bob.token)).status).toBe(204);
+    expectError(await post('b3'), 403);
+    const again = await api(c.router.url, 'POST', `/groups/${g}/members`, bob.token, { userId: bob.id });
+    expect(again.status).toBe(200);
+    expect((await post('b4')).status).toBe(201);
+    // Removed by the owner this time.
+    expect((await api(c.router.url, 'DELETE', `/groups/${g}/members/${bob.id}`, alice.token)).status).toBe(
+      204,
+    );
+    expectError(await post('b5'), 403);
+    const stored = await readAll(c, g, alice.token);
+    expect(stored.map((m) => m.contents)).toEqual(['b1', 'b2', 'b4']);
+  });
+
   it('lets only members read, post, list members and see presence', async () => {
     const alice = await user(c, 'alice');
     const eve = await user(c, 'eve');

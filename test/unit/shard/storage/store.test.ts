@@ -200,6 +200,29 @@ describe('moving a group and a user between stores', () => {
     expect(a.hasGroup('h')).toBe(true);
   });
 
+  it('answers membership from memory once read, never after a leave, a replacing import or a delete', () => {
+    const a = open(0);
+    const b = open(1);
+    a.createGroup(group('g'));
+    expect(a.isMember('g', 'bob')).toBe(false);
+    expect(a.addMember('g', 'bob')).toBe(true);
+    expect(a.isMember('g', 'bob')).toBe(true);
+    expect(a.isMember('g', 'bob')).toBe(true);
+    // A leave: the next answer is the database's.
+    expect(a.removeMember('g', 'bob')).toBe(true);
+    expect(a.isMember('g', 'bob')).toBe(false);
+    expect(a.addMember('g', 'bob')).toBe(true);
+    expect(a.isMember('g', 'bob')).toBe(true);
+    // An import replaces the member list: bob is not in the snapshot (a group of alice's only).
+    b.createGroup(group('g'));
+    a.importGroup(b.exportGroup('g') as GroupSnapshot);
+    expect(a.isMember('g', 'bob')).toBe(false);
+    expect(a.isMember('g', 'alice')).toBe(true);
+    // A delete: nobody is a member any more.
+    expect(a.deleteGroup('g')).toBe(true);
+    expect(a.isMember('g', 'alice')).toBe(false);
+  });
+
   describe('the groups of each user', () => {
     const changes = (s: StoreType) =>
       s.queuedChanges(0, 100).map(({ userId, groupId, member }) => [userId, groupId, member]);
