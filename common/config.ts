@@ -191,9 +191,10 @@ const shardSchema = z.strictObject({
       /** Records waiting per destination at most; past it the oldest are dropped (counted). */
       queueSize: z.number().int().min(1).default(10000),
       /**
-       * Events for one WebSocket leave in at most one write per this many milliseconds
-       * while events keep coming (an idle shard writes at once); 0 writes at the end of
-       * every commit or delivered batch. Bounds the added delay.
+       * Events for one WebSocket (messages, acks, presence, typing) leave in at most one
+       * write per this many milliseconds while events keep coming (an idle shard writes at
+       * once); 0 writes at the end of every commit, delivered batch or turn of the event
+       * loop. Bounds the added delay.
        */
       flushMs: z.number().int().min(0).max(1000).default(FLUSH_MS_DEFAULT),
       /** Heads (anti-entropy) for recently active groups every this long. */

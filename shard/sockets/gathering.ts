@@ -30,7 +30,8 @@ export function textFrame(text: string): Buffer {
 /**
  * Writes made while `run` runs are gathered per socket (cork) and leave in one write per
  * socket at its end: the messages of one commit, or the records of one fan-out batch,
- * reach a connection in one system call rather than one each. A socket's gathered bytes
+ * reach a connection in one system call rather than one each. Writes outside a run
+ * are gathered until the microtasks queued so far have run (flushAfterTurn). A socket's gathered bytes
  * are flushed early past GATHER_FLUSH_BYTES, so what waits uncorked stays bounded.
  *
  * With a window (`windowMs` > 0, `shard.fanout.flushMs`), the gathered sockets are
@@ -48,6 +49,7 @@ export class WriteGathering {
   private readonly corked = new Map<Duplex, number>();
   private lastFlush = Number.NEGATIVE_INFINITY;
   private timer: NodeJS.Timeout | undefined;
+  private turnQueued = false;
 
   constructor(private readonly now: () => number = () => performance.now()) {}
 
@@ -69,6 +71,21 @@ export class WriteGathering {
     this.corked.clear();
   }
 
+  /**
+   * A write outside a run (an ack, a presence or typing event) is gathered too, until the
+   * microtasks queued so far have run: the acks of one commit are answered from one
+   * resolution of their promises, each in a microtask of its own, and leave in one
+   * write per socket rather than one each. Then it leaves like a run's writes.
+   */
+  private flushAfterTurn(): void {
+    if (this.turnQueued) return;
+    this.turnQueued = true;
+    queueMicrotask(() => {
+      this.turnQueued = false;
+      if (this.depth === 0) this.flushSoon();
+    });
+  }
+
   private flushSoon(): void {
     if (this.corked.size === 0 || this.timer) return;
     const wait = this.lastFlush + this.windowMs - this.now();
@@ -81,14 +98,11 @@ export class WriteGathering {
   }
 
   write(socket: Duplex, frame: Buffer): void {
-    if (this.depth === 0 && !this.corked.has(socket)) {
-      socket.write(frame);
-      return;
-    }
     let n = this.corked.get(socket);
     if (n === undefined) {
       socket.cork();
       n = 0;
+      if (this.depth === 0) this.flushAfterTurn();
     }
     socket.write(frame);
     n += frame.length;

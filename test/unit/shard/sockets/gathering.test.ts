@@ -65,7 +65,7 @@ describe('WriteGathering', () => {
     expect(a.writes).toEqual([['1', '2'], ['3']]);
   });
 
-  it('with a window: the first run after a quiet spell at once, the next ones gathered until the window ends', () => {
+  it('with a window: the first run after a quiet spell at once, the next ones gathered until the window ends', async () => {
     const g = gatheringWith(5);
     const a = new RecordingSocket();
     const s = a as unknown as Duplex;
@@ -88,9 +88,30 @@ describe('WriteGathering', () => {
     advance(10);
     g.run(() => g.write(s, frame('5')));
     expect(a.writes).toEqual([['1'], ['2', '3', '4'], ['5']]);
-    // A socket with nothing waiting is written directly outside a run.
+    // A write outside a run waits for the turn's microtasks, then leaves as a run's does:
+    // here within the window of the last flush, so at its end.
     g.write(s, frame('6'));
+    await Promise.resolve();
+    expect(a.writes.at(-1)).toEqual(['5']);
+    advance(5);
     expect(a.writes.at(-1)).toEqual(['6']);
+  });
+
+  it("gathers writes outside a run until the turn's microtasks have run: the acks of one commit leave together", async () => {
+    const g = gatheringWith(5);
+    const a = new RecordingSocket();
+    const b = new RecordingSocket();
+    // One commit resolves ten appends; each answer is written from a microtask of its own.
+    const commit = Promise.resolve();
+    const acks = Array.from({ length: 10 }, (_, i) =>
+      commit.then(() => g.write((i % 2 ? a : b) as unknown as Duplex, frame(String(i)))),
+    );
+    expect(a.writes).toEqual([]);
+    await Promise.all(acks);
+    // After a quiet spell: at once, one write per socket.
+    expect(a.writes).toEqual([['1', '3', '5', '7', '9']]);
+    expect(b.writes).toEqual([['0', '2', '4', '6', '8']]);
+    expect(g.gathered(a as unknown as Duplex)).toBe(0);
   });
 
   it('at a steady rate above the window, writes once per window whatever the number of runs', () => {
