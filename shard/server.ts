@@ -251,10 +251,10 @@ async function serve(cfg: Config, log: Logger, p: Parts): Promise<RunningShard> 
     },
     'shard listening',
   );
-  // One descriptor per WebSocket, plus the HTTP connections of two routers' pools at
-  // their default size (router.limits.maxSocketsPerShard) and the database's files.
+  // One descriptor per WebSocket, plus the HTTP connections of two routers' pools
+  // (router.limits.maxSocketsPerShard, as configured here) and the database's files.
   checkOpenFiles(log, {
-    needed: cfg.shard.limits.maxConnections + 2 * 256 + 16,
+    needed: cfg.shard.limits.maxConnections + 2 * cfg.router.limits.maxSocketsPerShard + 16,
     setting: 'shard.limits.maxConnections',
     value: cfg.shard.limits.maxConnections,
   });

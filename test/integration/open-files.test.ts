@@ -4,7 +4,7 @@
  * and says nothing when the limit suffices. Real processes under `prlimit` (util-linux):
  * Node raises its soft limit to the hard one, so the hard limit is what counts.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { parseOpenFilesLimit } from '../../common/open-files.js';
 import {
@@ -32,9 +32,7 @@ describe.skipIf(!PRLIMIT)('open-files limit at start', () => {
   it('the process gets the hard limit as its own', async () => {
     const backends = await startBackends(1);
     const router = await startRouter(dir, routerConfig(backends), { wrap, scope: 'test' });
-    const limits = await import('node:fs').then((fs) =>
-      fs.readFileSync(`/proc/${router.proc.pid}/limits`, 'utf8'),
-    );
+    const limits = readFileSync(`/proc/${router.proc.pid}/limits`, 'utf8');
     expect(parseOpenFilesLimit(limits)).toBe(3000);
   });
 
