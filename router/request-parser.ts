@@ -7,6 +7,17 @@
  * or repeated Host.
  */
 
+import {
+  isFieldValue,
+  isTchar,
+  isToken,
+  isVisibleAscii,
+  skipOws,
+  tokenIs,
+  trimOws,
+  trimOwsEnd,
+} from './http-chars.js';
+
 export interface ParsedRequest {
   method: string;
   /** The request target exactly as sent. */
@@ -37,21 +48,6 @@ export class RequestError extends Error {
   }
 }
 
-const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
-// A request target: visible ASCII only (no spaces, controls or raw non-ASCII bytes).
-const TARGET = /^[\x21-\x7e]+$/;
-// A field value: tabs, spaces, visible ASCII and obs-text; never NUL, CR or LF.
-const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
-
-/** Strips optional whitespace (spaces and tabs only, RFC 9110 section 5.6.3) from both ends. */
-export function trimOws(v: string): string {
-  let start = 0;
-  let end = v.length;
-  while (start < end && (v.charCodeAt(start) === 32 || v.charCodeAt(start) === 9)) start++;
-  while (end > start && (v.charCodeAt(end - 1) === 32 || v.charCodeAt(end - 1) === 9)) end--;
-  return start === 0 && end === v.length ? v : v.slice(start, end);
-}
-
 function bad(message: string): RequestError {
   return new RequestError(400, 'bad_request', message);
 }
@@ -66,8 +62,8 @@ export function parseRequestHead(text: string, maxHeaders: number): ParsedReques
   const method = requestLine.slice(0, sp1);
   const target = requestLine.slice(sp1 + 1, sp2);
   const version = requestLine.slice(sp2 + 1);
-  if (!TOKEN.test(method)) throw bad('malformed method');
-  if (!TARGET.test(target)) throw bad('malformed request target');
+  if (!isToken(method, 0, method.length)) throw bad('malformed method');
+  if (!isVisibleAscii(target, 0, target.length)) throw bad('malformed request target');
   let minor: number;
   if (version === 'HTTP/1.1') minor = 1;
   else if (version === 'HTTP/1.0') minor = 0;
@@ -92,31 +88,38 @@ export function parseRequestHead(text: string, maxHeaders: number): ParsedReques
   const connectionTokens: string[] = [];
   let upgradeValue: string | undefined;
   let pos = firstEnd === -1 ? text.length : firstEnd + 2;
-  while (pos < text.length) {
+  const len = text.length;
+  while (pos < len) {
     let end = text.indexOf('\r\n', pos);
-    if (end === -1) end = text.length;
-    const line = text.slice(pos, end);
+    if (end === -1) end = len;
+    const at = pos;
     pos = end + 2;
     if (headers.length >= maxHeaders * 2) {
       throw new RequestError(431, 'headers_too_large', `more than ${maxHeaders} header fields`);
     }
-    const c = line.charCodeAt(0);
+    const c = text.charCodeAt(at);
     if (c === 32 || c === 9) throw bad('folded header line (obs-fold) is not allowed');
-    const colon = line.indexOf(':');
-    if (colon <= 0) throw bad('malformed header line');
-    const name = line.slice(0, colon);
-    if (!TOKEN.test(name)) throw bad('malformed header name');
-    const value = trimOws(line.slice(colon + 1));
-    if (!FIELD_VALUE.test(value)) throw bad(`invalid characters in header ${name}`);
-    switch (name.length) {
+    // The name: tchars up to the colon, checked in the pass that finds it.
+    let colon = at;
+    while (colon < end && isTchar(text.charCodeAt(colon))) colon++;
+    if (colon === end || colon === at || text.charCodeAt(colon) !== 58 /* : */) {
+      const first = text.indexOf(':', at);
+      throw bad(first <= at || first >= end ? 'malformed header line' : 'malformed header name');
+    }
+    const name = text.slice(at, colon);
+    const vStart = skipOws(text, colon + 1, end);
+    const vEnd = trimOwsEnd(text, vStart, end);
+    if (!isFieldValue(text, vStart, vEnd)) throw bad(`invalid characters in header ${name}`);
+    const value = text.slice(vStart, vEnd);
+    switch (colon - at) {
       case 4:
-        if (name.toLowerCase() === 'host') hostCount++;
+        if (tokenIs(text, at, 'host')) hostCount++;
         break;
       case 7:
-        if (name.toLowerCase() === 'upgrade') upgradeValue = value.toLowerCase();
+        if (tokenIs(text, at, 'upgrade')) upgradeValue = value.toLowerCase();
         break;
       case 10:
-        if (name.toLowerCase() === 'connection') {
+        if (tokenIs(text, at, 'connection')) {
           const lower = value.toLowerCase();
           if (lower === 'keep-alive' || lower === 'close' || lower === 'upgrade')
             connectionTokens.push(lower);
@@ -129,7 +132,7 @@ export function parseRequestHead(text: string, maxHeaders: number): ParsedReques
         }
         break;
       case 14:
-        if (name.toLowerCase() === 'content-length') {
+        if (tokenIs(text, at, 'content-length')) {
           if (!/^\d{1,15}$/.test(value)) throw bad('invalid Content-Length');
           const n = Number(value);
           if (contentLength !== -1 && contentLength !== n) throw bad('conflicting Content-Length headers');
@@ -139,7 +142,7 @@ export function parseRequestHead(text: string, maxHeaders: number): ParsedReques
         }
         break;
       case 17:
-        if (name.toLowerCase() === 'transfer-encoding') {
+        if (tokenIs(text, at, 'transfer-encoding')) {
           teCount++;
           const codings = value.toLowerCase().split(',');
           // RFC 9112 section 6.3: a request whose final coding is not chunked cannot be framed.

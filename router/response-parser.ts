@@ -7,7 +7,7 @@
  */
 import { MAP_HEADER } from '../common/protocol.js';
 import { ChunkedDecoder } from './chunked.js';
-import { trimOws } from './request-parser.js';
+import { isFieldValue, isTchar, skipOws, tokenIs, trimOws, trimOwsEnd } from './http-chars.js';
 
 /** How the response body is delimited on the wire. */
 export type Framing = 'none' | 'length' | 'chunked' | 'close';
@@ -45,9 +45,6 @@ enum State {
 }
 
 const CRLFCRLF = Buffer.from('\r\n\r\n');
-const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
-// Field values: visible characters, spaces, tabs and obs-text; never CR, LF or NUL.
-const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
 
 /** Response headers that describe one hop and are never forwarded to the client. */
 export const HOP_BY_HOP = new Set([
@@ -61,15 +58,74 @@ export const HOP_BY_HOP = new Set([
   'upgrade',
 ]);
 
-const HOP_BY_HOP_LENGTHS = new Set([...HOP_BY_HOP].map((h) => h.length));
-
-/** Whether a header name is hop-by-hop; lower-cases only names of a matching length. */
-export function isHopByHop(name: string): boolean {
-  return HOP_BY_HOP_LENGTHS.has(name.length) && HOP_BY_HOP.has(name.toLowerCase());
+/** HOP_BY_HOP by name length, for hopByHopAt. */
+const HOP_BY_HOP_BY_LENGTH: Array<string[] | undefined> = [];
+for (const h of HOP_BY_HOP) {
+  const same = HOP_BY_HOP_BY_LENGTH[h.length] ?? [];
+  same.push(h);
+  HOP_BY_HOP_BY_LENGTH[h.length] = same;
 }
 
-const STATUS_LINE = /^HTTP\/1\.([01]) ([1-9]\d\d)(?: (.*))?$/;
-const DIGITS = /^\d{1,15}$/;
+/** Whether the header name text[at, at + length) (tchars) is hop-by-hop, in any case. */
+function hopByHopAt(text: string, at: number, length: number): boolean {
+  const names = HOP_BY_HOP_BY_LENGTH[length];
+  if (names === undefined) return false;
+  for (const h of names) if (tokenIs(text, at, h)) return true;
+  return false;
+}
+
+const HTTP_1 = 'HTTP/1.';
+
+/**
+ * The status code of the status line text[0, eol): `HTTP/1.<0|1> <100-999>` and, after a
+ * space, a reason phrase without CR or LF.
+ */
+function statusCodeOf(text: string, eol: number): number {
+  const minor = text.charCodeAt(7);
+  const d0 = text.charCodeAt(9) - 48;
+  const d1 = text.charCodeAt(10) - 48;
+  const d2 = text.charCodeAt(11) - 48;
+  if (
+    eol < 12 ||
+    !text.startsWith(HTTP_1) ||
+    (minor !== 48 && minor !== 49) ||
+    text.charCodeAt(8) !== 32 ||
+    !(d0 >= 1 && d0 <= 9 && d1 >= 0 && d1 <= 9 && d2 >= 0 && d2 <= 9) ||
+    (eol > 12 && text.charCodeAt(12) !== 32)
+  ) {
+    throw new ParseError('malformed status line');
+  }
+  for (let i = 13; i < eol; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 13 || c === 10) throw new ParseError('malformed status line');
+  }
+  return d0 * 100 + d1 * 10 + d2;
+}
+
+/** The number text[start, end) holds: 1 to 15 decimal digits; -1 for anything else. */
+function decimalOf(text: string, start: number, end: number): number {
+  if (end <= start || end - start > 15) return -1;
+  let n = 0;
+  for (let i = start; i < end; i++) {
+    const d = text.charCodeAt(i) - 48;
+    if (d < 0 || d > 9) return -1;
+    n = n * 10 + d;
+  }
+  return n;
+}
+
+/** Adds the lower-cased, non-empty tokens of a Connection value text[start, end) to `out`. */
+function addTokens(out: string[], text: string, start: number, end: number): void {
+  // The common values need no splitting (field values hold no CR, so tokenIs applies).
+  if (end - start === 10 && tokenIs(text, start, 'keep-alive')) out.push('keep-alive');
+  else if (end - start === 5 && tokenIs(text, start, 'close')) out.push('close');
+  else {
+    for (const t of text.slice(start, end).toLowerCase().split(',')) {
+      const tok = trimOws(t);
+      if (tok) out.push(tok);
+    }
+  }
+}
 
 export class ResponseParser {
   private state = State.Head;
@@ -193,11 +249,9 @@ export class ResponseParser {
   private parseHead(text: string): void {
     let eol = text.indexOf('\r\n');
     if (eol === -1) eol = text.length;
-    const m = STATUS_LINE.exec(eol === text.length ? text : text.slice(0, eol));
-    if (!m) throw new ParseError('malformed status line');
-    const minor = m[1];
-    const statusCode = Number(m[2]);
-    const statusMessage = m[3] ?? '';
+    const statusCode = statusCodeOf(text, eol);
+    const minor = text.charCodeAt(7) - 48;
+    const statusMessage = eol > 13 ? text.slice(13, eol) : '';
     let connectionTokens: string[] | undefined;
     let contentLength = -1;
     let chunked = false;
@@ -205,55 +259,60 @@ export class ResponseParser {
     let map: string | undefined;
     const headers: string[] = [];
     let pos = eol + 2;
-    while (pos < text.length) {
+    const len = text.length;
+    while (pos < len) {
       let end = text.indexOf('\r\n', pos);
-      if (end === -1) end = text.length;
-      const colon = text.indexOf(':', pos);
-      if (colon <= pos || colon >= end) throw new ParseError('malformed header line');
-      const name = text.slice(pos, colon);
-      if (!TOKEN.test(name)) throw new ParseError('malformed header name');
-      const value = trimOws(text.slice(colon + 1, end));
+      if (end === -1) end = len;
+      // The name: tchars up to the colon, checked in the pass that finds it.
+      let colon = pos;
+      while (colon < end && isTchar(text.charCodeAt(colon))) colon++;
+      if (colon === end || text.charCodeAt(colon) !== 58 /* : */ || colon === pos) {
+        const c = text.indexOf(':', pos);
+        throw new ParseError(c <= pos || c >= end ? 'malformed header line' : 'malformed header name');
+      }
+      const vStart = skipOws(text, colon + 1, end);
+      const vEnd = trimOwsEnd(text, vStart, end);
+      if (!isFieldValue(text, vStart, vEnd)) throw new ParseError('invalid header value');
+      const nameLength = colon - pos;
+      const at = pos;
       pos = end + 2;
-      if (!FIELD_VALUE.test(value)) throw new ParseError('invalid header value');
       // Only names of the lengths of framing and hop-by-hop headers need a closer look.
-      switch (name.length) {
+      switch (nameLength) {
         case 14:
-          if (name.toLowerCase() === 'content-length') {
-            if (!DIGITS.test(value)) throw new ParseError('invalid content-length');
-            const n = Number(value);
+          if (tokenIs(text, at, 'content-length')) {
+            const n = decimalOf(text, vStart, vEnd);
+            if (n === -1) throw new ParseError('invalid content-length');
             if (contentLength !== -1 && contentLength !== n)
               throw new ParseError('conflicting content-length');
             contentLength = n;
           }
           break;
         case 17:
-          if (name.toLowerCase() === 'transfer-encoding') {
+          if (tokenIs(text, at, 'transfer-encoding')) {
             hasTE = true;
-            const codings = value.toLowerCase().split(',');
+            const codings = text.slice(vStart, vEnd).toLowerCase().split(',');
             chunked = trimOws(codings[codings.length - 1] as string) === 'chunked';
             continue;
           }
           break;
         case 15:
-          if (name.toLowerCase() === MAP_HEADER) map = value;
+          if (tokenIs(text, at, MAP_HEADER)) map = text.slice(vStart, vEnd);
           break;
         case 10:
-          if (name.toLowerCase() === 'connection') {
+          if (tokenIs(text, at, 'connection')) {
             connectionTokens ??= [];
-            for (const t of value.toLowerCase().split(',')) {
-              const tok = trimOws(t);
-              if (tok) connectionTokens.push(tok);
-            }
+            addTokens(connectionTokens, text, vStart, vEnd);
             continue;
           }
           break;
       }
-      if (!isHopByHop(name)) headers.push(name, value);
+      if (hopByHopAt(text, at, nameLength)) continue;
+      headers.push(text.slice(at, colon), text.slice(vStart, vEnd));
     }
     if (hasTE && contentLength !== -1) throw new ParseError('both content-length and transfer-encoding');
     // RFC 9112 section 6.1: Transfer-Encoding in an HTTP/1.0 message is faulty framing;
     // the body is read as sent, and the connection is never reused.
-    const faulty1_0 = hasTE && minor === '0';
+    const faulty1_0 = hasTE && minor === 0;
     if (statusCode === 101 && this.expectUpgrade) {
       this.state = State.Done;
       this.cb?.onUpgrade?.({
@@ -274,8 +333,8 @@ export class ResponseParser {
     }
     let filtered = headers;
     // Headers the Connection header names are hop-by-hop too (keep-alive and close name none).
-    const named = connectionTokens?.filter((t) => t !== 'keep-alive' && t !== 'close');
-    if (named && named.length > 0) {
+    if (connectionTokens?.some((t) => t !== 'keep-alive' && t !== 'close')) {
+      const named = connectionTokens.filter((t) => t !== 'keep-alive' && t !== 'close');
       filtered = [];
       for (let i = 0; i < headers.length; i += 2) {
         if (!named.includes((headers[i] as string).toLowerCase()))
@@ -283,8 +342,7 @@ export class ResponseParser {
       }
     }
     const tokens = connectionTokens ?? [];
-    this.keepAlive =
-      !faulty1_0 && (minor === '1' ? !tokens.includes('close') : tokens.includes('keep-alive'));
+    this.keepAlive = !faulty1_0 && (minor === 1 ? !tokens.includes('close') : tokens.includes('keep-alive'));
     const head: ResponseHead = {
       framing: 'length',
       statusCode,

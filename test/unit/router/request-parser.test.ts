@@ -615,3 +615,75 @@ describe('parseRequestHead: properties', () => {
     );
   });
 });
+
+describe('parseRequestHead: against a regular-expression reading of RFC 9112', () => {
+  // The parser checks heads a character at a time; this is the same grammar as regular
+  // expressions (method = token, a target of visible ASCII, field-name = token,
+  // field-value, OWS). Both must agree on every head: refused or not, and what is read.
+  const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+  const TARGET = /^[\x21-\x7e]+$/;
+  const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
+  const OWS = /^[ \t]+|[ \t]+$/g;
+
+  function reference(text: string): string[] | 'refused' {
+    const [line, ...fields] = text.split('\r\n');
+    const parts = (line as string).split(' ');
+    if (parts.length !== 3) return 'refused';
+    const [method, target] = parts as [string, string, string];
+    if (!TOKEN.test(method) || !TARGET.test(target)) return 'refused';
+    const headers: string[] = [];
+    for (const f of fields) {
+      const colon = f.indexOf(':');
+      if (colon <= 0) return 'refused';
+      const name = f.slice(0, colon);
+      const value = f.slice(colon + 1).replace(OWS, '');
+      if (!TOKEN.test(name) || !FIELD_VALUE.test(value)) return 'refused';
+      headers.push(name, value);
+    }
+    return headers;
+  }
+
+  const char = fc.constantFrom(...'aZ09-_~!|:; ,\t\r\n\x00\x01\x7f\x80\xe9\xff"(/'.split(''));
+  const text = (max: number) => fc.array(char, { maxLength: max }).map((a) => a.join(''));
+  const method = fc.oneof(fc.constantFrom('GET', 'POST', 'M-SEARCH', 'get'), text(5));
+  const target = fc.oneof(
+    fc.constantFrom('/groups/g1/messages', '/a?b=c'),
+    text(6).map((t) => `/${t}`),
+  );
+  const field = fc.oneof(
+    fc
+      .tuple(
+        fc.constantFrom('X-A', 'Accept', 'x-b', 'Via'),
+        fc.constantFrom(':', ': ', ':\t', ' :'),
+        text(10),
+      )
+      .map(([n, c, v]) => n + c + v),
+    text(14),
+  );
+
+  it('agrees on random heads (fast-check)', () => {
+    fc.assert(
+      fc.property(method, target, fc.array(field, { maxLength: 4 }), (m, t, fields) => {
+        const text = [`${m} ${t} HTTP/1.1`, 'Host: h', ...fields].join('\r\n');
+        fc.pre(
+          !text.includes('\r\n\r\n') &&
+            !text.endsWith('\r\n') &&
+            !fields.some((f) => f.startsWith(' ') || f.startsWith('\t')),
+        );
+        // Names the parser reads for framing or routing are left to the other tests.
+        fc.pre(
+          !/\r\n(host|content-length|transfer-encoding|connection|upgrade)\s*:/i.test(
+            text.slice(text.indexOf('Host: h') + 7),
+          ),
+        );
+        const expected = reference(text);
+        if (expected === 'refused') {
+          refusal(text);
+          return;
+        }
+        expect(parse(text).headers, JSON.stringify(text)).toEqual(expected);
+      }),
+      { numRuns: 3000 },
+    );
+  });
+});

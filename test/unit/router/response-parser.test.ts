@@ -739,6 +739,24 @@ const BAD: Array<[string, string, RegExp]> = [
   ['malformed status line (two-digit code)', 'HTTP/1.1 20 OK\r\nContent-Length: 0\r\n\r\n', /status line/],
   ['malformed status line (not HTTP)', 'ICY 200 OK\r\nContent-Length: 0\r\n\r\n', /status line/],
   ['malformed status line (lower case)', 'http/1.1 200 OK\r\nContent-Length: 0\r\n\r\n', /status line/],
+  ['malformed status line (HTTP/1.2)', 'HTTP/1.2 200 OK\r\nContent-Length: 0\r\n\r\n', /status line/],
+  ['malformed status line (code 099)', 'HTTP/1.1 099 Low\r\nContent-Length: 0\r\n\r\n', /status line/],
+  ['malformed status line (four digits)', 'HTTP/1.1 2000 OK\r\nContent-Length: 0\r\n\r\n', /status line/],
+  ['malformed status line (letter in code)', 'HTTP/1.1 2x0 OK\r\nContent-Length: 0\r\n\r\n', /status line/],
+  [
+    'malformed status line (tab before reason)',
+    'HTTP/1.1 200\tOK\r\nContent-Length: 0\r\n\r\n',
+    /status line/,
+  ],
+  ['bare CR in the reason phrase', 'HTTP/1.1 200 O\rK\r\nContent-Length: 0\r\n\r\n', /status line/],
+  ['bare LF in the reason phrase', 'HTTP/1.1 200 O\nK\r\nContent-Length: 0\r\n\r\n', /status line/],
+  ['DEL in a header value', 'HTTP/1.1 200 OK\r\nX-A: a\x7fb\r\nContent-Length: 0\r\n\r\n', /header value/],
+  [
+    'content-length of 16 digits',
+    'HTTP/1.1 200 OK\r\nContent-Length: 1000000000000000\r\n\r\n',
+    /content-length/,
+  ],
+  ['content-length with a sign', 'HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\nhello', /content-length/],
   ['bytes after a fixed-length body', 'HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokX', /after the end/],
   [
     'bytes after a chunked body',
@@ -871,5 +889,98 @@ describe('started flag', () => {
     p.execute(b('H'));
     expect(p.started).toBe(true);
     expect(p.done).toBe(false);
+  });
+});
+
+describe('head lines against a regular-expression reading of RFC 9112', () => {
+  // The parser checks heads a character at a time; this is the same grammar written as
+  // regular expressions (status-line, field-name = token, field-value, OWS), and both
+  // must agree on every head: refused or not, and the status, headers and framing read.
+  const STATUS = /^HTTP\/1\.([01]) ([1-9]\d\d)(?: ([^\r\n]*))?$/;
+  const TOKEN = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+  const FIELD_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
+  const OWS = /^[ \t]+|[ \t]+$/g;
+
+  function reference(head: string): { status: number; message: string; headers: string[] } | 'refused' {
+    const lines = head.split('\r\n');
+    const m = STATUS.exec(lines[0] as string);
+    if (!m) return 'refused';
+    const headers: string[] = [];
+    for (const line of lines.slice(1)) {
+      const colon = line.indexOf(':');
+      if (colon <= 0) return 'refused';
+      const name = line.slice(0, colon);
+      const value = line.slice(colon + 1).replace(OWS, '');
+      if (!TOKEN.test(name) || !FIELD_VALUE.test(value)) return 'refused';
+      if (HOP_BY_HOP.has(name.toLowerCase())) continue;
+      headers.push(name, value);
+    }
+    return { status: Number(m[2]), message: m[3] ?? '', headers };
+  }
+
+  // Characters that matter to the grammar, and some that do not.
+  const char = fc.constantFrom(...'aZ09-_~!|:; ,\t\r\n\x00\x01\x7f\x80\xe9\xff"(/'.split(''));
+  const text = (max: number) => fc.array(char, { maxLength: max }).map((a) => a.join(''));
+  const name = fc.oneof(
+    fc.constantFrom(
+      'X-A',
+      'te',
+      'TE',
+      'Keep-Alive',
+      'proxy-connection',
+      'Proxy-Authenticate',
+      'TRAILER',
+      'Upgrade',
+      'Server',
+      'Date',
+    ),
+    text(8),
+  );
+  const line = fc.oneof(
+    fc.tuple(name, fc.constantFrom(':', ': ', ':\t', ' :'), text(12)).map(([n, c, v]) => n + c + v),
+    text(16),
+  );
+  const statusLine = fc.oneof(
+    fc.constantFrom('HTTP/1.1 200 OK', 'HTTP/1.0 404 Not Found', 'HTTP/1.1 200', 'HTTP/1.1 503 '),
+    fc
+      .tuple(
+        fc.constantFrom('HTTP/1.1 ', 'HTTP/1.0 ', 'HTTP/1.2 ', 'HTTP/1.1', 'http/1.1 '),
+        text(4),
+        text(6),
+      )
+      .map(([a, b, c]) => a + b + c),
+  );
+
+  it('agrees on random heads (fast-check)', () => {
+    fc.assert(
+      fc.property(statusLine, fc.array(line, { maxLength: 5 }), (status, lines) => {
+        const head = [status, ...lines].join('\r\n');
+        // A head holds no blank line: the first CRLFCRLF ends it.
+        fc.pre(!head.includes('\r\n\r\n') && !head.endsWith('\r\n') && !head.endsWith('\r'));
+        const expected = reference(head);
+        const o = run(`${head}\r\nContent-Length: 0\r\n\r\n`);
+        if (expected === 'refused' || expected.status < 200) {
+          if (expected === 'refused') expect(o.error, head).toBeInstanceOf(ParseError);
+          return;
+        }
+        expect(o.error, JSON.stringify(head)).toBeUndefined();
+        expect(o.heads[0]?.statusCode).toBe(expected.status);
+        expect(o.heads[0]?.statusMessage).toBe(expected.message);
+        expect(o.heads[0]?.headers).toEqual([...expected.headers, 'Content-Length', '0']);
+      }),
+      { numRuns: 3000 },
+    );
+  });
+
+  it('names and Connection tokens are matched in any case', () => {
+    const o = run(
+      'HTTP/1.0 200 OK\r\nCONNECTION: Keep-Alive, X-Drop\r\nx-drop: 1\r\nKEEP-ALIVE: timeout=5\r\nX-SHARDCHAT-MAP: 3\r\nCONTENT-LENGTH: 2\r\n\r\nok',
+    );
+    expect(o.error).toBeUndefined();
+    expect(o.heads[0]?.headers).toEqual(['X-SHARDCHAT-MAP', '3', 'CONTENT-LENGTH', '2']);
+    expect(o.heads[0]?.map).toBe('3');
+    expect(o.ends).toEqual([true]);
+    const close = run('HTTP/1.1 200 OK\r\nConnection: CLOSE\r\nContent-Length: 0\r\n\r\n');
+    expect(close.ends).toEqual([false]);
   });
 });
