@@ -561,7 +561,7 @@ async function durableRun(groupCount, via) {
       `${fmt(batch.commits)} commits, mean batch ${fmt(batch.meanBatch, 1)}, mean commit ${ms(batch.meanCommitMs)}, ` +
       `stored ${fmt(v.stored)} (${verified ? 'matches' : 'MISMATCH'}), errors ${res.errorCount}, ` +
       `CPU shard ${fmt(usage.shardCores, 2)} client ${fmt(usage.clientCores, 2)} other ${fmt(usage.otherCores, 2)}; ` +
-      `SQLite alone ${fmt(alone.rowsPerS)} rows/s at ${alone.batch} per commit (${ratio(perS, alone.rowsPerS)})`,
+      `SQLite alone ${fmt(alone.rowsPerS)} rows/s at ${alone.batch} per commit (${ratio(perS, alone.rowsPerS)}), ${fmt(alone.cpuUsPerRow)} us of its CPU per row`,
   );
   return res;
 }
@@ -961,6 +961,7 @@ const DURABLE_HEADER = [
   'acked msg/s',
   'vs 20,000',
   'SQLite alone rows/s',
+  'SQLite alone CPU/row',
   'vs SQLite alone',
   'p50',
   'p99',
@@ -982,6 +983,7 @@ function durableRows(runs) {
     fmt(r.messagesPerS),
     ratio(r.messagesPerS, TARGET_MESSAGES_PER_S),
     fmt(r.sqliteAlone.rowsPerS),
+    r.sqliteAlone.cpuUsPerRow === undefined ? '-' : `${fmt(r.sqliteAlone.cpuUsPerRow)} us`,
     ratio(r.messagesPerS, r.sqliteAlone.rowsPerS),
     ms(r.latencyMs.p50),
     ms(r.latencyMs.p99),

@@ -6,7 +6,7 @@
 // group's last msgId written once per batch). No HTTP, no WebSocket, no second thread.
 //
 //   import { sqliteAlone } from './sqlite-alone.mjs';
-//   sqliteAlone({ root, dir, rows: 20000, batch: 26, groups: 1 }) -> { rowsPerS, rows, batches, seconds }
+//   sqliteAlone({ root, dir, rows: 20000, batch: 26, groups: 1 }) -> { rowsPerS, rows, batches, seconds, cpuUsPerRow }
 import fs from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -67,6 +67,7 @@ export async function sqliteAlone({ root, dir, rows, batch, groups }) {
       for (const [groupId, head] of heads) st.setLast.run(head.last, groupId);
     });
     const size = Math.max(1, Math.round(batch));
+    const cpu0 = process.cpuUsage();
     const started = performance.now();
     let batches = 0;
     while (n < rows && (performance.now() - started) / 1000 < MAX_SECONDS) {
@@ -74,7 +75,11 @@ export async function sqliteAlone({ root, dir, rows, batch, groups }) {
       batches++;
     }
     const seconds = (performance.now() - started) / 1000;
-    return { rowsPerS: n / seconds, rows: n, batches, batch: size, seconds };
+    // This process's CPU (user + system) over the loop: SQLite's own cost per row, with
+    // the disk's waits excluded (the bench's client is idle meanwhile).
+    const cpu = process.cpuUsage(cpu0);
+    const cpuUsPerRow = (cpu.user + cpu.system) / n;
+    return { rowsPerS: n / seconds, rows: n, batches, batch: size, seconds, cpuUsPerRow };
   } finally {
     db.close();
     fs.rmSync(dir, { recursive: true, force: true });
