@@ -58,6 +58,9 @@ export abstract class SocketHub<
       noServer: true,
       maxPayload: this.limits.wsMaxPayloadBytes,
       perMessageDeflate: false,
+      // The hub keeps its own connections (all()); ws's set would add an entry and a
+      // close listener per connection.
+      clientTracking: false,
     });
   }
 
