@@ -20,11 +20,6 @@ FIELD_CHAR[9] = 1;
 for (let c = 0x20; c <= 0x7e; c++) FIELD_CHAR[c] = 1;
 for (let c = 0x80; c <= 0xff; c++) FIELD_CHAR[c] = 1;
 
-/** Whether a character code is a tchar. */
-export function isTchar(code: number): boolean {
-  return TCHAR[code] === 1;
-}
-
 /** Whether text[start, end) is a token: one or more tchars. */
 export function isToken(text: string, start: number, end: number): boolean {
   if (end <= start) return false;
@@ -88,4 +83,45 @@ export function tokenIs(text: string, start: number, lower: string): boolean {
     if ((text.charCodeAt(start + i) | 0x20) !== lower.charCodeAt(i)) return false;
   }
   return true;
+}
+
+/**
+ * The end of the field name of the header line text[at, end): the index of its colon
+ * when a token comes right before it; -1 when the line has no colon after a first
+ * character ("malformed header line"); -2 when the name holds a character that is not a
+ * tchar, such as a space before the colon ("malformed header name").
+ */
+export function fieldNameEnd(text: string, at: number, end: number): number {
+  let colon = at;
+  while (colon < end && TCHAR[text.charCodeAt(colon)] === 1) colon++;
+  if (colon > at && colon < end && text.charCodeAt(colon) === 58 /* : */) return colon;
+  const first = text.indexOf(':', at);
+  return first <= at || first >= end ? -1 : -2;
+}
+
+/** The number text[start, end) holds: 1 to 15 decimal digits; -1 for anything else. */
+export function decimalOf(text: string, start: number, end: number): number {
+  if (end <= start || end - start > 15) return -1;
+  let n = 0;
+  for (let i = start; i < end; i++) {
+    const d = text.charCodeAt(i) - 48;
+    if (d < 0 || d > 9) return -1;
+    n = n * 10 + d;
+  }
+  return n;
+}
+
+/** Adds the lower-cased, non-empty tokens of a Connection value text[start, end) to `out`. */
+export function addConnectionTokens(out: string[], text: string, start: number, end: number): void {
+  // The common values need no splitting (field values hold no CR, so tokenIs applies).
+  const n = end - start;
+  if (n === 10 && tokenIs(text, start, 'keep-alive')) out.push('keep-alive');
+  else if (n === 5 && tokenIs(text, start, 'close')) out.push('close');
+  else if (n === 7 && tokenIs(text, start, 'upgrade')) out.push('upgrade');
+  else {
+    for (const t of text.slice(start, end).toLowerCase().split(',')) {
+      const tok = trimOws(t);
+      if (tok) out.push(tok);
+    }
+  }
 }

@@ -8,8 +8,10 @@
  */
 
 import {
+  addConnectionTokens,
+  decimalOf,
+  fieldNameEnd,
   isFieldValue,
-  isTchar,
   isToken,
   isVisibleAscii,
   skipOws,
@@ -99,13 +101,8 @@ export function parseRequestHead(text: string, maxHeaders: number): ParsedReques
     }
     const c = text.charCodeAt(at);
     if (c === 32 || c === 9) throw bad('folded header line (obs-fold) is not allowed');
-    // The name: tchars up to the colon, checked in the pass that finds it.
-    let colon = at;
-    while (colon < end && isTchar(text.charCodeAt(colon))) colon++;
-    if (colon === end || colon === at || text.charCodeAt(colon) !== 58 /* : */) {
-      const first = text.indexOf(':', at);
-      throw bad(first <= at || first >= end ? 'malformed header line' : 'malformed header name');
-    }
+    const colon = fieldNameEnd(text, at, end);
+    if (colon < 0) throw bad(colon === -1 ? 'malformed header line' : 'malformed header name');
     const name = text.slice(at, colon);
     const vStart = skipOws(text, colon + 1, end);
     const vEnd = trimOwsEnd(text, vStart, end);
@@ -119,22 +116,12 @@ export function parseRequestHead(text: string, maxHeaders: number): ParsedReques
         if (tokenIs(text, at, 'upgrade')) upgradeValue = value.toLowerCase();
         break;
       case 10:
-        if (tokenIs(text, at, 'connection')) {
-          const lower = value.toLowerCase();
-          if (lower === 'keep-alive' || lower === 'close' || lower === 'upgrade')
-            connectionTokens.push(lower);
-          else {
-            for (const t of lower.split(',')) {
-              const tok = trimOws(t);
-              if (tok) connectionTokens.push(tok);
-            }
-          }
-        }
+        if (tokenIs(text, at, 'connection')) addConnectionTokens(connectionTokens, text, vStart, vEnd);
         break;
       case 14:
         if (tokenIs(text, at, 'content-length')) {
-          if (!/^\d{1,15}$/.test(value)) throw bad('invalid Content-Length');
-          const n = Number(value);
+          const n = decimalOf(text, vStart, vEnd);
+          if (n === -1) throw bad('invalid Content-Length');
           if (contentLength !== -1 && contentLength !== n) throw bad('conflicting Content-Length headers');
           // Even an identical one: nginx refuses it too, and a single framing header leaves no doubt.
           if (contentLength !== -1) throw bad('repeated Content-Length header');

@@ -7,7 +7,16 @@
  */
 import { MAP_HEADER } from '../common/protocol.js';
 import { ChunkedDecoder } from './chunked.js';
-import { isFieldValue, isTchar, skipOws, tokenIs, trimOws, trimOwsEnd } from './http-chars.js';
+import {
+  addConnectionTokens,
+  decimalOf,
+  fieldNameEnd,
+  isFieldValue,
+  skipOws,
+  tokenIs,
+  trimOws,
+  trimOwsEnd,
+} from './http-chars.js';
 
 /** How the response body is delimited on the wire. */
 export type Framing = 'none' | 'length' | 'chunked' | 'close';
@@ -100,31 +109,6 @@ function statusCodeOf(text: string, eol: number): number {
     if (c === 13 || c === 10) throw new ParseError('malformed status line');
   }
   return d0 * 100 + d1 * 10 + d2;
-}
-
-/** The number text[start, end) holds: 1 to 15 decimal digits; -1 for anything else. */
-function decimalOf(text: string, start: number, end: number): number {
-  if (end <= start || end - start > 15) return -1;
-  let n = 0;
-  for (let i = start; i < end; i++) {
-    const d = text.charCodeAt(i) - 48;
-    if (d < 0 || d > 9) return -1;
-    n = n * 10 + d;
-  }
-  return n;
-}
-
-/** Adds the lower-cased, non-empty tokens of a Connection value text[start, end) to `out`. */
-function addTokens(out: string[], text: string, start: number, end: number): void {
-  // The common values need no splitting (field values hold no CR, so tokenIs applies).
-  if (end - start === 10 && tokenIs(text, start, 'keep-alive')) out.push('keep-alive');
-  else if (end - start === 5 && tokenIs(text, start, 'close')) out.push('close');
-  else {
-    for (const t of text.slice(start, end).toLowerCase().split(',')) {
-      const tok = trimOws(t);
-      if (tok) out.push(tok);
-    }
-  }
 }
 
 export class ResponseParser {
@@ -263,13 +247,8 @@ export class ResponseParser {
     while (pos < len) {
       let end = text.indexOf('\r\n', pos);
       if (end === -1) end = len;
-      // The name: tchars up to the colon, checked in the pass that finds it.
-      let colon = pos;
-      while (colon < end && isTchar(text.charCodeAt(colon))) colon++;
-      if (colon === end || text.charCodeAt(colon) !== 58 /* : */ || colon === pos) {
-        const c = text.indexOf(':', pos);
-        throw new ParseError(c <= pos || c >= end ? 'malformed header line' : 'malformed header name');
-      }
+      const colon = fieldNameEnd(text, pos, end);
+      if (colon < 0) throw new ParseError(colon === -1 ? 'malformed header line' : 'malformed header name');
       const vStart = skipOws(text, colon + 1, end);
       const vEnd = trimOwsEnd(text, vStart, end);
       if (!isFieldValue(text, vStart, vEnd)) throw new ParseError('invalid header value');
@@ -301,7 +280,7 @@ export class ResponseParser {
         case 10:
           if (tokenIs(text, at, 'connection')) {
             connectionTokens ??= [];
-            addTokens(connectionTokens, text, vStart, vEnd);
+            addConnectionTokens(connectionTokens, text, vStart, vEnd);
             continue;
           }
           break;
