@@ -103,11 +103,17 @@ export class ReshardLoad {
     }
   }
 
-  /** Starts the posters (each posts to the groups in turn) and a joiner. */
-  start(postsPerPoster = 60): void {
+  /**
+   * Starts the posters (each posts to the groups in turn, at most `postsPerPoster` times
+   * and for at most `maxMs`, fewer once `stop()` is called) and a joiner. A test whose
+   * load must overlap something (a migration) posts until it calls `stop()`: a load
+   * bounded by its count alone finishes early on a slow machine.
+   */
+  start(postsPerPoster = 60, maxMs = 300_000): void {
     const posters = this.people.slice(0, 5);
+    const until = Date.now() + maxMs;
     this.running = posters.map(async (u, w) => {
-      for (let i = 0; i < postsPerPoster && !this.stopping; i++) {
+      for (let i = 0; i < postsPerPoster && !this.stopping && Date.now() < until; i++) {
         const g = this.groups[(w + i) % this.groups.length] as string;
         if (!this.memberships.get(g)?.has(u.id)) continue;
         await this.post(u, g, `${u.id}-${i}`);
@@ -178,6 +184,11 @@ export class ReshardLoad {
   /** Posts acknowledged so far. */
   get ackedSoFar(): number {
     return [...this.acked.values()].reduce((a, s) => a + s.size, 0);
+  }
+
+  /** Posters, joiners and leavers start nothing new; what is under way completes. */
+  stop(): void {
+    this.stopping = true;
   }
 
   async finish(): Promise<LoadResult> {

@@ -121,7 +121,8 @@ describe('the chart reshard hook Jobs on a local cluster', () => {
     // Load through the router from here to the end of the shrink.
     load = new ReshardLoad(c, 'helm');
     await load.setup();
-    load.start(400);
+    // Posts until the shrink is over (the bound: 100,000 posts or 5 minutes).
+    load.start(20_000);
     // The StatefulSet gets its fourth pod: empty, it takes the stored map from its peers.
     await c.startShard(3);
     const grow = jobRun(objects, 'grow', c);
@@ -143,6 +144,7 @@ describe('the chart reshard hook Jobs on a local cluster', () => {
     expect(r.code, `${r.stderr}\n${r.stdout}`).toBe(0);
     // The load went on during the shrink.
     expect((load as ReshardLoad).ackedSoFar).toBeGreaterThan(ackedBefore);
+    (load as ReshardLoad).stop();
     const summary = JSON.parse(r.stdout);
     expect(summary).toMatchObject({ migrated: true, to: { shards: 3, assignment: 'modulo' } });
     await expectMaps(c, 4, { shards: 3, version: summary.version });
