@@ -83,10 +83,18 @@ export function checkText(buf: Uint8Array, label: string): void {
   // UTF-16 without an order: a BOM tells it, else little-endian (as iconv-lite decodes it).
   if (l === 'utf-16') l = buf[0] === 0xfe && buf[1] === 0xff ? 'utf-16be' : 'utf-16le';
   if (l !== 'utf-8' && l !== 'utf-16le' && l !== 'utf-16be') return;
+  decodeText(buf, l);
+}
+
+/**
+ * `buf` as text in `label` (utf-8, utf-16le or utf-16be), a leading byte order mark
+ * dropped (as iconv-lite does for express.json); throws when it is not well-formed.
+ */
+export function decodeText(buf: Uint8Array, label: 'utf-8' | 'utf-16le' | 'utf-16be'): string {
   try {
-    decoder(l).decode(buf);
+    return decoder(label).decode(buf);
   } catch {
-    throw Object.assign(new Error(`the request body is not valid ${l.toUpperCase()} (malformed bytes)`), {
+    throw Object.assign(new Error(`the request body is not valid ${label.toUpperCase()} (malformed bytes)`), {
       type: INVALID_TEXT,
     });
   }

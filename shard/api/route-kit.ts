@@ -17,6 +17,7 @@ import type { MessageIntake } from '../messages/intake.js';
 import type { GroupRow, Store } from '../storage/store.js';
 import { type Authenticator, tokenOf } from './auth.js';
 import { verifyText } from './errors.js';
+import { jsonBodyReader } from './json-body.js';
 
 /** What the public API is built from. */
 export interface ShardServices {
@@ -60,12 +61,16 @@ export function routeKit(s: ShardServices): RouteKit {
   const limits = s.cfg.shard.limits;
   // JSON bodies are parsed per route, after the ownership check, so that a misdirected
   // request is answered 421 even when its body is malformed or too large.
-  const jsonParser = express.json({
+  const jsonParser = jsonBodyReader({
     limit: limits.maxBodyBytes,
-    strict: true,
-    type: ['application/json', 'application/*+json'],
-    // Malformed UTF-8 is refused (400 malformed_json), never stored as U+FFFD.
-    verify: verifyText,
+    // What the reader does not take (other types and charsets, compressed or chunked bodies).
+    fallback: express.json({
+      limit: limits.maxBodyBytes,
+      strict: true,
+      type: ['application/json', 'application/*+json'],
+      // Malformed UTF-8 is refused (400 malformed_json), never stored as U+FFFD.
+      verify: verifyText,
+    }),
   });
 
   // Ownership of the id in the path comes before everything else (421, nothing written).

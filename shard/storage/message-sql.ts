@@ -20,7 +20,19 @@ export interface AppendRequest {
   clientMsgId: string;
 }
 
-export type BatchOutcome = AppendResult | { error: WireError };
+/**
+ * What the writer thread decided for a message it stored: the rest of the message is the
+ * request's, which the main thread holds (the reply does not carry the contents back).
+ */
+export interface AppendDecision {
+  msgId: number;
+  prevMsgId: number;
+  epoch: string;
+  ts: number;
+}
+
+/** Per append: stored now (the decision), already stored (the earlier message), or refused. */
+export type BatchOutcome = AppendDecision | { existing: Message } | { error: WireError };
 
 export type WriterRequest = { type: 'batch'; id: number; items: AppendRequest[] } | { type: 'close' };
 

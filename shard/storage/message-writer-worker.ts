@@ -42,7 +42,7 @@ try {
 /** One append inside the batch's transaction; a group's last msgId is written once per batch. */
 function appendOne(p: AppendRequest, heads: Map<string, { last: number; epoch: string }>): BatchOutcome {
   const existing = st.byClientId.get(p.groupId, p.userId, p.clientMsgId) as Message | undefined;
-  if (existing) return { message: existing, created: false };
+  if (existing) return { existing };
   let head = heads.get(p.groupId);
   if (!head) {
     const row = st.groupHead.get(p.groupId) as { last_msg_id: number; epoch: string } | undefined;
@@ -53,18 +53,9 @@ function appendOne(p: AppendRequest, heads: Map<string, { last: number; epoch: s
   const msgId = head.last + 1;
   const ts = Date.now();
   st.insertMessage.run(p.groupId, msgId, head.last, head.epoch, ts, p.userId, p.contents, p.clientMsgId);
-  const message = {
-    groupId: p.groupId,
-    msgId,
-    prevMsgId: head.last,
-    epoch: head.epoch,
-    ts,
-    userId: p.userId,
-    contents: p.contents,
-    clientMsgId: p.clientMsgId,
-  };
+  const decided = { msgId, prevMsgId: head.last, epoch: head.epoch, ts };
   head.last = msgId;
-  return { message, created: true };
+  return decided;
 }
 
 const runBatch = db.transaction((items: AppendRequest[]): BatchOutcome[] => {

@@ -7,9 +7,11 @@
  */
 import { Worker } from 'node:worker_threads';
 import type { WireError } from './errors.js';
-import type { AppendRequest, AppendResult, Message, WriterReply } from './message-sql.js';
+import type { AppendRequest, AppendResult, Message, WriterReply, WriterRequest } from './message-sql.js';
 
-interface Pending extends AppendRequest {
+interface Pending {
+  /** Posted to the writer thread as it is. */
+  req: AppendRequest;
   resolve(r: AppendResult): void;
   reject(e: Error): void;
 }
@@ -45,7 +47,7 @@ export class MessageWriter {
       return Promise.reject(this.o.toError({ message: 'the store is closed', code: 'SQLITE_MISUSE' }));
     }
     return new Promise((resolve, reject) => {
-      this.queue.push({ ...req, resolve, reject });
+      this.queue.push({ req, resolve, reject });
       if (!this.inFlight && !this.scheduled) {
         // What arrives in this turn of the event loop goes into the same batch.
         this.scheduled = true;
@@ -77,16 +79,7 @@ export class MessageWriter {
     const items = this.queue.splice(0, this.o.maxBatch);
     const id = this.nextId++;
     this.inFlight = { id, items };
-    worker.postMessage({
-      type: 'batch',
-      id,
-      items: items.map((p) => ({
-        groupId: p.groupId,
-        userId: p.userId,
-        contents: p.contents,
-        clientMsgId: p.clientMsgId,
-      })),
-    });
+    worker.postMessage({ type: 'batch', id, items: items.map((p) => p.req) } satisfies WriterRequest);
   }
 
   private spawn(): Worker {
@@ -126,9 +119,22 @@ export class MessageWriter {
           if (!out)
             p.reject(this.o.toError({ message: 'no result from the message writer', code: 'SQLITE_ERROR' }));
           else if ('error' in out) p.reject(this.o.toError(out.error));
+          else if ('existing' in out) p.resolve({ message: out.existing, created: false });
           else {
-            if (out.created) fresh.push(out.message);
-            p.resolve(out);
+            const { req } = p;
+            // The columns' order (MESSAGE_COLUMNS), as a message read back has it.
+            const message: Message = {
+              groupId: req.groupId,
+              msgId: out.msgId,
+              prevMsgId: out.prevMsgId,
+              epoch: out.epoch,
+              ts: out.ts,
+              userId: req.userId,
+              contents: req.contents,
+              clientMsgId: req.clientMsgId,
+            };
+            fresh.push(message);
+            p.resolve({ message, created: true });
           }
         });
         this.o.committed(fresh, r.seconds);
