@@ -168,6 +168,12 @@ const shardSchema = z.strictObject({
     .strictObject({
       /** Messages committed together in one transaction (one fsync) at most. */
       maxBatch: z.number().int().min(1).default(1000),
+      /**
+       * How often a thread of its own copies the WAL into the database file, so that
+       * commits do not (chosen by measurement: bench/RESULTS.md, "Checkpoints off the
+       * commit path"); 0: SQLite checkpoints inside the commits, every 1,000 pages.
+       */
+      checkpointEveryMs: z.number().int().min(0).max(60_000).default(100),
     })
     .prefault({}),
   /** Live resharding (docs/architecture.md section 7). */

@@ -80,7 +80,18 @@ interface Place {
 /** Opens the store and takes the shard map: its own, else its peers', else the configuration's. */
 async function joinCluster(cfg: Config, log: Logger, internalToken: string): Promise<Place> {
   const ordinal = resolveOrdinal(cfg);
-  const store = new Store(cfg.shard.dataDir, ordinal, cfg.shard.commit.maxBatch);
+  const store = new Store(
+    cfg.shard.dataDir,
+    ordinal,
+    cfg.shard.commit.maxBatch,
+    cfg.shard.commit.checkpointEveryMs,
+  );
+  store.on('checkpoint-failed', (e) =>
+    log.warn(
+      { err: e.message, code: e.code, db: store.file },
+      'a WAL checkpoint failed: commits checkpoint by themselves once the WAL is past 64 MiB',
+    ),
+  );
   if (store.readOnly)
     log.warn(
       { db: store.file },

@@ -18,7 +18,7 @@ import {
 const port = parentPort;
 if (!port) throw new Error('message-writer-worker runs in a worker thread');
 
-const { file } = workerData as { file: string };
+const { file, autocheckpointPages } = workerData as { file: string; autocheckpointPages?: number };
 
 // Statements live as long as the thread (see NATIVE_OBJECTS in database.ts: an ObjectWrap
 // collected outside a JavaScript context aborts the process on Node 24).
@@ -27,6 +27,9 @@ let st: { [K in keyof typeof MESSAGE_SQL]: Database.Statement };
 try {
   db = new Database(file, { fileMustExist: true });
   db.exec('PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000');
+  // With a checkpointer thread (checkpointer.ts) the commits checkpoint only past its backstop.
+  if (autocheckpointPages !== undefined)
+    db.exec(`PRAGMA wal_autocheckpoint = ${Math.trunc(autocheckpointPages)}`);
   st = {
     groupHead: db.prepare(MESSAGE_SQL.groupHead),
     byClientId: db.prepare(MESSAGE_SQL.byClientId),

@@ -21,6 +21,8 @@ export interface MessageWriterOptions {
   file: string;
   /** Messages per transaction at most. */
   maxBatch: number;
+  /** The writer connection's `wal_autocheckpoint` (SQLite's default, 1000, when undefined). */
+  autocheckpointPages?: number | undefined;
   /** An error from the writer thread as the store reports it (StorageError for disk trouble). */
   toError(e: WireError): Error;
   /** After each committed batch: the new messages, in commit order, and the transaction's time. */
@@ -83,7 +85,9 @@ export class MessageWriter {
   }
 
   private spawn(): Worker {
-    const worker = new Worker(WORKER_URL, { workerData: { file: this.o.file } });
+    const worker = new Worker(WORKER_URL, {
+      workerData: { file: this.o.file, autocheckpointPages: this.o.autocheckpointPages },
+    });
     this.worker = worker;
     worker.unref();
     worker.on('message', (r: WriterReply) => this.onReply(r));

@@ -14,8 +14,9 @@ import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import path from 'node:path';
 import type Database from 'better-sqlite3';
+import { BACKSTOP_PAGES, Checkpointer } from './checkpointer.js';
 import { databaseBytes, keep, openDatabase } from './database.js';
-import { readOnlyError, StorageError, storageError, wireError } from './errors.js';
+import { readOnlyError, StorageError, storageError, type WireError, wireError } from './errors.js';
 import { KnownMembers } from './known-members.js';
 import { type AppendResult, MESSAGE_COLUMNS, MESSAGE_SQL, type Message } from './message-sql.js';
 import { MessageWriter } from './message-writer.js';
@@ -69,6 +70,8 @@ export interface StoreEvents {
    * kept of it in memory (recent messages, fan-out heads) is no longer true.
    */
   replaced: [groupId: string];
+  /** A checkpoint of the checkpointer thread failed (the commits' backstop still bounds the WAL). */
+  'checkpoint-failed': [error: WireError];
 }
 
 /** A group and everything stored with it but its messages (moved in pages). */
@@ -202,6 +205,8 @@ export class Store extends EventEmitter<StoreEvents> {
   readonly readOnly: boolean;
   private readonly db: Database.Database;
   private readonly writer: MessageWriter;
+  /** Checkpoints off the commit path (none on a read-only volume, or with checkpointEveryMs 0). */
+  readonly checkpointer: Checkpointer | undefined;
   private readonly st: Statements;
   /**
    * Groups known to exist (read once, then answered from memory: the post path asks on
@@ -211,16 +216,30 @@ export class Store extends EventEmitter<StoreEvents> {
   /** Memberships read once and found true (see KnownMembers: forgotten before any removal). */
   private readonly members = new KnownMembers();
 
-  constructor(dataDir: string, ordinal: number, maxBatch = 1000) {
+  /**
+   * `checkpointEveryMs`: how often a thread of its own copies the WAL into the database
+   * file (checkpointer.ts); 0 leaves checkpoints to SQLite, inside the commits.
+   */
+  constructor(dataDir: string, ordinal: number, maxBatch = 1000, checkpointEveryMs = 100) {
     super();
     this.file = path.join(dataDir, `shard-${ordinal}.sqlite`);
     const opened = openDatabase(dataDir, this.file);
     this.db = opened.db;
     this.readOnly = opened.readOnly;
     this.st = prepareStatements(this.db);
+    const checkpointing = !this.readOnly && checkpointEveryMs > 0;
+    if (checkpointing) {
+      this.db.exec(`PRAGMA wal_autocheckpoint = ${BACKSTOP_PAGES}`);
+      this.checkpointer = new Checkpointer({
+        file: this.file,
+        everyMs: checkpointEveryMs,
+        failed: (e) => this.emit('checkpoint-failed', e),
+      });
+    }
     this.writer = new MessageWriter({
       file: this.file,
       maxBatch,
+      autocheckpointPages: checkpointing ? BACKSTOP_PAGES : undefined,
       toError: wireError,
       committed: (messages, seconds) => {
         for (const m of messages) this.emit('changed', m.groupId);
@@ -232,6 +251,7 @@ export class Store extends EventEmitter<StoreEvents> {
   /** Lets queued appends commit, then closes the writer thread and the database. */
   async close(): Promise<void> {
     await this.writer.close();
+    await this.checkpointer?.close();
     this.db.close();
   }
 

@@ -3,7 +3,7 @@
  * listener, and a group (row, members, roster, messages) and a user move whole from one
  * store to another, keeping the epoch and the msgIds.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -311,5 +311,50 @@ describe('moving a group and a user between stores', () => {
       a.deleteGroup('g');
       expect(a.queuedChanges(0, 100)).toEqual([]);
     });
+  });
+});
+
+describe('checkpoints off the commit path', () => {
+  const bytes = (f: string) => statSync(f).size;
+  /** n messages of 600 bytes (8,000: about 6 MB of WAL, past SQLite's default of 1,000 pages). */
+  const fill = (s: StoreType, n = 8000) =>
+    Promise.all(Array.from({ length: n }, (_, i) => s.append('g', 'alice', 'x'.repeat(600), `c${i}`)));
+
+  it('the commits do not checkpoint below the backstop: the database file does not grow', async () => {
+    // A checkpointer that does not run during the test: only commits could checkpoint.
+    const s = new Store(dir, 7, 1000, 60_000);
+    stores.push(s);
+    s.createGroup(group('g'));
+    await s.settled();
+    const before = bytes(s.file);
+    await fill(s);
+    expect(bytes(`${s.file}-wal`)).toBeGreaterThan(5_000_000);
+    expect(bytes(s.file)).toBe(before);
+  });
+
+  it('the checkpointer thread copies the WAL into the database file', async () => {
+    const s = new Store(dir, 8, 1000, 20);
+    stores.push(s);
+    s.createGroup(group('g'));
+    const before = bytes(s.file);
+    await fill(s, 3000);
+    const cp = s.checkpointer as NonNullable<StoreType['checkpointer']>;
+    await expect
+      .poll(
+        () =>
+          cp.stats.log > 0 && cp.stats.checkpointed === cp.stats.log && bytes(s.file) > before + 1_800_000,
+      )
+      .toBe(true);
+    expect((await s.messagesAfter('g', 0, 5000)).length).toBe(3000);
+  });
+
+  it('with checkpointEveryMs 0 SQLite checkpoints inside the commits, as before', async () => {
+    const s = new Store(dir, 9, 1000, 0);
+    stores.push(s);
+    expect(s.checkpointer).toBeUndefined();
+    s.createGroup(group('g'));
+    const before = bytes(s.file);
+    await fill(s);
+    expect(bytes(s.file)).toBeGreaterThan(before);
   });
 });
