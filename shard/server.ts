@@ -89,8 +89,11 @@ async function joinCluster(cfg: Config, log: Logger, internalToken: string): Pro
   store.on('checkpoint-failed', (e) =>
     log.warn(
       { err: e.message, code: e.code, db: store.file },
-      'a WAL checkpoint failed: commits checkpoint by themselves once the WAL is past 64 MiB',
+      'WAL checkpoints are failing (told once until they succeed again): commits checkpoint by themselves once the WAL is past 64 MiB',
     ),
+  );
+  store.on('checkpoint-recovered', (failures) =>
+    log.info({ failures, db: store.file }, 'WAL checkpoints succeed again'),
   );
   if (store.readOnly)
     log.warn(

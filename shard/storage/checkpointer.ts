@@ -25,14 +25,21 @@ const CLOSE_MS = 5000;
 export interface CheckpointerOptions {
   file: string;
   everyMs: number;
-  /** A checkpoint that failed (logged by the store's owner; the backstop still holds the WAL). */
+  /**
+   * Checkpoints started failing (told once, not every `everyMs`: a full disk would fill
+   * the log); the backstop still bounds the WAL.
+   */
   failed(e: WireError): void;
+  /** Checkpoints succeed again after `failures` failed ones. */
+  recovered(failures: number): void;
 }
 
 export class Checkpointer {
   private readonly worker: Worker;
-  /** Checkpoints run, and what the last one found. */
-  readonly stats = { runs: 0, log: 0, checkpointed: 0 };
+  /** Checkpoints run, failed, and what the last one found. */
+  readonly stats = { runs: 0, failures: 0, log: 0, checkpointed: 0 };
+  /** Failures since the last checkpoint that succeeded. */
+  private failing = 0;
 
   constructor(private readonly o: CheckpointerOptions) {
     this.worker = new Worker(new URL('./checkpointer-worker.js', import.meta.url), {
@@ -40,14 +47,21 @@ export class Checkpointer {
     });
     this.worker.unref();
     this.worker.on('message', (r: CheckpointerReply) => {
-      if (r.type === 'failed') this.o.failed(r.error);
+      if (r.type === 'failed') this.fail(r.error);
       else {
         this.stats.runs++;
         this.stats.log = r.log;
         this.stats.checkpointed = r.checkpointed;
+        if (this.failing > 0) this.o.recovered(this.failing);
+        this.failing = 0;
       }
     });
-    this.worker.on('error', (err) => this.o.failed({ message: err.message, code: 'checkpointer' }));
+    this.worker.on('error', (err) => this.fail({ message: err.message, code: 'checkpointer' }));
+  }
+
+  private fail(e: WireError): void {
+    this.stats.failures++;
+    if (this.failing++ === 0) this.o.failed(e);
   }
 
   async close(): Promise<void> {

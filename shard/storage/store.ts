@@ -70,8 +70,10 @@ export interface StoreEvents {
    * kept of it in memory (recent messages, fan-out heads) is no longer true.
    */
   replaced: [groupId: string];
-  /** A checkpoint of the checkpointer thread failed (the commits' backstop still bounds the WAL). */
+  /** The checkpointer thread's checkpoints started failing (the commits' backstop still bounds the WAL). */
   'checkpoint-failed': [error: WireError];
+  /** ... and succeed again, after this many failed. */
+  'checkpoint-recovered': [failures: number];
 }
 
 /** A group and everything stored with it but its messages (moved in pages). */
@@ -234,6 +236,7 @@ export class Store extends EventEmitter<StoreEvents> {
         file: this.file,
         everyMs: checkpointEveryMs,
         failed: (e) => this.emit('checkpoint-failed', e),
+        recovered: (failures) => this.emit('checkpoint-recovered', failures),
       });
     }
     this.writer = new MessageWriter({

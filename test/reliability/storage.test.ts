@@ -217,6 +217,11 @@ describe.skipIf(!permitted.ok).each(MODES)(
       });
       const repeatStatus = again.status;
 
+      // Failing checkpoints (the disk is full) are told once, not every 100 ms.
+      const checkpointWarnings =
+        (c.shards[0]?.proc.output() ?? '').match(/WAL checkpoints are failing/g)?.length ?? 0;
+      expect(checkpointWarnings).toBeLessThanOrEqual(1);
+
       // Space comes back: writes work again.
       unlinkSync(filler);
       let recoveredAfter = 0;
@@ -340,6 +345,7 @@ describe.skipIf(!permitted.ok).each(MODES)(
         postsAcceptedAfterFill: beforeFirst503,
         fullCode,
         fullWrites503: full503,
+        checkpointWarnings,
         fullWritesAcknowledged: 11 - full503,
         fullGroupCreate: newGroup.status,
         fullRepeatedClientMsgId: repeatStatus,
