@@ -95,13 +95,18 @@ function schemaVersion(db: Database.Database): number {
   return keep(db.prepare('PRAGMA user_version').pluck()).get() as number;
 }
 
+/**
+ * The pending migrations in one transaction: all or none, and one commit (one fsync) where
+ * a commit per migration made a new shard wait for four fsyncs before it listened, each
+ * slow on a disk busy with other writers.
+ */
 function migrate(db: Database.Database): void {
-  for (let v = schemaVersion(db); v < MIGRATIONS.length; v++) {
-    db.transaction(() => {
-      db.exec(MIGRATIONS[v] as string);
-      db.exec(`PRAGMA user_version = ${v + 1}`);
-    })();
-  }
+  const from = schemaVersion(db);
+  if (from >= MIGRATIONS.length) return;
+  db.transaction(() => {
+    for (let v = from; v < MIGRATIONS.length; v++) db.exec(MIGRATIONS[v] as string);
+    db.exec(`PRAGMA user_version = ${MIGRATIONS.length}`);
+  })();
 }
 
 /** Opens (creating and migrating) `file` in `dataDir`; read-only when the volume is. */

@@ -5,6 +5,7 @@
  * that no test file leaves a process or a directory behind.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
@@ -360,6 +361,31 @@ export function childEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
 }
 
 /**
+ * What a process that is not ready was doing (Linux): its CPU time so far and each
+ * thread's state and kernel wait channel (`D` with `ext4_sync_file` or `jbd2_*`: an
+ * fsync waiting for the disk; `R` for a long time: no CPU to be had).
+ */
+function threadStates(pid: number | undefined): string {
+  if (pid === undefined) return '';
+  try {
+    const ticks = (stat: string) => {
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      return { state: f[0], cpuTicks: Number(f[11]) + Number(f[12]) };
+    };
+    const tasks = readdirSync(`/proc/${pid}/task`).map((tid) => {
+      const base = `/proc/${pid}/task/${tid}`;
+      const read = (f: string) => readFileSync(`${base}/${f}`, 'utf8').trim();
+      const { state } = ticks(read('stat'));
+      return `${read('comm')}:${state}:${read('wchan') || '-'}`;
+    });
+    const cpuMs = ticks(readFileSync(`/proc/${pid}/stat`, 'utf8')).cpuTicks * 10;
+    return `--- pid ${pid}: ${cpuMs} ms of CPU; threads (name:state:wait) ${tasks.join(' ')} ---\n`;
+  } catch {
+    return '';
+  }
+}
+
+/**
  * Spawns `node ...args` and waits until it is ready (its ports accept connections
  * and/or a line appears), at most `timeoutMs`. On failure the process is killed and
  * the error carries its output.
@@ -396,8 +422,9 @@ export async function startProcess(opts: StartOptions): Promise<ManagedProcess> 
     await Promise.all(waits);
     if (!proc.running) throw new Error(`${opts.name} exited right after starting`);
   } catch (err) {
+    const stall = proc.running ? threadStates(proc.pid) : '';
     await proc.kill().catch(() => undefined);
-    throw new Error(`${(err as Error).message}\n${proc.tail()}`, { cause: err });
+    throw new Error(`${(err as Error).message}\n${stall}${proc.tail()}`, { cause: err });
   }
   return proc;
 }
