@@ -22,6 +22,6 @@ describe('startProcess', () => {
       (e: Error) => e,
     );
     expect(err?.message).toMatch(/timed out after 600 ms waiting for never-listens to accept connections/);
-    expect(err?.message).toMatch(/--- pid \d+: \d+ ms of CPU; threads \(name:state:wait\) node:S:\S+/);
+    expect(err?.message).toMatch(/--- pid \d+: \d+ ms of CPU; threads \(name:state:wait\) \S+:S:\S+/);
   });
 });
