@@ -72,11 +72,14 @@ export class MessageWriter {
     return this.queue.length + (this.inFlight?.items.length ?? 0);
   }
 
+  /** Sends the next batch if none is committing; tells the idle waiters when nothing is left. */
   private pump(): void {
-    if (this.inFlight || this.queue.length === 0) {
-      if (!this.inFlight && this.queue.length === 0) for (const w of this.idleWaiters.splice(0)) w();
-      return;
-    }
+    this.sendNext();
+    if (!this.inFlight && this.queue.length === 0) for (const w of this.idleWaiters.splice(0)) w();
+  }
+
+  private sendNext(): void {
+    if (this.inFlight || this.queue.length === 0) return;
     const worker = this.worker ?? this.spawn();
     const items = this.queue.splice(0, this.o.maxBatch);
     const id = this.nextId++;
@@ -117,6 +120,9 @@ export class MessageWriter {
         const batch = this.inFlight;
         if (batch?.id !== r.id) return;
         this.inFlight = undefined;
+        // The next batch (what queued while this one committed) goes to the thread before
+        // this one is answered: its commit overlaps the answers, acks and fan-out below.
+        this.sendNext();
         const fresh: Message[] = [];
         batch.items.forEach((p, i) => {
           const out = r.results[i];

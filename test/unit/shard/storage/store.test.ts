@@ -6,6 +6,7 @@
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import Database from 'better-sqlite3';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { Message } from '../../../../common/protocol.js';
 import type { GroupSnapshot, Store as StoreType, UserSnapshot } from '../../../../shard/storage/store.js';
@@ -82,6 +83,33 @@ describe('Store events', () => {
     expect(committed2).toEqual([1, 2]);
     expect(changed).toEqual(['g', 'g', 'g']);
     expect(removed).toEqual(['g/bob']);
+  });
+});
+
+describe('group commit', () => {
+  it('sends the next batch to the writer thread before answering the one that committed', async () => {
+    const s = open(3);
+    s.createGroup(group('g'));
+    const reader = new Database(s.file, { readonly: true });
+    const stored = reader.prepare("SELECT count(*) AS n FROM messages WHERE group_id = 'g'").pluck();
+    let seenWhileAnswering = -1;
+    s.once('committed', () => {
+      // The main thread is busy with the first batch's answers (blocked here): the batch
+      // queued meanwhile commits on the writer thread all the same (never, when it is sent
+      // only after these answers).
+      const until = Date.now() + 5000;
+      do seenWhileAnswering = stored.get() as number;
+      while (seenWhileAnswering < 6 && Date.now() < until);
+    });
+    try {
+      const first = s.append('g', 'alice', 'first', 'c0');
+      await new Promise((r) => setImmediate(r)); // the first batch is on its way to the thread
+      const rest = Promise.all(Array.from({ length: 5 }, (_, i) => s.append('g', 'alice', `m${i}`, `d${i}`)));
+      await Promise.all([first, rest]);
+      expect(seenWhileAnswering).toBe(6);
+    } finally {
+      reader.close();
+    }
   });
 });
 
