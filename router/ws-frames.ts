@@ -8,9 +8,14 @@ import { randomBytes } from 'node:crypto';
 export class FrameBoundaryTracker {
   /** Bytes of the current frame's header seen so far (0 at a boundary). */
   private headerLen = 0;
-  private readonly header = Buffer.alloc(14);
+  /** The header's second byte (MASK bit and 7-bit length), once seen. */
+  private b1 = 0;
+  /** The extended payload length (16 or 64 bits, big-endian) read so far. */
+  private extLen = 0;
   /** Payload bytes still to come in the current frame. */
   private payloadLeft = 0;
+  // Plain numbers, no Buffer: the router holds two trackers per relayed WebSocket, and a
+  // 14-byte Buffer cost each of them a Buffer, an ArrayBuffer and a native backing store.
 
   get atBoundary(): boolean {
     return this.headerLen === 0 && this.payloadLeft === 0;
@@ -31,30 +36,32 @@ export class FrameBoundaryTracker {
         if (this.payloadLeft === 0 && stopAtBoundary) return off;
         continue;
       }
-      this.header[this.headerLen++] = chunk[off++] as number;
-      const need = this.neededHeaderBytes();
-      if (this.headerLen < need) continue;
-      this.payloadLeft = this.payloadLength();
+      const byte = chunk[off++] as number;
+      const at = this.headerLen++;
+      if (at === 1) {
+        this.b1 = byte;
+        this.extLen = 0;
+      } else if (at >= 2 && at < 2 + this.extBytes()) {
+        // 64-bit lengths past 2^53 lose precision: no stream we relay gets there.
+        this.extLen = this.extLen * 256 + byte;
+      }
+      if (this.headerLen < 2 || this.headerLen < this.neededHeaderBytes()) continue;
+      const len7 = this.b1 & 0x7f;
+      this.payloadLeft = len7 < 126 ? len7 : this.extLen;
       this.headerLen = 0;
       if (this.payloadLeft === 0 && stopAtBoundary) return off;
     }
     return off;
   }
 
-  private neededHeaderBytes(): number {
-    if (this.headerLen < 2) return 2;
-    const b1 = this.header[1] as number;
-    const len7 = b1 & 0x7f;
-    const masked = (b1 & 0x80) !== 0;
-    return 2 + (len7 === 126 ? 2 : len7 === 127 ? 8 : 0) + (masked ? 4 : 0);
+  /** Bytes of extended payload length after the second byte (0, 2 or 8). */
+  private extBytes(): number {
+    const len7 = this.b1 & 0x7f;
+    return len7 === 126 ? 2 : len7 === 127 ? 8 : 0;
   }
 
-  private payloadLength(): number {
-    const len7 = (this.header[1] as number) & 0x7f;
-    if (len7 < 126) return len7;
-    if (len7 === 126) return this.header.readUInt16BE(2);
-    // 64-bit length: anything past 2^53 is not a stream we relay meaningfully anyway.
-    return Number(this.header.readBigUInt64BE(2));
+  private neededHeaderBytes(): number {
+    return 2 + this.extBytes() + ((this.b1 & 0x80) !== 0 ? 4 : 0);
   }
 }
 
