@@ -69,6 +69,7 @@ const USAGE = `node bench/peers.mjs [options]
   --idle LIST         idle connection counts for the memory part (default 0,2000,5000,10000)
   --parts LIST        fanout, memory, durable (default all)
   --quiet-wait D      wait up to D for an idle machine before each run (default 5s)
+  --settle D          quiet time between the GCs of each memory reading (default 8s; see SETTLE_S)
   --no-write          print only; leave bench/RESULTS.md and bench/results/ alone`;
 const { opts, usage, list, positive, seconds } = benchCli(USAGE, {
   systems: { type: 'string', default: 'shardchat,socketio,socketio-redis' },
@@ -79,6 +80,7 @@ const { opts, usage, list, positive, seconds } = benchCli(USAGE, {
   idle: { type: 'string', default: '0,2000,5000,10000' },
   parts: { type: 'string', default: 'fanout,memory,durable' },
   'quiet-wait': { type: 'string', default: '5s' },
+  settle: { type: 'string', default: '8s' },
   'no-write': { type: 'boolean', default: false },
 });
 const SYSTEMS = opts.systems.split(',').map((s) => s.trim());
@@ -92,6 +94,16 @@ const ROUNDS = positive('rounds', opts.rounds);
 const IDLE = opts.idle.split(',').map((x) => Number(x));
 if (IDLE.some((n) => !Number.isInteger(n) || n < 0)) usage('--idle wants counts >= 0');
 const QUIET_S = seconds('quiet-wait', opts['quiet-wait']);
+/**
+ * Quiet time inside each memory reading (bench/peers/gc-probe.cjs: two GCs, this long idle,
+ * two more). V8 grows its young generation to its maximum (32 MB on Node 20) while
+ * thousands of connections open, and shrinks it only at a GC that finds the last seconds'
+ * allocation low (about 5 s on Node 20, with a standalone script); read without that
+ * pause, the one-off growth counts as memory per connection. Each reading reports the
+ * young generation's size.
+ */
+const SETTLE_S = seconds('settle', opts.settle);
+const SETTLE_MS = String(Math.round(SETTLE_S * 1000));
 const NOFILE = Number(execFileSync('sh', ['-c', 'ulimit -n']).toString().trim()) || 1024;
 const HAVE_REDIS = (() => {
   try {
@@ -177,7 +189,7 @@ async function startSystem(system, { router = false } = {}) {
     const shard = shardchatProcs.start(
       'shard',
       ['shard', '--config', config],
-      { ...ENV, SHARDCHAT__shard__ordinal: '0', GC_PROBE_FILE: gcFile },
+      { ...ENV, SHARDCHAT__shard__ordinal: '0', GC_PROBE_FILE: gcFile, GC_PROBE_SETTLE_MS: SETTLE_MS },
       { nodeArgs: probeArgs },
     );
     await waitHttp(`http://127.0.0.1:${adminPort}/readyz`, 'the shard', shard);
@@ -193,7 +205,7 @@ async function startSystem(system, { router = false } = {}) {
       const r = shardchatProcs.start(
         'router',
         ['router', '--config', config],
-        { ...ENV, GC_PROBE_FILE: rgc },
+        { ...ENV, GC_PROBE_FILE: rgc, GC_PROBE_SETTLE_MS: SETTLE_MS },
         { nodeArgs: probeArgs },
       );
       await waitHttp(`http://127.0.0.1:${rAdmin}/readyz`, 'the router', r);
@@ -202,7 +214,11 @@ async function startSystem(system, { router = false } = {}) {
     return s;
   }
   const port = await freePort();
-  const env = { PORT: String(port), GC_PROBE_FILE: join(WORK, 'socketio.gc.json') };
+  const env = {
+    PORT: String(port),
+    GC_PROBE_FILE: join(WORK, 'socketio.gc.json'),
+    GC_PROBE_SETTLE_MS: SETTLE_MS,
+  };
   const pids = [];
   if (system === 'socketio-redis') {
     const redisPort = await freePort();
@@ -416,10 +432,16 @@ function rssKb(pid) {
 async function probe(pid, file) {
   fs.rmSync(file, { force: true });
   process.kill(pid, 'SIGUSR2');
-  for (let i = 0; i < 100 && !fs.existsSync(file); i++) await sleep(50);
+  for (const until = Date.now() + SETTLE_S * 1000 + 5000; !fs.existsSync(file) && Date.now() < until; )
+    await sleep(50);
   await sleep(100);
   const m = JSON.parse(fs.readFileSync(file, 'utf8'));
-  return { rssKb: rssKb(pid), heapKb: m.heapUsed / 1024, externalKb: (m.external + m.arrayBuffers) / 1024 };
+  return {
+    rssKb: rssKb(pid),
+    heapKb: m.heapUsed / 1024,
+    youngKb: m.youngBytes / 1024,
+    externalKb: (m.external + m.arrayBuffers) / 1024,
+  };
 }
 
 /** Least-squares slope of y over x. */
@@ -457,7 +479,7 @@ async function memoryOf(system, { router }) {
       const m = await probe(target.pid, target.gc);
       points.push({ n, ...m });
       log(
-        `  ${router ? 'shardchat router' : system}: ${n} idle connections, RSS ${fmt(m.rssKb)} KB, heap ${fmt(m.heapKb)} KB`,
+        `  ${router ? 'shardchat router' : system}: ${n} idle connections, RSS ${fmt(m.rssKb)} KB, heap ${fmt(m.heapKb)} KB, young generation ${fmt(m.youngKb)} KB`,
       );
     }
   } finally {
@@ -604,17 +626,28 @@ function report(res) {
     parts.push(
       '### Idle memory per connection',
       '',
-      'Slopes over the counts measured (least squares), after two full GCs: RSS and V8 heap. shardchat: authenticated',
-      'inbox WebSockets; `shardchat-router`: the router alone, in front of the shard (each relayed socket costs the',
-      `shard its own connection too). File-descriptor limit here: ${NOFILE}.`,
+      `Slopes over the counts measured (least squares), read after two full GCs, ${SETTLE_S} s idle and two more: RSS and V8 heap`,
+      "(used); `young gen.` is the committed size of V8's young generation at each reading (it grows to its maximum",
+      'while connections open and shrinks at a GC after a few seconds of low allocation: `--settle`). shardchat:',
+      'authenticated inbox WebSockets; `shardchat-router`: the router alone, in front of the shard (each relayed socket',
+      `costs the shard its own connection too). File-descriptor limit here: ${NOFILE}.`,
       '',
       table(
-        ['system', 'connections', 'RSS KB', 'heap KB', 'RSS KB per connection', 'heap KB per connection'],
+        [
+          'system',
+          'connections',
+          'RSS KB',
+          'heap KB',
+          'young gen. KB',
+          'RSS KB per connection',
+          'heap KB per connection',
+        ],
         res.memory.map((m) => [
           m.system,
           m.points.map((p) => fmt(p.n)).join(' / '),
           m.points.map((p) => fmt(p.rssKb)).join(' / '),
           m.points.map((p) => fmt(p.heapKb)).join(' / '),
+          m.points.map((p) => fmt(p.youngKb)).join(' / '),
           fmt(m.rssKbPerConn, 2),
           fmt(m.heapKbPerConn, 2),
         ]),
