@@ -14,6 +14,7 @@ import {
   type ManagedProcess,
   type ProcessRegistry,
   startProcess,
+  startTogether,
   writeYamlConfig,
 } from './processes.js';
 import { ATTEMPTS, portClash } from './shardchat.js';
@@ -181,12 +182,13 @@ async function startClusterOnce(
     SHARDCHAT_INTERNAL_TOKEN: randomBytes(16).toString('hex'),
     ...(opts.env ?? {}),
   };
-  const shards = await Promise.all(
-    shardPorts.slice(0, S).map(async (p, i) => {
-      const shard = await startShardProc(configPath, env, i, p, shardAdmin[i] as number, registry);
-      started.push(shard.proc);
-      return shard;
-    }),
+  // A shard that failed (a port taken meanwhile: startCluster tries again on the same data
+  // directory) must not leave the others of this attempt running unknown to the retry.
+  const shards = await startTogether(
+    shardPorts
+      .slice(0, S)
+      .map((p, i) => startShardProc(configPath, env, i, p, shardAdmin[i] as number, registry)),
+    (shard) => started.push(shard.proc),
   );
   const startRouterProc = () =>
     startProcess({

@@ -429,6 +429,20 @@ export async function startProcess(opts: StartOptions): Promise<ManagedProcess> 
   return proc;
 }
 
+/**
+ * Starts several processes at once. Each one that starts is handed to `started` even when
+ * another fails (then the first failure is thrown, once every start has ended), so that
+ * the caller can stop them all: with Promise.all, a start still under way when another
+ * failed would be left running, unknown to a caller that retries on the same data.
+ */
+export async function startTogether<T>(starts: Promise<T>[], started: (t: T) => void): Promise<T[]> {
+  const results = await Promise.allSettled(starts);
+  for (const r of results) if (r.status === 'fulfilled') started(r.value);
+  const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
+  return results.map((r) => (r as PromiseFulfilledResult<T>).value);
+}
+
 export interface RunResult extends Exit {
   stdout: string;
   stderr: string;
