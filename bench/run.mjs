@@ -7,7 +7,8 @@
 //                      [--only name,name] [--backend nginx|node] [--repeat 1] [--no-pin] [--write]
 //                      [--baseline-dir DIR]
 //
-// Targets: direct nginx haproxy shardchat http-proxy-3 httpxy undici-pool node-http-agent,
+// Targets: direct nginx haproxy shardchat http-proxy-3 httpxy undici-pool node-http-agent
+// node-floor (the floor under any Node.js router, not a candidate),
 // plus `hash` (bench/hash.mjs), and `shardchat-before` (the router of another build, such
 // as the commit before a change, given with --baseline-dir) in the same run. bench/RESULTS.md and bench/results/*.json are written
 // by a run that measures every proxy target (or with --write); a partial run only
@@ -52,8 +53,9 @@ const PROXY_TARGETS = [
   'httpxy',
   'undici-pool',
   'node-http-agent',
+  'node-floor',
 ];
-const NODE_CANDIDATES = new Set(['http-proxy-3', 'httpxy', 'undici-pool', 'node-http-agent']);
+const NODE_CANDIDATES = new Set(['http-proxy-3', 'httpxy', 'undici-pool', 'node-http-agent', 'node-floor']);
 /** Targets that route with the project's ShardFunction: their answers are checked shard by shard. */
 const OUR_SHARD_FUNCTION = new Set(['shardchat', 'shardchat-before', ...NODE_CANDIDATES]);
 

@@ -23,6 +23,13 @@ const sf = new ShardFunction({
   assignment: 'modulo',
 });
 
+/** The shard of a request target (path and query) with no headers; undefined for a rejected or malformed key. */
+export function shardOfTarget(target) {
+  const r = sf.route(pathOf(target), NO_HEADERS, shards);
+  return r.kind === 'shard' || r.kind === 'fixed' ? r.shard : undefined;
+}
+const NO_HEADERS = {};
+
 /**
  * The shard of a request, or undefined after answering it (404 for a rejected key,
  * 400 for a malformed escape), as the router does.
