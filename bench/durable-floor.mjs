@@ -3,7 +3,8 @@
 // shard's HTTP numbers against (issue 16's "HTTP POST >= 0.7x of SQLite alone").
 //
 //   node bench/durable-floor.mjs [--duration 8s] [--connections 64] [--groups 100]
-//                                [--clients undici,wrk] [--rounds 1]
+//                                [--clients undici,wrk] [--via http,ws] [--ws-window 16]
+//                                [--echo] [--rounds 1] [--quiet-wait 10s]
 //
 // The server is bench/durable-floor/server.mjs: bare node:http, JSON.parse of the body, a
 // writer thread committing batches with the shard's own statements and schema (WAL,
@@ -37,6 +38,8 @@ const USAGE = `usage: node bench/durable-floor.mjs [options]
   --via LIST         http and/or ws (default http,ws); ws: CONNECTIONS WebSockets from this process, each with
                      --ws-window messages awaiting their ack, as bench/shard.mjs's WebSocket rows
   --ws-window N      messages awaiting their ack per WebSocket (default 16)
+  --echo             over WebSockets, also send each message back as its group's \`message\` event after the
+                     ack, as a shard does to the group's sockets (in this load, the sender's own socket)
   --rounds N         rounds, each client once per round (default 1)
   --quiet-wait D     before each run, wait up to D for the rest of the machine to be idle (default 10s)`;
 const { opts, usage, seconds, positive } = benchCli(USAGE, {
@@ -47,6 +50,7 @@ const { opts, usage, seconds, positive } = benchCli(USAGE, {
   rounds: { type: 'string', default: '1' },
   via: { type: 'string', default: 'http,ws' },
   'ws-window': { type: 'string', default: '16' },
+  echo: { type: 'boolean', default: false },
   'quiet-wait': { type: 'string', default: '10s' },
 });
 const DURATION_S = seconds('duration', opts.duration);
@@ -208,7 +212,12 @@ async function run(client, round) {
   const dir = join(WORK, 'data');
   const file = await freshDatabase(dir);
   const port = await freePort();
-  const server = bp.start(`server-${client}-${round}`, [String(port), file], {}, { capture: true });
+  const server = bp.start(
+    `server-${client}-${round}`,
+    [String(port), file],
+    { FLOOR_ECHO: opts.echo ? '1' : '0' },
+    { capture: true },
+  );
   await new Promise((resolve, reject) => {
     server.child.stdout.on('data', (d) => String(d).includes('listening') && resolve());
     server.child.once('exit', (code) => reject(new Error(`the floor server exited (${code})`)));
@@ -286,7 +295,7 @@ async function run(client, round) {
 bp.reapLeftovers();
 log(
   `durable floor: bare node:http (and ws) + a writer thread, ${CONNECTIONS} connections, ${GROUPS} groups, ${DURATION_S}s runs` +
-    `${VIA.includes('ws') ? `, ${WS_WINDOW} in flight per WebSocket` : ''}`,
+    `${VIA.includes('ws') ? `, ${WS_WINDOW} in flight per WebSocket${opts.echo ? ', each message echoed as an event' : ''}` : ''}`,
 );
 try {
   for (let round = 1; round <= ROUNDS; round++) {

@@ -60,6 +60,7 @@ function answerHttp(res, result) {
   res.end(text);
 }
 
+const ECHO = process.env.FLOOR_ECHO === '1';
 const PATH = /^\/groups\/([^/?]+)\/messages$/;
 const server = http.createServer((req, res) => {
   const m = req.method === 'POST' ? PATH.exec(req.url) : null;
@@ -86,7 +87,12 @@ wss.on('connection', (ws) => {
     pending.push({
       item,
       socket: ws._socket,
-      answer: (r) => ws.send(JSON.stringify({ type: 'ack', clientMsgId: r.clientMsgId, msgId: r.msgId })),
+      answer: (r) => {
+        ws.send(JSON.stringify({ type: 'ack', clientMsgId: r.clientMsgId, msgId: r.msgId }));
+        // With FLOOR_ECHO=1 the message also goes back as its group's `message` event, as a
+        // shard sends it to the group's sockets (in the bench, the sender's own socket).
+        if (ECHO) ws.send(JSON.stringify({ type: 'message', message: { ...item, ...r } }));
+      },
     });
     sendNext();
   });
