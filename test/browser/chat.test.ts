@@ -6,7 +6,7 @@
  */
 import type { Page } from 'playwright-core';
 import { describe, expect, it } from 'vitest';
-import { ShardChatError } from '../../client/index.js';
+import { DEFAULT_BACKOFF, ShardChatError } from '../../client/index.js';
 import { HAVE_BROWSER, screenshot } from '../helpers/browser.js';
 import { useChatBrowser } from '../helpers/chat-browser.js';
 import { useProcessCleanup } from '../helpers/processes.js';
@@ -155,7 +155,22 @@ describe.skipIf(!HAVE_BROWSER)('the browser chat', () => {
     await screenshot(fay, 'after-restart');
   });
 
-  it('while only the user’s session host is down, the page falls back to the conversation’s socket: no banner, messages keep coming', async () => {
+  // Its budget covers its own waits: the suite's 30 s default was no more than the wait
+  // for the inbox alone (30 s) or the shard's restart (up to 20 s to listen) plus the
+  // fallback, so a Node 24 CI run that timed out here (15.6 s on Node 20 in the same run,
+  // 9-10 s here with two cores kept busy) said nothing of the step that was slow. Now a
+  // slow step fails with its own error (a shard silent at start prints its CPU time and
+  // threads), the inbox's next attempt after the restart may be DEFAULT_BACKOFF.maxMs
+  // away, and the steps' times are printed when the test fails.
+  it('while only the user’s session host is down, the page falls back to the conversation’s socket: no banner, messages keep coming', {
+    timeout: 30_000 + 2 * DEFAULT_BACKOFF.maxMs,
+  }, async ({ onTestFailed }) => {
+    const t0 = Date.now();
+    const steps: string[] = [];
+    const step = (what: string) => steps.push(`${Date.now() - t0} ms: ${what}`);
+    onTestFailed(() => {
+      console.error(`steps of the fallback test:\n${steps.join('\n')}`);
+    });
     await t.owner.putGroup('detour', { subject: 'Detour' });
     const groupShard = await shardOf('detour');
     // A user whose session host is another shard than the conversation's (2 in 3 are).
@@ -167,14 +182,17 @@ describe.skipIf(!HAVE_BROWSER)('the browser chat', () => {
       host = await sessionHostOf(page);
     }
     expect(host).not.toBe(groupShard);
+    step(`a user on session host ${host}, the conversation on ${groupShard}`);
     const p = page as Page;
     await expect.poll(() => p.textContent('#where')).toContain(`your inbox on shard ${host}`);
     await retryWhileUnavailable(() => t.owner.post('detour', 'before', 'detour-before'));
     await expect.poll(() => texts(p)).toEqual(['before']);
 
     await t.cluster.shards[host]?.proc.kill();
+    step('session host killed');
     // After the fallback delay the conversation's own socket delivers: connected, no banner.
     await p.waitForSelector('#state[data-mode="fallback"][data-state="open"]', { timeout: 20_000 });
+    step('fallback open');
     expect(await p.locator('#banner').isHidden()).toBe(true);
     await expect.poll(() => p.textContent('#where')).toContain('direct connection');
     await t.owner.post('detour', 'during', 'detour-during');
@@ -183,8 +201,11 @@ describe.skipIf(!HAVE_BROWSER)('the browser chat', () => {
     await expect.poll(() => texts(p)).toEqual(['before', 'during', 'mine during']);
     await screenshot(p, 'fallback');
 
+    step('messages during the fallback shown');
     await t.cluster.restartShard(host);
+    step('session host restarted');
     await p.waitForSelector('#state[data-mode="inbox"][data-state="open"]', { timeout: 30_000 });
+    step('inbox open again');
     await retryWhileUnavailable(() => t.owner.post('detour', 'after', 'detour-after'));
     await expect.poll(() => texts(p)).toEqual(['before', 'during', 'mine during', 'after']);
     const ids = (await p
